@@ -1,0 +1,109 @@
+"""Exceptions of the socket API.
+
+Two families, as STYLE.md asks. Everything a socket call raises for a communication failure
+is an ``OSError`` subclass carrying the errno a kernel TIPC socket gives, so code written for
+``socket.AF_TIPC`` keeps working (``except BlockingIOError``, ``except ConnectionRefusedError``,
+``e.errno == errno.EHOSTUNREACH``), and its message always names the address at fault.
+"You used it wrong" (closed socket, bad option) stays distinct from "the node or peer is
+gone" (:class:`NodeNotRunning`, :class:`NodeFailure`).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class TipcError(OSError):
+    """Base of every tipcshm OSError. ``tipc_error`` is the TIPC error code, if any."""
+
+    tipc_error: int = 0
+
+    def __init__(self, err: int, message: str, *, tipc_error: int = 0) -> None:
+        super().__init__(err, message)
+        self.tipc_error = tipc_error
+
+
+class NodeNotRunning(TipcError):
+    """No tipcshm node of that name runs on this machine (or it has stopped)."""
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        hint = f"start it with `tipcshm start --name {node}`"
+        text = f"tipcshm node {node!r} is not running"
+        if detail:
+            text += f" ({detail})"
+        super().__init__(_errno.ENOENT, f"{text}: {hint}")
+        self.node = node
+
+
+class NodeAlreadyRunning(TipcError):
+    def __init__(self, node: str, pid: int) -> None:
+        super().__init__(
+            _errno.EEXIST,
+            f"tipcshm node {node!r} is already running (supervisor pid {pid}); "
+            f"stop it with `tipcshm stop --name {node}` or pick another --name",
+        )
+        self.node = node
+        self.pid = pid
+
+
+class NodeFailure(TipcError):
+    """The node's workers stopped answering (the request could not complete)."""
+
+    def __init__(self, node: str, what: str) -> None:
+        super().__init__(_errno.EIO, f"tipcshm node {node!r}: {what}")
+
+
+class HostUnreachable(TipcError):
+    def __init__(self, address: object, why: str = "nothing is bound at this address") -> None:
+        super().__init__(_errno.EHOSTUNREACH, f"{why}: {address}")
+        self.address = address
+
+
+class MessageTooLong(TipcError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(_errno.EMSGSIZE, f"message of {size} bytes exceeds the {limit}-byte limit")
+
+
+class WouldBlock(TipcError, BlockingIOError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EAGAIN, what)
+
+
+class Timeout(TipcError, TimeoutError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.ETIMEDOUT, what)
+
+
+class AccessDenied(TipcError, PermissionError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EACCES, what)
+
+
+class InvalidArgument(TipcError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EINVAL, what)
+
+
+class AddressFamilyNotSupported(TipcError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EAFNOSUPPORT, what)
+
+
+class ProtocolOptionError(TipcError):
+    def __init__(self, level: int, option: int, why: str = "not supported") -> None:
+        super().__init__(_errno.ENOPROTOOPT, f"socket option level {level} option {option}: {why}")
+
+
+class SocketClosed(TipcError):
+    """The socket was closed by its own program (EBADF, as for a closed fd)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(_errno.EBADF, f"socket {port:#010x} is closed")
+
+
+class NotSupportedYet(NotImplementedError):
+    """A TIPC feature tipcshm does not implement yet (listed in the README)."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(f"{feature} is not supported by tipcshm yet (see README: Not yet supported)")
+        self.feature = feature
