@@ -9,7 +9,6 @@ wrappers convert to and from those tuples; every socket method accepts either fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from tipcshm.constants import (
     TIPC_ADDR_ID,
@@ -73,13 +72,15 @@ class SocketAddr:
         return f"<{self.node:#010x}:{self.port:#010x}>"
 
 
-Address = Union[ServiceAddr, ServiceRange, SocketAddr]
-AddressLike = Union[Address, tuple]
+Address = ServiceAddr | ServiceRange | SocketAddr
+AddressLike = Address | tuple
 
 
 def _u32(value: object, field: str, addr: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"AF_TIPC address {addr!r}: {field} must be an int, not {type(value).__name__}")
+        raise TypeError(
+            f"AF_TIPC address {addr!r}: {field} must be an int, not {type(value).__name__}"
+        )
     if not 0 <= value <= _U32:
         raise ValueError(f"AF_TIPC address {addr!r}: {field} {value} is outside 0..{_U32:#x}")
     return value
@@ -127,4 +128,6 @@ def parse_address(addr: AddressLike, *, allow_negative_scope: bool = False) -> A
         return ServiceAddr(v1, v2, scope)
     if atype == TIPC_ADDR_ID:
         return SocketAddr(v1, v2)
-    raise ValueError(f"AF_TIPC address {addr!r}: addr_type {atype} is not 1 (NAMESEQ), 2 (NAME) or 3 (ID)")
+    raise ValueError(
+        f"AF_TIPC address {addr!r}: addr_type {atype} is not 1 (NAMESEQ), 2 (NAME) or 3 (ID)"
+    )

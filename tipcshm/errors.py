@@ -105,5 +105,7 @@ class NotSupportedYet(NotImplementedError):
     """A TIPC feature tipcshm does not implement yet (listed in the README)."""
 
     def __init__(self, feature: str) -> None:
-        super().__init__(f"{feature} is not supported by tipcshm yet (see README: Not yet supported)")
+        super().__init__(
+            f"{feature} is not supported by tipcshm yet (see README: Not yet supported)"
+        )
         self.feature = feature

@@ -1,0 +1,3 @@
+from tipcshm.cli.main import main
+
+main()

@@ -1,0 +1,212 @@
+"""``tipcshm`` command line: start, stop, demo, stat, nametable, socket."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import click
+
+from tipcshm.errors import NodeAlreadyRunning, NodeNotRunning
+from tipcshm.shm.layout import NODE_ENV, NodeSegment, NodeState, check_node_name, resolve_node_name
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+node_option = click.option(
+    "--name",
+    "name",
+    default=None,
+    help=f"Node name (default: ${NODE_ENV} or 'default').",
+)
+
+
+def _node(name: str | None) -> str:
+    try:
+        return resolve_node_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+
+
+def log_path(node: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"tipcshm.{node}.log")
+
+
+@click.group()
+@click.version_option(package_name="tipcshm")
+def main() -> None:
+    """tipcshm: TIPC service addressing over shared memory."""
+
+
+@main.command()
+@node_option
+@click.option(
+    "--identity",
+    default=None,
+    help="Node identity (text up to 16 chars, or hex); random if omitted.",
+)
+@click.option("--foreground", is_flag=True, help="Stay attached (for systemd or containers).")
+@click.option(
+    "--group", "group", default=None, help="Open segments and queues to this group (mode 0660)."
+)
+@click.option("--lanes", default=64, show_default=True, help="Producer lanes per socket inbox.")
+@click.option("--lane-kib", default=256, show_default=True, help="Size of one lane in KiB.")
+def start(
+    name: str | None,
+    identity: str | None,
+    foreground: bool,
+    group: str | None,
+    lanes: int,
+    lane_kib: int,
+) -> None:
+    """Start a node; returns once it is ready."""
+    from tipcshm.workers.supervisor import NodeConfig, identity_for, running_supervisor, serve
+
+    node = _node(name)
+    pid = running_supervisor(node)
+    if pid is not None:
+        raise click.ClickException(str(NodeAlreadyRunning(node, pid).strerror))
+    try:
+        ident = identity_for(identity)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--identity") from None
+    mode, gid = 0o600, -1
+    if group is not None:
+        import grp
+
+        try:
+            gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
+        except KeyError:
+            raise click.BadParameter(f"no such group {group!r}", param_hint="--group") from None
+        mode = 0o660
+    if lanes < 1 or lane_kib < 160:
+        raise click.BadParameter("need --lanes >= 1 and --lane-kib >= 160 (two maximum messages)")
+    config = NodeConfig(node, ident, lanes, lane_kib * 1024, mode, gid)
+    if foreground:
+        sys.exit(serve(config, ready=lambda: click.echo(f"tipcshm node {node!r} ready")))
+    logfile = log_path(node)
+    with open(logfile, "ab") as log:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tipcshm.workers.supervisor",
+                node,
+                "--identity-hex",
+                ident.hex(),
+                "--lanes",
+                str(lanes),
+                "--lane-bytes",
+                str(lane_kib * 1024),
+                "--mode",
+                oct(mode)[2:],
+                "--gid",
+                str(gid),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if child.poll() is not None:
+            raise click.ClickException(
+                f"node {node!r} failed to start (exit {child.returncode}); see {logfile}"
+            )
+        try:
+            seg = NodeSegment.attach(node)
+            try:
+                if seg.state == NodeState.READY and seg.supervisor[0] == child.pid:
+                    addr = seg.addr
+                    break
+            finally:
+                seg.close()
+        except NodeNotRunning:
+            pass
+        if time.monotonic() > deadline:
+            child.kill()
+            raise click.ClickException(f"node {node!r} did not become ready; see {logfile}")
+        time.sleep(0.01)
+    click.echo(f"tipcshm node {node!r} started (address {addr:#010x}, supervisor pid {child.pid})")
+
+
+def stop_node(node: str, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop ``node`` and remove everything it created. False if it was not running."""
+    import signal
+
+    from tipcshm.workers.supervisor import clean_leftovers
+
+    from tipcshm import proc
+
+    try:
+        seg = NodeSegment.attach(node)
+    except NodeNotRunning:
+        return bool(clean_leftovers(node))
+    try:
+        pid, start = seg.supervisor
+    finally:
+        seg.close()
+    if pid and proc.alive(pid, start):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.alive(pid, start) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.alive(pid, start):
+            os.kill(pid, signal.SIGKILL)
+    clean_leftovers(node)
+    return True
+
+
+@main.command()
+@node_option
+def stop(name: str | None) -> None:
+    """Stop a node and remove its segments and queues."""
+    node = _node(name)
+    if stop_node(node):
+        click.echo(f"tipcshm node {node!r} stopped")
+    else:
+        click.echo(f"tipcshm node {node!r} was not running")
+
+
+@main.command()
+@node_option
+@click.option("--count", default=3, show_default=True, help="Messages to send.")
+def demo(name: str | None, count: int) -> None:
+    """Send messages to a service address through the node and show them arrive."""
+    import tipcshm
+
+    node = _node(name)
+    service = 18888
+    try:
+        server = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
+    except NodeNotRunning as exc:
+        raise click.ClickException(exc.strerror) from None
+    with server, tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node) as client:
+        server.bind((tipcshm.TIPC_ADDR_NAMESEQ, service, 0, 99, tipcshm.TIPC_NODE_SCOPE))
+        server.settimeout(5)
+        click.echo(f"server {server.getsockname()} bound to {{{service}, 0, 99}}")
+        for i in range(count):
+            payload = f"hello #{i} through node {node}".encode()
+            t0 = time.perf_counter()
+            client.sendto(payload, (tipcshm.TIPC_ADDR_NAME, service, i, 0))
+            data, addr = server.recvfrom(1024)
+            dt = (time.perf_counter() - t0) * 1e6
+            click.echo(f"  {{{service}, {i}}} <- {addr}: {data.decode()!r} ({dt:.0f} us)")
+
+
+def _register_stat_commands() -> None:
+    from tipcshm.cli import stat as stat_commands
+
+    main.add_command(stat_commands.stat)
+    main.add_command(stat_commands.nametable)
+    main.add_command(stat_commands.socket_group)
+
+
+_register_stat_commands()
+
+__all__ = ["main", "stop_node", "check_node_name", "log_path"]

@@ -1,0 +1,220 @@
+"""The per-process attachment to a node: segment, replica, destination lanes, control path.
+
+One :class:`NodeClient` exists per (process, node). Sockets share it: it maps the node
+segment, keeps the decoded name-table replica (refreshed only when the replica's sequence
+word moves: one shared-memory read per send), caches this process's lanes into destination
+inboxes, and sends control requests (bind, unbind, release) to the name-table worker.
+
+After ``fork()`` the child must not reuse the parent's attachment (its lanes are the
+parent's SPSC lanes and its process-table entry is the parent's), so the cache is dropped in
+the child and rebuilt on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from tipcshm import proc
+from tipcshm.core.nametable import NameTable, ReplicaFormatError
+from tipcshm.errors import NodeFailure, NodeNotRunning
+from tipcshm.shm import control
+from tipcshm.shm.lane import Inbox, Producer
+from tipcshm.shm.layout import (
+    R_SEQ,
+    REPLICA,
+    S_CTL_ACK,
+    S_CTL_REQ,
+    S_CTL_RESULT,
+    NodeSegment,
+    NodeState,
+    ProcRole,
+    inbox_name,
+    nametable_inbox_name,
+    resolve_node_name,
+)
+
+log = logging.getLogger("tipcshm.client")
+
+CONTROL_TIMEOUT = 10.0  # seconds a bind may wait for the name-table worker (restarts included)
+
+
+class NodeClient:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.seg = NodeSegment.attach(node)
+        try:
+            state = self.seg.state
+            if state != NodeState.READY:
+                raise NodeNotRunning(node, NodeState.NAMES.get(state, f"state {state}"))
+            if not proc.alive(*self.seg.supervisor):
+                raise NodeNotRunning(node, "its supervisor died; `tipcshm start` cleans up")
+            self.addr = self.seg.addr
+            self.pid, self.start = proc.self_token()
+            self.proc_index = self.seg.register_process(self.pid, self.start, ProcRole.CLIENT)
+            self.lanes, self.lane_bytes = self.seg.lane_geometry
+            self.mode, _gid = self.seg.permissions
+        except BaseException:
+            self.seg.close()
+            raise
+        self._seq_i = (REPLICA + R_SEQ) // 8
+        self._u64 = self.seg.u64
+        self._table = NameTable(self.addr)
+        self._table_seq = -1
+        self._dest: dict[int, Producer] = {}
+        self._dest_inbox: dict[int, Inbox] = {}
+        self._worker: Producer | None = None
+        self._worker_inbox: Inbox | None = None
+        self._lock = threading.Lock()
+
+    # -- name table ----------------------------------------------------------------
+    def table(self) -> NameTable:
+        """The current replica, decoded; re-read only when its sequence word moved."""
+        if self._u64[self._seq_i] != self._table_seq:
+            self._refresh_table()
+        return self._table
+
+    def _refresh_table(self) -> None:
+        got = self.seg.read_replica()
+        if got is None:
+            return  # writer mid-update for too long: keep the last good table
+        seq, image = got
+        try:
+            self._table = NameTable.decode(image, self.addr)
+        except ReplicaFormatError as exc:
+            log.warning("node %s: unreadable name-table replica (%s)", self.node, exc)
+            return
+        self._table_seq = seq
+
+    @property
+    def table_seq(self) -> int:
+        return self._u64[self._seq_i]
+
+    # -- destinations ----------------------------------------------------------------
+    def producer(self, port: int) -> Producer | None:
+        """This process's lane into socket ``port``'s inbox; None if no such socket."""
+        p = self._dest.get(port)
+        if p is not None:
+            inbox = self._dest_inbox[port]
+            if not inbox.closed:
+                return p
+            self.forget(port)
+            return None
+        with self._lock:
+            try:
+                inbox = Inbox.attach(inbox_name(self.node, port))
+            except FileNotFoundError:
+                return None
+            if inbox.closed:
+                inbox.detach()
+                return None
+            p = inbox.producer()
+            self._dest_inbox[port] = inbox
+            self._dest[port] = p
+            return p
+
+    def forget(self, port: int) -> None:
+        with self._lock:
+            self._dest.pop(port, None)
+            inbox = self._dest_inbox.pop(port, None)
+        if inbox is not None:
+            inbox.detach()
+
+    # -- control path ----------------------------------------------------------------
+    def _worker_producer(self) -> Producer:
+        if self._worker is None:
+            with self._lock:
+                if self._worker is None:
+                    try:
+                        inbox = Inbox.attach(nametable_inbox_name(self.node))
+                    except FileNotFoundError:
+                        raise NodeNotRunning(self.node, "its name-table inbox is gone") from None
+                    self._worker_inbox = inbox
+                    self._worker = inbox.producer()
+        return self._worker
+
+    def control(self, req: control.Request) -> int:
+        """Send a request to the name-table worker and wait for its errno (0 = done)."""
+        p = self._worker_producer()
+        ack_i = (self.seg.sock_off(req.slot) + S_CTL_ACK) // 4 if req.slot != control.NO_ACK else -1
+        if ack_i >= 0:
+            self.seg.u32[(self.seg.sock_off(req.slot) + S_CTL_REQ) // 4] = req.seq
+        deadline = time.monotonic() + CONTROL_TIMEOUT
+        with p.lock:
+            while True:
+                off = p.reserve(control.FRAME_SIZE)
+                if off is not None:
+                    break
+                if not p.wait_space(control.FRAME_SIZE, max(0.0, deadline - time.monotonic())):
+                    raise NodeFailure(self.node, "the name-table worker's inbox stayed full")
+            control.pack_request(p.buf, off, req, self.addr)
+            p.commit(control.FRAME_SIZE)
+        if ack_i < 0:
+            return 0
+        u32 = self.seg.u32
+        pause = 0.00002
+        while u32[ack_i] != req.seq:
+            if time.monotonic() > deadline:
+                self.check_alive()
+                raise NodeFailure(
+                    self.node, f"no answer from the name-table worker to {control.OP_NAMES[req.op]}"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+        return self.seg.i32[(self.seg.sock_off(req.slot) + S_CTL_RESULT) // 4]
+
+    def check_alive(self) -> None:
+        """Raise NodeNotRunning if the node stopped or its supervisor died."""
+        if self.seg.state != NodeState.READY or not proc.alive(*self.seg.supervisor):
+            raise NodeNotRunning(self.node, "it stopped")
+
+    def close(self) -> None:
+        with self._lock:
+            for inbox in self._dest_inbox.values():
+                inbox.detach()
+            self._dest.clear()
+            self._dest_inbox.clear()
+            if self._worker_inbox is not None:
+                self._worker_inbox.detach()
+            self._worker = None
+            self._worker_inbox = None
+        try:
+            self.seg.free_process(self.proc_index)
+        except (OSError, ValueError):
+            pass
+        self.seg.close()
+
+
+_clients: dict[str, NodeClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(node: str | None) -> NodeClient:
+    name = resolve_node_name(node)
+    client = _clients.get(name)
+    if client is not None:
+        return client
+    with _clients_lock:
+        client = _clients.get(name)
+        if client is None:
+            client = NodeClient(name)
+            _clients[name] = client
+        return client
+
+
+def drop_client(node: str) -> None:
+    """Forget a (stopped) node's attachment, so the next socket re-attaches."""
+    with _clients_lock:
+        client = _clients.pop(node, None)
+    if client is not None:
+        client.close()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's mappings stay valid in the child but its lanes are the parent's: start over.
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,540 @@
+"""The node segment: one versioned shared-memory control segment per node.
+
+Every offset of the node segment is defined here, once; the client library, the workers and
+``tipcshm stat`` all read the segment through :class:`NodeSegment`. Shape (after Aeron's
+CnC file and iceoryx2's management segment)::
+
+    offset    size           region
+    0         4096           header: magic, layout version, node name, identity, address,
+                             state, supervisor pid/start time, heartbeats, lane geometry,
+                             node counters
+    4096      MAX_PROCS*32   process table: every process attached to the node
+    ...       MAX_SOCKETS*128 socket table: one entry per open socket (port, owner, type,
+                             control-request handshake with the name-table worker, counters)
+    ...       64 + 2*R       name-table replica: seqlock word, active buffer index, lengths,
+                             then two buffers of R bytes (double-buffered, see below)
+
+Segment names all carry the node name, so isolated nodes (tests) run side by side and
+``tipcshm stop`` removes exactly its own: ``/tipcshm.<node>`` (this segment),
+``/tipcshm.<node>.in.<port>`` (a socket's inbox), ``/tipcshm.<node>.in.nametable`` (the
+name-table worker's inbox).
+
+Replica protocol (single writer: the name-table worker; many readers: clients). The writer
+encodes the whole table into the *inactive* buffer, then bumps ``seq`` to odd, flips
+``active`` and the length, and bumps ``seq`` to even. A reader copies the active buffer
+between two reads of ``seq`` and retries if they differ or are odd. Writing the inactive
+buffer means a worker killed mid-update leaves the active image intact, so a restarted worker
+reloads its bindings from here: this is how bindings survive a worker restart. On x86-64
+(TSO) stores become visible in program order and loads are not reordered with older loads,
+so the reader's ``seq``/data/``seq`` sequence needs no fence; the seq re-check catches a flip.
+
+Tables (processes, sockets) change only under ``flock`` of the segment file, the rare control
+path; that lock dies with its holder, so a killed process cannot wedge the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import re
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import posix_ipc
+
+from tipcshm.core.nametable import encoded_size
+from tipcshm.errors import NodeNotRunning
+
+MAGIC = 0x314D4853_43504954  # b"TIPCSHM1" little-endian
+LAYOUT_VERSION = 1
+
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+NODE_ENV = "TIPCSHM_NODE"
+DEFAULT_NODE = "default"
+
+# Geometry.
+HEADER_BYTES = 4096
+MAX_PROCS = 256
+PROC_ENTRY = 32
+MAX_SOCKETS = 4096
+SOCK_ENTRY = 128
+MAX_BINDINGS = 65535
+REPLICA_CTL = 64
+REPLICA_BUF = (encoded_size(MAX_BINDINGS) + 4095) & ~4095
+
+PROC_TABLE = HEADER_BYTES
+SOCK_TABLE = PROC_TABLE + MAX_PROCS * PROC_ENTRY
+REPLICA = SOCK_TABLE + MAX_SOCKETS * SOCK_ENTRY
+REPLICA_BUF0 = REPLICA + REPLICA_CTL
+SEGMENT_BYTES = REPLICA_BUF0 + 2 * REPLICA_BUF
+
+# Header fields: byte offsets (u64 fields 8-aligned, u32 fields 4-aligned).
+H_MAGIC = 0  # u64
+H_VERSION = 8  # u32
+H_STATE = 12  # u32: NodeState
+H_NAME = 16  # 64 bytes, UTF-8, NUL padded
+H_IDENTITY = 80  # 16 bytes
+H_ADDR = 96  # u32 node address (hash128to32 of the identity)
+H_SUP_PID = 100  # u32
+H_SUP_START = 104  # u64 supervisor start time (clock ticks since boot, /proc/pid/stat)
+H_STARTED_NS = 112  # u64 wall clock ns when the node started
+H_HEARTBEAT = 120  # u64 CLOCK_MONOTONIC ns, written by the supervisor
+H_NTW_PID = 128  # u32 name-table worker pid
+H_NTW_RESTARTS = 132  # u32
+H_NTW_START = 136  # u64
+H_NTW_HEARTBEAT = 144  # u64 CLOCK_MONOTONIC ns, written by the name-table worker
+H_LANES = 152  # u32 lanes per inbox
+H_LANE_BYTES = 156  # u32 bytes per lane
+H_MODE = 160  # u32 permission bits for segments/queues
+H_GID = 164  # i32 group owning them, -1 = unchanged
+H_COUNTERS = 512  # NODE_COUNTERS x u64
+NODE_COUNTERS = (
+    "sockets_opened",
+    "sockets_closed",
+    "processes_reaped",
+    "worker_restarts",
+    "bind_requests",
+    "unbind_requests",
+    "replica_updates",
+    "messages_returned",
+)
+COUNTER_INDEX = {name: i for i, name in enumerate(NODE_COUNTERS)}
+
+# Process table entry.
+P_PID = 0  # u32, 0 = free
+P_ROLE = 4  # u32: ProcRole
+P_START = 8  # u64
+P_SINCE_NS = 16  # u64 wall clock ns of registration
+
+# Socket table entry.
+S_PORT = 0  # u32, 0 = free
+S_STATE = 4  # u32: SockState
+S_PID = 8  # u32 owner
+S_TYPE = 12  # u32 SOCK_RDM / SOCK_DGRAM / ...
+S_OWNER_START = 16  # u64
+S_CTL_REQ = 24  # u32 last control request sequence number sent by the owner
+S_CTL_ACK = 28  # u32 last one the name-table worker completed
+S_CTL_RESULT = 32  # i32 its result: 0 or an errno
+S_NBIND = 36  # u32 bindings held (written by the name-table worker)
+S_TX_MSGS = 40  # u64 counters written by the owner
+S_TX_BYTES = 48
+S_RX_MSGS = 56
+S_RX_BYTES = 64
+S_DROPS = 72  # DGRAM messages dropped at a full receiver
+S_RETURNED = 80  # messages returned to this socket with an error code
+SOCK_COUNTERS = ("tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes", "drops", "returned")
+
+# Replica control.
+R_SEQ = 0  # u64 seqlock
+R_ACTIVE = 8  # u32 active buffer, 0 or 1
+R_LEN0 = 12  # u32 length of buffer 0's image
+R_LEN1 = 16  # u32
+
+
+class NodeState:
+    STARTING = 1
+    READY = 2
+    STOPPING = 3
+    NAMES = {1: "starting", 2: "ready", 3: "stopping"}
+
+
+class ProcRole:
+    CLIENT = 1
+    NAMETABLE = 2
+    NAMES = {1: "client", 2: "nametable"}
+
+
+class SockState:
+    FREE = 0
+    OPEN = 1
+    NAMES = {0: "free", 1: "open"}
+
+
+def check_node_name(node: str) -> str:
+    if not isinstance(node, str) or not NODE_NAME_RE.match(node):
+        raise ValueError(
+            f"invalid tipcshm node name {node!r}: use 1-48 characters from A-Z a-z 0-9 _ -"
+        )
+    return node
+
+
+def resolve_node_name(node: str | None) -> str:
+    """An explicit name, else $TIPCSHM_NODE, else ``default``."""
+    return check_node_name(node or os.environ.get(NODE_ENV) or DEFAULT_NODE)
+
+
+def segment_name(node: str) -> str:
+    return f"/tipcshm.{node}"
+
+
+def inbox_name(node: str, port: int) -> str:
+    return f"/tipcshm.{node}.in.{port:08x}"
+
+
+def nametable_inbox_name(node: str) -> str:
+    return f"/tipcshm.{node}.in.nametable"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcEntry:
+    index: int
+    pid: int
+    role: int
+    start: int
+    since_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SockEntry:
+    index: int
+    port: int
+    state: int
+    pid: int
+    type: int
+    owner_start: int
+    nbind: int
+    counters: dict[str, int]
+
+
+class NodeSegment:
+    """A mapping of a node's control segment (see the module docstring for the layout)."""
+
+    def __init__(self, node: str, shm: posix_ipc.SharedMemory, created: bool) -> None:
+        self.node = node
+        self._fd = shm.fd
+        self._map = mmap.mmap(shm.fd, SEGMENT_BYTES)
+        self.mv = memoryview(self._map)
+        self.created = created
+        # Whole-segment word views: index = byte offset // 4 or // 8.
+        self.u32 = self.mv.cast("I")
+        self.i32 = self.mv.cast("i")
+        self.u64 = self.mv.cast("Q")
+
+    # -- lifecycle ---------------------------------------------------------------
+    @classmethod
+    def create(cls, node: str, *, mode: int = 0o600) -> NodeSegment:
+        """Create the segment of a new node (supervisor). FileExistsError if present."""
+        check_node_name(node)
+        shm = posix_ipc.SharedMemory(
+            segment_name(node), posix_ipc.O_CREX, mode=mode, size=SEGMENT_BYTES
+        )
+        os.fchmod(shm.fd, mode)  # the umask must not change what was asked for
+        seg = cls(node, shm, True)
+        seg.u64[H_MAGIC // 8] = 0  # readers treat the segment as absent until the magic is set
+        seg.u32[H_VERSION // 4] = LAYOUT_VERSION
+        seg.u32[H_STATE // 4] = NodeState.STARTING
+        seg.u32[H_MODE // 4] = mode
+        encoded = node.encode()
+        seg.mv[H_NAME : H_NAME + len(encoded)] = encoded
+        return seg
+
+    def publish_magic(self) -> None:
+        self.u64[H_MAGIC // 8] = MAGIC
+
+    @classmethod
+    def attach(cls, node: str) -> NodeSegment:
+        """Map a running node's segment; NodeNotRunning if there is none or it is stale."""
+        check_node_name(node)
+        try:
+            shm = posix_ipc.SharedMemory(segment_name(node))
+        except posix_ipc.ExistentialError:
+            raise NodeNotRunning(node) from None
+        except posix_ipc.PermissionsError as exc:
+            raise NodeNotRunning(node, f"no permission to open its segment: {exc}") from None
+        try:
+            if os.fstat(shm.fd).st_size < SEGMENT_BYTES:
+                raise NodeNotRunning(node, "its segment is truncated or still being created")
+            seg = cls(node, shm, False)
+        finally:
+            os.close(shm.fd)
+        if seg.u64[H_MAGIC // 8] != MAGIC:
+            seg.close()
+            raise NodeNotRunning(node, "its segment is not initialised (starting or corrupt)")
+        if seg.u32[H_VERSION // 4] != LAYOUT_VERSION:
+            version = seg.u32[H_VERSION // 4]
+            seg.close()
+            raise NodeNotRunning(
+                node, f"segment layout {version}, this library speaks {LAYOUT_VERSION}"
+            )
+        return seg
+
+    def close(self) -> None:
+        if self._map is None:
+            return
+        for view in (self.u32, self.i32, self.u64, self.mv):
+            view.release()
+        self._map.close()
+        self._map = None  # type: ignore[assignment]
+        if self.created and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    @staticmethod
+    def unlink(node: str) -> None:
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            posix_ipc.unlink_shared_memory(segment_name(node))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock for the rare table changes; released if the holder dies."""
+        fd = os.open(f"/dev/shm{segment_name(self.node)}", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    # -- header ------------------------------------------------------------------
+    @property
+    def state(self) -> int:
+        return self.u32[H_STATE // 4]
+
+    @state.setter
+    def state(self, value: int) -> None:
+        self.u32[H_STATE // 4] = value
+
+    @property
+    def name(self) -> str:
+        return bytes(self.mv[H_NAME : H_NAME + 64]).rstrip(b"\0").decode()
+
+    @property
+    def identity(self) -> bytes:
+        return bytes(self.mv[H_IDENTITY : H_IDENTITY + 16])
+
+    def set_identity(self, identity: bytes, addr: int) -> None:
+        self.mv[H_IDENTITY : H_IDENTITY + 16] = identity.ljust(16, b"\0")
+        self.u32[H_ADDR // 4] = addr
+
+    @property
+    def addr(self) -> int:
+        return self.u32[H_ADDR // 4]
+
+    @property
+    def supervisor(self) -> tuple[int, int]:
+        return self.u32[H_SUP_PID // 4], self.u64[H_SUP_START // 8]
+
+    def set_supervisor(self, pid: int, start: int) -> None:
+        self.u32[H_SUP_PID // 4] = pid
+        self.u64[H_SUP_START // 8] = start
+        self.u64[H_STARTED_NS // 8] = time.time_ns()
+
+    @property
+    def started_ns(self) -> int:
+        return self.u64[H_STARTED_NS // 8]
+
+    def beat(self) -> None:
+        self.u64[H_HEARTBEAT // 8] = time.monotonic_ns()
+
+    @property
+    def heartbeat_ns(self) -> int:
+        return self.u64[H_HEARTBEAT // 8]
+
+    @property
+    def nametable_worker(self) -> tuple[int, int, int]:
+        """(pid, start time, restarts) of the name-table worker."""
+        return (
+            self.u32[H_NTW_PID // 4],
+            self.u64[H_NTW_START // 8],
+            self.u32[H_NTW_RESTARTS // 4],
+        )
+
+    def set_nametable_worker(self, pid: int, start: int) -> None:
+        self.u32[H_NTW_PID // 4] = pid
+        self.u64[H_NTW_START // 8] = start
+
+    def count_nametable_restart(self) -> None:
+        self.u32[H_NTW_RESTARTS // 4] += 1
+        self.bump("worker_restarts")
+
+    def nametable_beat(self) -> None:
+        self.u64[H_NTW_HEARTBEAT // 8] = time.monotonic_ns()
+
+    @property
+    def nametable_heartbeat_ns(self) -> int:
+        return self.u64[H_NTW_HEARTBEAT // 8]
+
+    @property
+    def lane_geometry(self) -> tuple[int, int]:
+        return self.u32[H_LANES // 4], self.u32[H_LANE_BYTES // 4]
+
+    def set_lane_geometry(self, lanes: int, lane_bytes: int) -> None:
+        self.u32[H_LANES // 4] = lanes
+        self.u32[H_LANE_BYTES // 4] = lane_bytes
+
+    @property
+    def permissions(self) -> tuple[int, int]:
+        """(mode, gid) every object of the node is created with; gid -1 = unchanged."""
+        return self.u32[H_MODE // 4], self.i32[H_GID // 4]
+
+    def set_group(self, gid: int) -> None:
+        self.i32[H_GID // 4] = gid
+
+    def bump(self, counter: str, n: int = 1) -> None:
+        self.u64[H_COUNTERS // 8 + COUNTER_INDEX[counter]] += n
+
+    def counters(self) -> dict[str, int]:
+        base = H_COUNTERS // 8
+        return {name: self.u64[base + i] for i, name in enumerate(NODE_COUNTERS)}
+
+    def apply_permissions(self, path_or_fd: int) -> None:
+        """Give an object the node's mode and group (for `tipcshm start --group`)."""
+        mode, gid = self.permissions
+        os.fchmod(path_or_fd, mode)
+        if gid >= 0:
+            os.fchown(path_or_fd, -1, gid)
+
+    # -- process table -----------------------------------------------------------
+    def _proc_off(self, index: int) -> int:
+        return PROC_TABLE + index * PROC_ENTRY
+
+    def register_process(self, pid: int, start: int, role: int) -> int:
+        with self.lock():
+            free = -1
+            for i in range(MAX_PROCS):
+                off = self._proc_off(i)
+                entry_pid = self.u32[(off + P_PID) // 4]
+                if entry_pid == pid and self.u64[(off + P_START) // 8] == start:
+                    return i
+                if entry_pid == 0 and free < 0:
+                    free = i
+            if free < 0:
+                raise OSError(
+                    28, f"tipcshm node {self.node!r}: process table full ({MAX_PROCS} processes)"
+                )
+            off = self._proc_off(free)
+            self.u32[(off + P_ROLE) // 4] = role
+            self.u64[(off + P_START) // 8] = start
+            self.u64[(off + P_SINCE_NS) // 8] = time.time_ns()
+            self.u32[(off + P_PID) // 4] = pid  # last: the entry is complete when pid is set
+            return free
+
+    def free_process(self, index: int) -> None:
+        with self.lock():
+            self.u32[(self._proc_off(index) + P_PID) // 4] = 0
+
+    def processes(self) -> list[ProcEntry]:
+        out = []
+        for i in range(MAX_PROCS):
+            off = self._proc_off(i)
+            pid = self.u32[(off + P_PID) // 4]
+            if pid:
+                out.append(
+                    ProcEntry(
+                        i,
+                        pid,
+                        self.u32[(off + P_ROLE) // 4],
+                        self.u64[(off + P_START) // 8],
+                        self.u64[(off + P_SINCE_NS) // 8],
+                    )
+                )
+        return out
+
+    # -- socket table ------------------------------------------------------------
+    @staticmethod
+    def sock_off(index: int) -> int:
+        return SOCK_TABLE + index * SOCK_ENTRY
+
+    def alloc_socket(self, port: int, pid: int, start: int, sock_type: int) -> int:
+        with self.lock():
+            for i in range(MAX_SOCKETS):
+                off = self.sock_off(i)
+                if self.u32[(off + S_PORT) // 4] == 0:
+                    self.mv[off : off + SOCK_ENTRY] = bytes(SOCK_ENTRY)
+                    self.u32[(off + S_PID) // 4] = pid
+                    self.u64[(off + S_OWNER_START) // 8] = start
+                    self.u32[(off + S_TYPE) // 4] = sock_type
+                    self.u32[(off + S_STATE) // 4] = SockState.OPEN
+                    self.u32[(off + S_PORT) // 4] = port
+                    self.bump("sockets_opened")
+                    return i
+        raise OSError(24, f"tipcshm node {self.node!r}: socket table full ({MAX_SOCKETS} sockets)")
+
+    def free_socket(self, index: int, port: int) -> bool:
+        """Free entry ``index`` if it still holds ``port``; False if someone already did."""
+        with self.lock():
+            off = self.sock_off(index)
+            if self.u32[(off + S_PORT) // 4] != port:
+                return False
+            self.u32[(off + S_STATE) // 4] = SockState.FREE
+            self.u32[(off + S_PORT) // 4] = 0
+            self.bump("sockets_closed")
+            return True
+
+    def socket_entry(self, index: int) -> SockEntry | None:
+        off = self.sock_off(index)
+        port = self.u32[(off + S_PORT) // 4]
+        if not port:
+            return None
+        base = (off + S_TX_MSGS) // 8
+        return SockEntry(
+            index=index,
+            port=port,
+            state=self.u32[(off + S_STATE) // 4],
+            pid=self.u32[(off + S_PID) // 4],
+            type=self.u32[(off + S_TYPE) // 4],
+            owner_start=self.u64[(off + S_OWNER_START) // 8],
+            nbind=self.u32[(off + S_NBIND) // 4],
+            counters={name: self.u64[base + i] for i, name in enumerate(SOCK_COUNTERS)},
+        )
+
+    def sockets(self) -> list[SockEntry]:
+        return [e for i in range(MAX_SOCKETS) if (e := self.socket_entry(i)) is not None]
+
+    def find_socket(self, port: int) -> int:
+        """Index of the entry holding ``port``, or -1."""
+        for i in range(MAX_SOCKETS):
+            if self.u32[(self.sock_off(i) + S_PORT) // 4] == port:
+                return i
+        return -1
+
+    # -- replica -----------------------------------------------------------------
+    def replica_seq(self) -> int:
+        return self.u64[(REPLICA + R_SEQ) // 8]
+
+    def read_replica(self, spins: int = 10000) -> tuple[int, bytes] | None:
+        """(seq, image) copied consistently, or None if the writer never settled."""
+        seq_i = (REPLICA + R_SEQ) // 8
+        for _ in range(spins):
+            s1 = self.u64[seq_i]
+            if s1 & 1:
+                continue
+            active = self.u32[(REPLICA + R_ACTIVE) // 4]
+            length = self.u32[(REPLICA + (R_LEN1 if active else R_LEN0)) // 4]
+            start = REPLICA_BUF0 + active * REPLICA_BUF
+            image = bytes(self.mv[start : start + min(length, REPLICA_BUF)])
+            if self.u64[seq_i] == s1:
+                return s1, image
+        return None
+
+    def write_replica(self, image: bytes) -> int:
+        """Single writer only. Returns the new (even) sequence number."""
+        if len(image) > REPLICA_BUF:
+            raise OSError(28, f"name-table replica of {len(image)} bytes exceeds {REPLICA_BUF}")
+        seq_i = (REPLICA + R_SEQ) // 8
+        seq = self.u64[seq_i]
+        if seq & 1:  # a previous writer died between its two bumps
+            seq += 1
+        target = 1 - self.u32[(REPLICA + R_ACTIVE) // 4]
+        start = REPLICA_BUF0 + target * REPLICA_BUF
+        self.mv[start : start + len(image)] = image
+        self.u64[seq_i] = seq + 1
+        self.u32[(REPLICA + (R_LEN1 if target else R_LEN0)) // 4] = len(image)
+        self.u32[(REPLICA + R_ACTIVE) // 4] = target
+        self.u64[seq_i] = seq + 2
+        self.bump("replica_updates")
+        return seq + 2
+
+
+def node_segment_exists(node: str) -> bool:
+    return os.path.exists(f"/dev/shm{segment_name(node)}")
+
+
+def segment_mode(node: str) -> int | None:
+    try:
+        return stat.S_IMODE(os.stat(f"/dev/shm{segment_name(node)}").st_mode)
+    except FileNotFoundError:
+        return None

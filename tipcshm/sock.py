@@ -1,0 +1,888 @@
+"""The socket API: ``tipcshm.socket`` behaves like ``socket.socket(AF_TIPC, ...)``.
+
+Send path (one readable line of work per step, STYLE.md 8)::
+
+    sendto -> resolve (replica, no round trip) -> reserve in our lane of the destination's
+    inbox -> header words + payload written in place (the single copy) -> commit (+ doorbell)
+
+Receive path: poll our inbox's lanes -> read header words and payload in place -> release.
+
+Semantics follow net/tipc/socket.c for connectionless sockets (SOCK_RDM, SOCK_DGRAM):
+anycast to a service address picks one binding of the first matching range, round robin,
+local bindings preferred; a service range multicasts to every matching socket once; a
+socket address sends directly. Undeliverable messages are dropped when dest-droppable is
+set (the default) and otherwise come back to the sender with the TIPC error code, readable
+with recvmsg ancillary data as with the kernel. Where the kernel would reject for overload,
+tipcshm blocks the sender instead (RDM loses nothing); DGRAM drops and counts.
+"""
+
+from __future__ import annotations
+
+import socket as _stdlib_socket
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from tipcshm import wire
+from tipcshm.addresses import (
+    AddressLike,
+    ServiceAddr,
+    ServiceRange,
+    SocketAddr,
+    parse_address,
+)
+from tipcshm.client import NodeClient, get_client
+from tipcshm.constants import (
+    AF_TIPC,
+    MSG_DONTWAIT,
+    MSG_PEEK,
+    SOCK_DGRAM,
+    SOCK_RDM,
+    SOCK_SEQPACKET,
+    SOCK_STREAM,
+    SOL_TIPC,
+    TIPC_ADDR_ID,
+    TIPC_CLUSTER_SCOPE,
+    TIPC_CONN_TIMEOUT,
+    TIPC_CRITICAL_IMPORTANCE,
+    TIPC_DEST_DROPPABLE,
+    TIPC_DESTNAME,
+    TIPC_ERRINFO,
+    TIPC_GROUP_JOIN,
+    TIPC_GROUP_LEAVE,
+    TIPC_IMPORTANCE,
+    TIPC_MAX_USER_MSG_SIZE,
+    TIPC_MCAST_BROADCAST,
+    TIPC_MCAST_REPLICAST,
+    TIPC_NODE_RECVQ_DEPTH,
+    TIPC_NODELAY,
+    TIPC_RESERVED_TYPES,
+    TIPC_RETDATA,
+    TIPC_SOCK_RECVQ_DEPTH,
+    TIPC_SOCK_RECVQ_USED,
+    TIPC_SRC_DROPPABLE,
+)
+from tipcshm.errors import (
+    AccessDenied,
+    AddressFamilyNotSupported,
+    HostUnreachable,
+    InvalidArgument,
+    MessageTooLong,
+    NodeNotRunning,
+    NotSupportedYet,
+    ProtocolOptionError,
+    SocketClosed,
+    Timeout,
+    TipcError,
+    WouldBlock,
+)
+from tipcshm.shm import control
+from tipcshm.shm.lane import Inbox, InboxClosed, Producer
+from tipcshm.shm.layout import (
+    S_DROPS,
+    S_RETURNED,
+    S_RX_BYTES,
+    S_RX_MSGS,
+    S_TX_BYTES,
+    S_TX_MSGS,
+    inbox_name,
+)
+
+_W01 = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+_ANC_ERRINFO = struct.Struct("=II")
+_ANC_DESTNAME = struct.Struct("=III")
+_WAIT_SLICE = 0.25  # blocked calls re-check closure and node liveness this often (seconds)
+_ERRCODE_MASK = 0xF << 25  # w1 bits 28:25
+_MAX_ROUTES = 1024  # cached destinations per socket
+
+
+class _Route:
+    """A destination resolved to one socket: our lane into it and the frame's header words.
+
+    Valid while the replica's sequence number is ``seq``: any bind or unbind on the node
+    moves it, and the next send resolves again.
+    """
+
+    __slots__ = ("seq", "producer", "inbox", "hdr", "hsize", "w0", "words")
+
+    def __init__(
+        self,
+        seq: int,
+        producer: Producer,
+        inbox: Inbox,
+        hdr: struct.Struct,
+        hsize: int,
+        w0: int,
+        words: tuple[int, ...],
+    ) -> None:
+        self.seq = seq
+        self.producer = producer
+        self.inbox = inbox
+        self.hdr = hdr
+        self.hsize = hsize
+        self.w0 = w0
+        self.words = words
+
+
+class Socket:
+    """A TIPC socket on a tipcshm node (see the module docstring)."""
+
+    def __init__(
+        self,
+        family: int = AF_TIPC,
+        type: int = SOCK_RDM,  # noqa: A002 - the stdlib's parameter name
+        proto: int = 0,
+        *,
+        node: str | None = None,
+    ) -> None:
+        if family != AF_TIPC:
+            raise AddressFamilyNotSupported(
+                f"tipcshm sockets are AF_TIPC ({AF_TIPC}), not {family}"
+            )
+        if type in (SOCK_SEQPACKET, SOCK_STREAM):
+            raise NotSupportedYet("connection sockets (SOCK_SEQPACKET, SOCK_STREAM)")
+        if type not in (SOCK_RDM, SOCK_DGRAM):
+            raise TipcError(94, f"socket type {type} is not supported by TIPC")  # ESOCKTNOSUPPORT
+        if proto != 0:
+            raise TipcError(93, f"protocol {proto} is not supported by TIPC")  # EPROTONOSUPPORT
+        self._closed = True  # until fully built, so __del__/close are safe
+        self.family = family
+        self.type = type
+        self.proto = proto
+        self._client: NodeClient = get_client(node)
+        self.node = self._client.node
+        self._own = self._client.addr
+        self._timeout: float | None = _stdlib_socket.getdefaulttimeout()
+        self._importance = 0
+        self._src_droppable = type == SOCK_DGRAM
+        self._dest_droppable = True
+        self._conn_timeout_ms = 8000
+        self._bindings: list[tuple[int, int, int, int, int]] = []  # type, lower, upper, scope, key
+        self._pub_count = 0
+        self._ctl_seq = 0
+        self._default_dest: ServiceAddr | ServiceRange | SocketAddr | None = None
+        self._recv_lock = threading.Lock()
+        self._ctl_lock = threading.Lock()
+        self._port, self._slot, self._inbox = self._open_port()
+        self._closed = False
+        seg = self._client.seg
+        base = seg.sock_off(self._slot)
+        self._counters = seg.u64
+        self._c_tx_msgs = (base + S_TX_MSGS) // 8
+        self._c_tx_bytes = (base + S_TX_BYTES) // 8
+        self._c_rx_msgs = (base + S_RX_MSGS) // 8
+        self._c_rx_bytes = (base + S_RX_BYTES) // 8
+        self._c_drops = (base + S_DROPS) // 8
+        self._c_returned = (base + S_RETURNED) // 8
+        self._u64 = self._client.seg.u64
+        self._seq_i = self._client._seq_i
+        self._routes: dict[Any, _Route] = {}
+        self._update_w0()
+        self._finalizer = weakref.finalize(
+            self, Socket._release, self._client, self._port, self._slot, self._inbox, True
+        )
+
+    # -- construction / teardown -----------------------------------------------------
+    def _open_port(self) -> tuple[int, int, Inbox]:
+        import secrets
+
+        client = self._client
+        for _ in range(64):
+            port = secrets.randbits(32)
+            if port == 0:
+                continue
+            try:
+                slot = client.seg.alloc_socket(port, client.pid, client.start, self.type)
+            except FileExistsError:
+                continue
+            try:
+                inbox = Inbox.create(
+                    inbox_name(self.node, port),
+                    lanes=client.lanes,
+                    lane_bytes=client.lane_bytes,
+                    mode=client.mode,
+                    owner=(client.pid, client.start),
+                )
+            except FileExistsError:
+                client.seg.free_socket(slot, port)
+                continue
+            except BaseException:
+                client.seg.free_socket(slot, port)
+                raise
+            return port, slot, inbox
+        raise TipcError(98, f"node {self.node!r}: could not allocate a free port")  # EADDRINUSE
+
+    def _update_w0(self) -> None:
+        self._w0_flags = wire.make_w0(
+            self._importance,
+            0,
+            0,
+            dest_droppable=self._dest_droppable,
+            src_droppable=self._src_droppable,
+        )
+
+    @staticmethod
+    def _release(client: NodeClient, port: int, slot: int, inbox: Inbox, withdraw: bool) -> None:
+        """Give back everything the socket holds (also run by the GC finaliser)."""
+        try:
+            inbox.mark_closed()
+            _return_unread(client, inbox)
+            if withdraw:
+                try:
+                    client.control(
+                        control.Request(control.OP_RELEASE_PORT, port, 0, control.NO_ACK)
+                    )
+                except (OSError, ValueError):
+                    pass  # node gone: nothing left to withdraw from
+            client.seg.free_socket(slot, port)
+        except (OSError, ValueError):
+            pass
+        finally:
+            inbox.unlink()
+            inbox.detach()
+
+    def close(self) -> None:
+        """Withdraw the bindings, return unread messages that asked for it, free the port."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"port={self._port:#010x}"
+        kind = {SOCK_RDM: "SOCK_RDM", SOCK_DGRAM: "SOCK_DGRAM"}.get(self.type, str(self.type))
+        return f"<tipcshm.socket node={self.node!r} {kind} {state}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SocketClosed(self._port)
+
+    # -- addresses -----------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def getsockname(self) -> tuple[int, int, int, int, int]:
+        self._check_open()
+        return (TIPC_ADDR_ID, self._own, self._port, 0, 0)
+
+    def getpeername(self) -> tuple[int, int, int, int, int]:
+        self._check_open()
+        raise TipcError(107, f"socket {self._port:#010x} is not connected")  # ENOTCONN
+
+    def bind(self, address: AddressLike) -> None:
+        """Bind a service address or range; a negative scope removes that binding."""
+        self._check_open()
+        addr = parse_address(address, allow_negative_scope=True)
+        if isinstance(addr, SocketAddr):
+            raise AddressFamilyNotSupported(f"cannot bind a socket address {addr}")
+        if isinstance(addr, ServiceAddr):
+            type_, lower, upper, scope = addr.type, addr.instance, addr.instance, addr.scope
+        else:
+            type_, lower, upper, scope = addr.type, addr.lower, addr.upper, addr.scope
+        if scope < 0:
+            self._unbind(type_, lower, upper, -scope if -scope in (2, 3) else None, address)
+            return
+        if type_ < TIPC_RESERVED_TYPES:
+            raise AccessDenied(f"service type {type_} is reserved (types below 64): {address}")
+        with self._ctl_lock:
+            key = (self._port + self._pub_count + 1) & 0xFFFFFFFF
+            if key == self._port:
+                raise TipcError(98, f"socket {self._port:#010x} has used up its binding keys")
+            err = self._control(control.OP_BIND, type_, lower, upper, scope, key)
+            if err:
+                raise TipcError(err, f"bind {address} failed")
+            self._pub_count += 1
+            self._bindings.append((type_, lower, upper, scope, key))
+
+    def unbind(self, address: AddressLike) -> None:
+        """Remove one binding (the kernel's bind with negative scope)."""
+        self._check_open()
+        addr = parse_address(address, allow_negative_scope=True)
+        if isinstance(addr, ServiceAddr):
+            self._unbind(addr.type, addr.instance, addr.instance, abs(addr.scope), address)
+        elif isinstance(addr, ServiceRange):
+            self._unbind(addr.type, addr.lower, addr.upper, abs(addr.scope), address)
+        else:
+            raise AddressFamilyNotSupported(f"cannot unbind a socket address {addr}")
+
+    def _unbind(
+        self, type_: int, lower: int, upper: int, scope: int | None, address: object
+    ) -> None:
+        with self._ctl_lock:
+            for i, (t, lo, up, sc, key) in enumerate(self._bindings):
+                if (t, lo, up) == (type_, lower, upper) and (scope is None or sc == scope):
+                    err = self._control(control.OP_UNBIND, t, lo, up, sc, key)
+                    if err:
+                        raise TipcError(err, f"unbind {address} failed")
+                    del self._bindings[i]
+                    return
+        raise InvalidArgument(f"socket {self._port:#010x} has no binding {address}")
+
+    def _control(self, op: int, type_: int, lower: int, upper: int, scope: int, key: int) -> int:
+        self._ctl_seq = (self._ctl_seq + 1) & 0xFFFFFFFF or 1
+        req = control.Request(
+            op, self._port, self._ctl_seq, self._slot, type_, lower, upper, scope, key
+        )
+        return self._client.control(req)
+
+    def connect(self, address: AddressLike) -> None:
+        """On RDM/DGRAM: remember a default destination for send(), as the kernel does."""
+        self._check_open()
+        addr = parse_address(address)
+        self._default_dest = addr
+
+    # -- options ---------------------------------------------------------------------
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        self._check_open()
+        if level != SOL_TIPC:
+            raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            if len(value) < 4:
+                raise InvalidArgument(f"option {option}: value must be at least 4 bytes")
+            value = struct.unpack_from("=I", value)[0]
+        if option == TIPC_IMPORTANCE:
+            if not 0 <= value <= TIPC_CRITICAL_IMPORTANCE:
+                raise InvalidArgument(f"TIPC_IMPORTANCE {value} is not 0..3")
+            self._importance = value
+        elif option == TIPC_SRC_DROPPABLE:
+            self._src_droppable = bool(value)
+        elif option == TIPC_DEST_DROPPABLE:
+            self._dest_droppable = bool(value)
+        elif option == TIPC_CONN_TIMEOUT:
+            self._conn_timeout_ms = int(value)
+        elif option in (TIPC_MCAST_BROADCAST, TIPC_MCAST_REPLICAST, TIPC_NODELAY):
+            pass  # transmission-method hints: one node has one method
+        elif option in (TIPC_GROUP_JOIN, TIPC_GROUP_LEAVE):
+            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+        else:
+            raise ProtocolOptionError(level, option)
+        self._update_w0()
+        self._routes.clear()  # their header words carry the old flags
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
+        self._check_open()
+        if level != SOL_TIPC:
+            raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
+        if option == TIPC_IMPORTANCE:
+            value = self._importance
+        elif option == TIPC_SRC_DROPPABLE:
+            value = int(self._src_droppable)
+        elif option == TIPC_DEST_DROPPABLE:
+            value = int(self._dest_droppable)
+        elif option == TIPC_CONN_TIMEOUT:
+            value = self._conn_timeout_ms
+        elif option == TIPC_NODE_RECVQ_DEPTH:
+            value = 0
+        elif option == TIPC_SOCK_RECVQ_DEPTH:
+            stats = self._inbox.stats()
+            value = stats["frames_written"] - stats["frames_read"]
+        elif option == TIPC_SOCK_RECVQ_USED:
+            value = self._inbox.fill()[0]
+        elif option == TIPC_GROUP_JOIN:
+            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+        else:
+            raise ProtocolOptionError(level, option)
+        if buflen:
+            return struct.pack("=I", value)[:buflen]
+        return value
+
+    def fileno(self) -> int:
+        """A descriptor that selectors report readable when a message is waiting."""
+        self._check_open()
+        return self._inbox.fileno()
+
+    # -- sending ---------------------------------------------------------------------
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        if address is None:
+            address, flags = flags_or_address, 0
+        else:
+            flags = flags_or_address
+        # Fast path: a cached route to one socket, valid for this replica sequence number.
+        try:
+            route = self._routes[address]
+        except (KeyError, TypeError):  # TypeError: an unhashable (malformed) address
+            return self._send(data, flags, address)
+        p = route.producer
+        if (
+            p is None
+            or route.seq != self._u64[self._seq_i]
+            or flags
+            or self._closed
+            or route.inbox.closed
+        ):
+            return self._send(data, flags, address)
+        n = len(data)
+        hsize = route.hsize
+        size = hsize + n
+        with p.lock:
+            off = p.reserve(size) if n <= TIPC_MAX_USER_MSG_SIZE else None
+            if off is not None:
+                buf = p.buf
+                route.hdr.pack_into(buf, off, route.w0 | size, *route.words)
+                buf[off + hsize : off + size] = data
+                p.commit(size)
+                c = self._counters
+                c[self._c_tx_msgs] += 1
+                c[self._c_tx_bytes] += n
+                return n
+        return self._send(data, flags, address)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if self._default_dest is None:
+            self._check_open()
+            raise TipcError(
+                89, f"socket {self._port:#010x} has no destination: use sendto or connect"
+            )
+        return self.sendto(data, flags, self._default_dest)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.send(data, flags)
+
+    def sendmsg(
+        self,
+        buffers: Iterable[Any],
+        ancdata: Iterable[Any] = (),
+        flags: int = 0,
+        address: Any = None,
+    ) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        if address is None:
+            return self.send(data, flags)
+        return self.sendto(data, flags, address)
+
+    def _send(self, data: Any, flags: int, address: Any) -> int:
+        """The general path: resolve, (re)build the route, deliver; may block."""
+        if self._closed:
+            raise SocketClosed(self._port)
+        addr = parse_address(address)
+        n = len(data)
+        if n > TIPC_MAX_USER_MSG_SIZE:
+            raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
+        nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
+        seq = self._u64[self._seq_i]
+        table = self._client.table()
+        if isinstance(addr, ServiceRange):
+            ports = table.lookup_mcast_sockets(addr.type, addr.lower, addr.upper, exact_scope=False)
+            if not ports:
+                raise HostUnreachable(addr)
+            words = (
+                wire.make_w1(wire.DataType.MCAST_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
+                0,
+                self._own,
+                self._port,
+                0,
+                self._own,
+                0,
+                addr.type,
+                addr.lower,
+                addr.upper,
+            )
+            for port in ports:
+                self._deliver(
+                    port,
+                    wire.HDR44,
+                    wire.MCAST_H_SIZE,
+                    words,
+                    data,
+                    n,
+                    nonblock,
+                    wire.ErrorCode.NO_NAME,
+                )
+            return n
+        if isinstance(addr, ServiceAddr):
+            found = table.lookup_anycast(addr.type, addr.instance)
+            if found is None:
+                raise HostUnreachable(addr)
+            node, port = found
+            if node != self._own:
+                raise HostUnreachable(
+                    addr, f"binding on node {node:#010x}: inter-node links are not supported yet"
+                )
+            words = (
+                wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
+                0,
+                self._own,
+                self._port,
+                port,
+                self._own,
+                self._own,
+                addr.type,
+                addr.instance,
+            )
+            hdr, hsize, missing = wire.HDR40, wire.NAMED_H_SIZE, wire.ErrorCode.NO_NAME
+            # Cache a route only when the lookup has one answer (round robin over several
+            # must look up on every send): two lookups in a row differ iff it has several.
+            single = table.lookup_anycast(addr.type, addr.instance) == found
+        else:
+            node = addr.node or self._own
+            if node != self._own:
+                raise HostUnreachable(
+                    addr,
+                    f"node {node:#010x} is not reachable: inter-node links are not supported yet",
+                )
+            port = addr.port
+            words = (
+                wire.make_w1(wire.DataType.DIRECT_MSG),
+                0,
+                self._own,
+                self._port,
+                port,
+                self._own,
+                node,
+            )
+            hdr, hsize, missing = wire.HDR32, wire.BASIC_H_SIZE, wire.ErrorCode.NO_PORT
+            single = True
+        if single and isinstance(address, (tuple, ServiceAddr, SocketAddr)):
+            self._remember_route(address, seq, port, hdr, hsize, words)
+        self._deliver(port, hdr, hsize, words, data, n, nonblock, missing)
+        return n
+
+    def _remember_route(
+        self,
+        address: Any,
+        seq: int,
+        port: int,
+        hdr: struct.Struct,
+        hsize: int,
+        words: tuple[int, ...],
+    ) -> None:
+        p = self._client.producer(port)
+        if p is None:
+            return
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        self._routes[address] = _Route(
+            seq,
+            p,
+            self._client._dest_inbox[port],
+            hdr,
+            hsize,
+            self._w0_flags | (hsize << 19),
+            words,
+        )
+
+    def _deliver(
+        self,
+        port: int,
+        hdr: struct.Struct,
+        hsize: int,
+        words: tuple[int, ...],
+        data: Any,
+        n: int,
+        nonblock: bool,
+        missing_err: int,
+    ) -> None:
+        """Write one frame into ``port``'s inbox: block while it is full (RDM), drop (DGRAM)."""
+        p = self._client.producer(port)
+        size = hsize + n
+        w0 = self._w0_flags | (hsize << 19) | size
+        if p is None:
+            self._undeliverable(hdr, w0, words, data, missing_err)
+            return
+        with p.lock:
+            try:
+                off = p.reserve(size)
+                if off is None:
+                    if self.type == SOCK_DGRAM:
+                        self._counters[self._c_drops] += 1
+                        return
+                    if nonblock:
+                        raise WouldBlock(
+                            f"receiving socket <{self._own:#010x}:{port:#010x}> is full"
+                        )
+                    off = self._wait_space(p, port, size)
+            except InboxClosed:
+                off = None
+            if off is None:  # the receiver closed: the message is undeliverable
+                self._client.forget(port)
+                self._undeliverable(hdr, w0, words, data, missing_err)
+                return
+            hdr.pack_into(p.buf, off, w0, *words)
+            p.buf[off + hsize : off + size] = data
+            p.commit(size)
+        c = self._counters
+        c[self._c_tx_msgs] += 1
+        c[self._c_tx_bytes] += n
+
+    def _wait_space(self, p: Producer, port: int, size: int) -> int | None:
+        timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        inbox = self._client._dest_inbox.get(port)
+        while True:
+            off = p.reserve(size)
+            if off is not None:
+                return off
+            if inbox is None or inbox.closed:
+                return None
+            if self._closed:
+                raise SocketClosed(self._port)
+            remaining = (
+                _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            )
+            if remaining <= 0:
+                raise Timeout(
+                    f"timed out sending to <{self._own:#010x}:{port:#010x}> (receiver full)"
+                )
+            p.wait_space(size, remaining)
+            self._client.check_alive()
+
+    def _undeliverable(
+        self, hdr: struct.Struct, w0: int, words: tuple[int, ...], data: Any, err: int
+    ) -> None:
+        """The kernel's reject path: return to sender unless dest-droppable, else drop."""
+        if self._dest_droppable:
+            return
+        frame = bytearray(hdr.size + len(data))
+        hdr.pack_into(frame, 0, w0, *words)
+        frame[hdr.size :] = data
+        returned = wire.reverse_for_reject(frame, err, self._own)
+        if returned is not None:
+            _post(self._client, self._port, returned)
+
+    # -- receiving -------------------------------------------------------------------
+    def _next_frame(self, flags: int) -> tuple[memoryview, int, int, int]:
+        if self._closed:
+            raise SocketClosed(self._port)
+        inbox = self._inbox
+        r = inbox.poll()
+        if r is not None:
+            return r
+        if flags & MSG_DONTWAIT or self._timeout == 0.0:
+            raise WouldBlock(f"no message waiting on socket {self._port:#010x}")
+        timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = (
+                _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            )
+            if remaining <= 0:
+                raise Timeout(f"timed out waiting for a message on socket {self._port:#010x}")
+            inbox.wait(remaining)
+            r = inbox.poll()
+            if r is not None:
+                return r
+            if self._closed:
+                raise SocketClosed(self._port)
+            if inbox.closed:
+                raise NodeNotRunning(self.node, "the node stopped and closed this socket")
+
+    def _take(self, flags: int) -> tuple[memoryview, int, int, int, int, int]:
+        """Next data frame: (buf, frame offset, lane, w0, w1, payload length)."""
+        while True:
+            buf, off, _length, lane = self._next_frame(flags)
+            w0, w1 = _W01.unpack_from(buf, off)
+            if (w0 >> 25) & 0xF <= TIPC_CRITICAL_IMPORTANCE:
+                return buf, off, lane, w0, w1, (w0 & 0x1FFFF) - ((w0 >> 19) & 0x3C)
+            self._inbox.release(lane)  # not a data message: nothing for this socket type
+
+    def _consumed(self, lane: int, n: int, flags: int, w1: int) -> None:
+        if flags & MSG_PEEK:
+            return
+        self._inbox.release(lane)
+        c = self._counters
+        if w1 & _ERRCODE_MASK:
+            c[self._c_returned] += 1
+        else:
+            c[self._c_rx_msgs] += 1
+            c[self._c_rx_bytes] += n
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        with self._recv_lock:
+            r = None if self._closed else self._inbox.poll()
+            buf, off, _length, lane = r or self._next_frame(flags)
+            w0, w1 = _W01.unpack_from(buf, off)
+            if (w0 >> 25) & 0xF > TIPC_CRITICAL_IMPORTANCE or w1 & _ERRCODE_MASK or flags:
+                return self._recv_general(buf, off, lane, w0, w1, bufsize, flags)[0]
+            start = off + ((w0 >> 19) & 0x3C)
+            end = off + (w0 & 0x1FFFF)
+            data = bytes(buf[start : min(end, start + bufsize)])
+            self._inbox.release(lane)
+            c = self._counters
+            c[self._c_rx_msgs] += 1
+            c[self._c_rx_bytes] += end - start
+            return data
+
+    def recvfrom(
+        self, bufsize: int, flags: int = 0
+    ) -> tuple[bytes, tuple[int, int, int, int, int]]:
+        with self._recv_lock:
+            r = None if self._closed else self._inbox.poll()
+            buf, off, _length, lane = r or self._next_frame(flags)
+            w0, w1 = _W01.unpack_from(buf, off)
+            if (w0 >> 25) & 0xF > TIPC_CRITICAL_IMPORTANCE or w1 & _ERRCODE_MASK or flags:
+                return self._recv_general(buf, off, lane, w0, w1, bufsize, flags)
+            hsize = (w0 >> 19) & 0x3C
+            start = off + hsize
+            end = off + (w0 & 0x1FFFF)
+            data = bytes(buf[start : min(end, start + bufsize)])
+            addr = _source(buf, off, hsize)
+            self._inbox.release(lane)
+            c = self._counters
+            c[self._c_rx_msgs] += 1
+            c[self._c_rx_bytes] += end - start
+            return data, addr
+
+    def _recv_general(
+        self, buf: memoryview, off: int, lane: int, w0: int, w1: int, bufsize: int, flags: int
+    ) -> tuple[bytes, tuple[int, int, int, int, int]]:
+        """recv/recvfrom for everything but a plain data message without flags."""
+        while (w0 >> 25) & 0xF > TIPC_CRITICAL_IMPORTANCE:
+            self._inbox.release(lane)  # not a data message: nothing for this socket type
+            buf, off, lane, w0, w1, _ = self._take(flags)
+        hsize = (w0 >> 19) & 0x3C
+        dlen = (w0 & 0x1FFFF) - hsize
+        data = (
+            b""
+            if w1 & _ERRCODE_MASK
+            else bytes(buf[off + hsize : off + hsize + min(dlen, bufsize)])
+        )
+        addr = _source(buf, off, hsize)
+        self._consumed(lane, dlen, flags, w1)
+        return data, addr
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        target = memoryview(buffer).cast("B")
+        with self._recv_lock:
+            buf, off, lane, w0, w1, dlen = self._take(flags)
+            if w1 & _ERRCODE_MASK:
+                n = 0
+            else:
+                n = min(dlen, nbytes or len(target), len(target))
+                start = off + ((w0 >> 19) & 0x3C)
+                target[:n] = buf[start : start + n]
+            self._consumed(lane, dlen, flags, w1)
+            return n
+
+    def recvfrom_into(
+        self, buffer: Any, nbytes: int = 0, flags: int = 0
+    ) -> tuple[int, tuple[int, int, int, int, int]]:
+        target = memoryview(buffer).cast("B")
+        with self._recv_lock:
+            buf, off, lane, w0, w1, dlen = self._take(flags)
+            hsize = (w0 >> 19) & 0x3C
+            n = 0 if w1 & _ERRCODE_MASK else min(dlen, nbytes or len(target), len(target))
+            target[:n] = buf[off + hsize : off + hsize + n]
+            addr = _source(buf, off, hsize)
+            self._consumed(lane, dlen, flags, w1)
+            return n, addr
+
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[int, int, int, int, int]]:
+        """Like socket.recvmsg; with ancbufsize > 0 it carries TIPC_ERRINFO, TIPC_RETDATA
+        (returned messages) and TIPC_DESTNAME (messages sent to a service address)."""
+        with self._recv_lock:
+            buf, off, lane, w0, w1, dlen = self._take(flags)
+            hsize = (w0 >> 19) & 0x3C
+            payload = bytes(buf[off + hsize : off + hsize + dlen])
+            header = wire.decode_header(buf[off : off + hsize])
+            addr = _source(buf, off, hsize)
+            self._consumed(lane, dlen, flags, w1)
+        msg_flags = 0
+        ancdata: list[tuple[int, int, bytes]] = []
+        if header.errcode:
+            data = b""
+            if ancbufsize > 0:
+                ancdata.append((SOL_TIPC, TIPC_ERRINFO, _ANC_ERRINFO.pack(header.errcode, dlen)))
+                if dlen:
+                    ancdata.append((SOL_TIPC, TIPC_RETDATA, payload))
+        else:
+            data = payload[:bufsize]
+            if dlen > bufsize:
+                msg_flags |= _stdlib_socket.MSG_TRUNC
+        if ancbufsize > 0 and header.user <= TIPC_CRITICAL_IMPORTANCE:
+            if header.mtype == wire.DataType.NAMED_MSG:
+                name = (header.name_type, header.name_instance, header.name_instance)
+                ancdata.append((SOL_TIPC, TIPC_DESTNAME, _ANC_DESTNAME.pack(*name)))
+            elif header.mtype == wire.DataType.MCAST_MSG:
+                name = (header.name_type, header.name_instance, header.name_upper)
+                ancdata.append((SOL_TIPC, TIPC_DESTNAME, _ANC_DESTNAME.pack(*name)))
+        return data, ancdata, msg_flags, addr
+
+    # -- observability -------------------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        self._check_open()
+        c = self._counters
+        used, capacity = self._inbox.fill()
+        return {
+            "port": self._port,
+            "bindings": [
+                {"type": t, "lower": lo, "upper": up, "scope": sc}
+                for t, lo, up, sc, _ in self._bindings
+            ],
+            "tx_msgs": c[self._c_tx_msgs],
+            "tx_bytes": c[self._c_tx_bytes],
+            "rx_msgs": c[self._c_rx_msgs],
+            "rx_bytes": c[self._c_rx_bytes],
+            "drops": c[self._c_drops],
+            "returned": c[self._c_returned],
+            "inbox_used": used,
+            "inbox_capacity": capacity,
+        }
+
+
+def _source(buf: memoryview, off: int, hsize: int) -> tuple[int, int, int, int, int]:
+    """The sender's socket address, as recvfrom gives it: (TIPC_ADDR_ID, node, port, 0, 0)."""
+    port = _U32.unpack_from(buf, off + 16)[0]
+    node = _U32.unpack_from(buf, off + (24 if hsize > wire.SHORT_H_SIZE else 12))[0]
+    return (TIPC_ADDR_ID, node, port, 0, 0)
+
+
+def _post(client: NodeClient, port: int, frame: bytes) -> bool:
+    """Best-effort, non-blocking delivery of a node-generated frame (returned messages)."""
+    p = client.producer(port)
+    if p is None:
+        return False
+    with p.lock:
+        if not p.write(frame):
+            return False
+    client.seg.bump("messages_returned")
+    return True
+
+
+def _return_unread(client: NodeClient, inbox: Inbox) -> None:
+    """On close, unread messages that are not dest-droppable go back with TIPC_ERR_NO_PORT."""
+    while True:
+        r = inbox.poll()
+        if r is None:
+            return
+        buf, off, length, lane = r
+        frame = bytes(buf[off : off + length])
+        inbox.release(lane)
+        try:
+            returned = wire.reverse_for_reject(frame, wire.ErrorCode.NO_PORT, client.addr)
+        except wire.WireError:
+            continue
+        if returned is not None:
+            dest_port = _U32.unpack_from(returned, 20)[0]
+            _post(client, dest_port, returned)
+
+
+socket = Socket
