@@ -152,6 +152,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.watched: dict[tuple[int, int], int] = {}  # (pid, start) -> pidfd
         self.pid, self.start = proc.self_token()
+        self.scanned_generation = -1
 
     # -- start ---------------------------------------------------------------------
     def create(self) -> None:
@@ -213,6 +214,11 @@ class Supervisor:
         return tokens
 
     def scan(self) -> None:
+        assert self.seg is not None
+        generation = self.seg.table_generation
+        if generation == self.scanned_generation:
+            return  # nobody registered since the last scan
+        self.scanned_generation = generation
         for token in self._tokens() - self.watched.keys():
             pid, start = token
             try:

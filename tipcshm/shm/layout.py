@@ -91,6 +91,7 @@ H_LANES = 152  # u32 lanes per inbox
 H_LANE_BYTES = 156  # u32 bytes per lane
 H_MODE = 160  # u32 permission bits for segments/queues
 H_GID = 164  # i32 group owning them, -1 = unchanged
+H_TABLE_GEN = 168  # u64 bumped whenever a process or socket registers (supervisor rescans)
 H_COUNTERS = 512  # NODE_COUNTERS x u64
 NODE_COUNTERS = (
     "sockets_opened",
@@ -410,7 +411,12 @@ class NodeSegment:
             self.u64[(off + P_START) // 8] = start
             self.u64[(off + P_SINCE_NS) // 8] = time.time_ns()
             self.u32[(off + P_PID) // 4] = pid  # last: the entry is complete when pid is set
+            self.u64[H_TABLE_GEN // 8] += 1
             return free
+
+    @property
+    def table_generation(self) -> int:
+        return self.u64[H_TABLE_GEN // 8]
 
     def free_process(self, index: int) -> None:
         with self.lock():
@@ -449,6 +455,7 @@ class NodeSegment:
                     self.u32[(off + S_TYPE) // 4] = sock_type
                     self.u32[(off + S_STATE) // 4] = SockState.OPEN
                     self.u32[(off + S_PORT) // 4] = port
+                    self.u64[H_TABLE_GEN // 8] += 1
                     self.bump("sockets_opened")
                     return i
         raise OSError(24, f"tipcshm node {self.node!r}: socket table full ({MAX_SOCKETS} sockets)")
