@@ -81,7 +81,8 @@ class NameTableWorker:
     def _recount(self, table: NameTable) -> None:
         counts: dict[int, int] = {}
         for b in table.bindings():
-            counts[b.port] = counts.get(b.port, 0) + 1
+            if b.node == self.own:
+                counts[b.port] = counts.get(b.port, 0) + 1
         for e in self.seg.sockets():
             self.seg.u32[(self.seg.sock_off(e.index) + S_NBIND) // 4] = counts.get(e.port, 0)
 
