@@ -139,9 +139,8 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT) -> bool:
     """Stop ``node`` and remove everything it created. False if it was not running."""
     import signal
 
-    from tipcshm.workers.supervisor import clean_leftovers
-
     from tipcshm import proc
+    from tipcshm.workers.supervisor import clean_leftovers
 
     try:
         seg = NodeSegment.attach(node)

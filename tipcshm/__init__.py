@@ -13,9 +13,9 @@ The node is picked by ``node=``, else ``$TIPCSHM_NODE``, else ``default``; start
 ``tipcshm start``.
 """
 
+import tipcshm.constants as _constants
 from tipcshm.addresses import ServiceAddr, ServiceRange, SocketAddr, parse_address
 from tipcshm.constants import *  # noqa: F403 - the socket-compatible constants are the API
-import tipcshm.constants as _constants
 from tipcshm.errors import (
     NodeAlreadyRunning,
     NodeFailure,
