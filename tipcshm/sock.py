@@ -684,7 +684,12 @@ class Socket:
             )
             if remaining <= 0:
                 raise Timeout(f"timed out waiting for a message on socket {self._port:#010x}")
-            inbox.wait(remaining)
+            try:
+                inbox.wait(remaining)
+            except InboxClosed:
+                if self._closed:
+                    raise SocketClosed(self._port) from None
+                raise NodeNotRunning(self.node, "the node stopped and closed this socket") from None
             r = inbox.poll()
             if r is not None:
                 return r
