@@ -144,6 +144,8 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
+from tipcshm.wire import U32 as _U32BE
+
 from tipcshm import proc
 
 __all__ = [
@@ -344,10 +346,13 @@ def _send_bell(mq: posix_ipc.MessageQueue) -> None:
 class _RxLane:
     """Consumer-side state of one active lane (private to the consumer process)."""
 
-    __slots__ = ("idx", "ctl", "q", "buf", "head", "tail", "cur", "nxt", "nread")
+    __slots__ = ("idx", "ctl", "q", "buf", "base", "head", "tail", "cur", "nxt", "nread")
 
-    def __init__(self, idx: int, ctl: memoryview, q: memoryview, buf: memoryview) -> None:
+    def __init__(
+        self, idx: int, ctl: memoryview, q: memoryview, buf: memoryview, base: int
+    ) -> None:
         self.idx = idx
+        self.base = base  # offset of this lane's data region in the mapping (for get())
         self.ctl = ctl
         self.q = q
         self.buf = buf
@@ -444,6 +449,48 @@ class Producer:
         self._facq()  # full fence: the tail store above is globally visible before ...
         self._frel()
         if self._hq[_ARMED]:  # ... this load (Dekker with Inbox.wait)
+            self._ring()
+
+    def put_locked(self, head: bytes, first_word: int, data: bytes | bytearray) -> bool:
+        """Write one frame ``head + data`` and publish it; False (nothing written) when the
+        ring is full or the inbox is closed. The send hot path in one call.
+
+        Call with :attr:`lock` held, then release the lock, then call :meth:`notify`:
+        releasing the lock is a locked instruction (sem_post / PyMutex cmpxchg), which is
+        the store->load fence between this tail store and notify()'s load of ``armed``;
+        so the hot path pays for one lock, not a lock and a fence.
+
+        TIPC frames start with word 0, which carries the frame size: ``first_word`` is
+        stored big-endian over the first four bytes of ``head``, so one cached header
+        template serves frames of every size.
+        """
+        hs = len(head)
+        n = hs + len(data)
+        t = self._tail
+        rec = (n + 15) & -8
+        off = t & self._mask
+        if self._hq[_CLOSED]:
+            return False  # never into a closed inbox: the caller re-resolves or rejects
+        if off + rec > self._cap or t + rec > self._limit or n > self._maxf:
+            if self._reserve_slow(n) is None:
+                return False
+            t = self._tail  # a wrap moved it to the start of the next lap
+            off = t & self._mask
+        buf = self.buf
+        o = off + RECORD_HDR
+        e = o + hs
+        buf[o:e] = head
+        _U32BE.pack_into(buf, o, first_word)
+        buf[e : o + n] = data
+        self._q[off >> 3] = n
+        t += rec
+        self._tail = t
+        self._ctl[_TAIL] = t  # publish: record bytes and length word are stored before this
+        return True
+
+    def notify(self) -> None:
+        """After put_locked() and the lock's release (the fence): ring if the consumer sleeps."""
+        if self._hq[_ARMED]:
             self._ring()
 
     def publish(self, n: int) -> None:
@@ -599,6 +646,7 @@ class Inbox:
         self.max_frame = lb // 2 - RECORD_HDR
         self._mask = lb - 1
         slots_off, data_off = hq[_SLOTS_OFF], hq[_DATA_OFF]
+        self._data_off = data_off
         self._owner = (hq[_OWNER_PID], hq[_OWNER_START])
         #: numpy uint8 view of every lane's data region (lane i at [i*lane_bytes, ...))
         self.data = np.frombuffer(mm, np.uint8, count=lanes * lb, offset=data_off)
@@ -965,7 +1013,7 @@ class Inbox:
             ln = rx[i]
             if c[_STATE] == SLOT_ACTIVE or (ln is not None and ln.cur >= 0):
                 if ln is None:
-                    ln = rx[i] = _RxLane(i, c, self._qs[i], self._bufs[i])
+                    ln = rx[i] = _RxLane(i, c, self._qs[i], self._bufs[i], self._data_off + i * self.lane_bytes)
                 active.append(ln)
             elif ln is not None:
                 c[_FRAMES_R] = ln.nread
@@ -1040,6 +1088,44 @@ class Inbox:
         if self._select and self._settle() and self._pending():
             return self.poll()
         return None
+
+    def get(self) -> bytes | None:
+        """The next frame as ``bytes``, consumed: poll + copy out + release in one call.
+
+        The receive hot path: one copy, straight from the mapping (a slice of the mmap
+        object costs about half a ``bytes(memoryview)``), no tuple, no second call. Falls
+        back to :meth:`poll` whenever the current lane has nothing ready.
+        """
+        ln = self._rr
+        if ln is not None:
+            h = ln.head
+            if h == ln.tail:
+                t = ln.ctl[_TAIL]
+                if t == h or self._hq[_GEN] != self._gen:
+                    return self._get_slow()
+                ln.tail = t
+            off = h & self._mask
+            m = ln.q[off >> 3]
+            if m <= self.max_frame:
+                start = ln.base + off + RECORD_HDR
+                frame = self._mm[start : start + m]  # type: ignore[index]
+                h += (m + 15) & -8
+                ln.cur = -1
+                ln.head = h
+                ln.ctl[_HEAD] = h  # after the frame was copied (load->store order)
+                ln.nread += 1
+                self._rr = ln.nxt
+                return frame
+        return self._get_slow()
+
+    def _get_slow(self) -> bytes | None:
+        r = self.poll()
+        if r is None:
+            return None
+        buf, off, m, lane = r
+        frame = bytes(buf[off : off + m])
+        self.release(lane)
+        return frame
 
     def release(self, lane: int) -> None:
         """Consume the frame :meth:`poll` last returned on ``lane``; its view becomes stale."""
