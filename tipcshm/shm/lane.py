@@ -144,9 +144,8 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
-from tipcshm.wire import U32 as _U32BE
-
 from tipcshm import proc
+from tipcshm.wire import U32 as _U32BE
 
 __all__ = [
     "BACKSTOP",
@@ -1013,7 +1012,8 @@ class Inbox:
             ln = rx[i]
             if c[_STATE] == SLOT_ACTIVE or (ln is not None and ln.cur >= 0):
                 if ln is None:
-                    ln = rx[i] = _RxLane(i, c, self._qs[i], self._bufs[i], self._data_off + i * self.lane_bytes)
+                    base = self._data_off + i * self.lane_bytes
+                    ln = rx[i] = _RxLane(i, c, self._qs[i], self._bufs[i], base)
                 active.append(ln)
             elif ln is not None:
                 c[_FRAMES_R] = ln.nread
