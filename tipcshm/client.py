@@ -167,8 +167,10 @@ class NodeClient:
 
     def check_alive(self) -> None:
         """Raise NodeNotRunning if the node stopped or its supervisor died."""
-        if self.seg.state != NodeState.READY or not proc.alive(*self.seg.supervisor):
+        if self.seg.state != NodeState.READY:
             raise NodeNotRunning(self.node, "it stopped")
+        if not proc.alive(*self.seg.supervisor):
+            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
 
     def close(self) -> None:
         with self._lock:
@@ -192,24 +194,32 @@ _clients_lock = threading.Lock()
 
 
 def get_client(node: str | None) -> NodeClient:
+    """This process's attachment to ``node``; a stopped or crashed node's is replaced.
+
+    Checked once per new socket (not per message): a node that was restarted under the
+    same name is a new segment, so the old attachment must not be reused.
+    """
     name = resolve_node_name(node)
-    client = _clients.get(name)
-    if client is not None:
-        return client
     with _clients_lock:
         client = _clients.get(name)
-        if client is None:
-            client = NodeClient(name)
-            _clients[name] = client
+        if client is not None:
+            try:
+                client.check_alive()
+                return client
+            except NodeNotRunning:
+                drop_client(name)  # sockets still open on it keep their own reference
+        client = NodeClient(name)
+        _clients[name] = client
         return client
 
 
 def drop_client(node: str) -> None:
-    """Forget a (stopped) node's attachment, so the next socket re-attaches."""
-    with _clients_lock:
-        client = _clients.pop(node, None)
-    if client is not None:
-        client.close()
+    """Forget a node's attachment, so the next socket attaches anew.
+
+    It is not closed: sockets still open on it keep using (and then closing) it; its
+    mapping goes when the last of them does.
+    """
+    _clients.pop(node, None)
 
 
 def _after_fork_in_child() -> None:

@@ -18,6 +18,7 @@ tipcshm blocks the sender instead (RDM loses nothing); DGRAM drops and counts.
 
 from __future__ import annotations
 
+import contextlib
 import socket as _stdlib_socket
 import struct
 import threading
@@ -249,7 +250,8 @@ class Socket:
         if self._closed:
             return
         self._closed = True
-        self._flush_counters()
+        with contextlib.suppress(ValueError, OSError):  # the node may be gone: close anyway
+            self._flush_counters()
         self._finalizer()
 
     def __enter__(self) -> Socket:
