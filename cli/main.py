@@ -10,25 +10,12 @@ import time
 
 import click
 
+from tipcshm.cli.options import node_from_option, node_option
 from tipcshm.errors import NodeAlreadyRunning, NodeNotRunning
-from tipcshm.shm.layout import NODE_ENV, NodeSegment, NodeState, check_node_name, resolve_node_name
+from tipcshm.shm.layout import NodeSegment, NodeState, check_node_name
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-
-node_option = click.option(
-    "--name",
-    "name",
-    default=None,
-    help=f"Node name (default: ${NODE_ENV} or 'default').",
-)
-
-
-def _node(name: str | None) -> str:
-    try:
-        return resolve_node_name(name)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--name") from None
 
 
 def log_path(node: str) -> str:
@@ -65,7 +52,7 @@ def start(
     """Start a node; returns once it is ready."""
     from tipcshm.workers.supervisor import NodeConfig, identity_for, running_supervisor, serve
 
-    node = _node(name)
+    node = node_from_option(name)
     pid = running_supervisor(node)
     if pid is not None:
         raise click.ClickException(str(NodeAlreadyRunning(node, pid).strerror))
@@ -165,7 +152,7 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT) -> bool:
 @node_option
 def stop(name: str | None) -> None:
     """Stop a node and remove its segments and queues."""
-    node = _node(name)
+    node = node_from_option(name)
     if stop_node(node):
         click.echo(f"tipcshm node {node!r} stopped")
     else:
@@ -179,7 +166,7 @@ def demo(name: str | None, count: int) -> None:
     """Send messages to a service address through the node and show them arrive."""
     import tipcshm
 
-    node = _node(name)
+    node = node_from_option(name)
     service = 18888
     try:
         server = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)

@@ -48,18 +48,17 @@ import click
 import psutil
 
 from tipcshm import proc
+from tipcshm.cli.options import node_from_option, node_option
 from tipcshm.constants import SOCK_DGRAM, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM
 from tipcshm.core.nametable import CLUSTER_SCOPE, NODE_SCOPE, Binding, NameTable, NameTableError
 from tipcshm.errors import NodeFailure, NodeNotRunning
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
-    NODE_ENV,
     SOCK_COUNTERS,
     NodeSegment,
     NodeState,
     ProcRole,
     inbox_name,
-    resolve_node_name,
 )
 from tipcshm.wire import identity_to_str
 
@@ -661,20 +660,6 @@ def render_sockets(sockets: Sequence[dict[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------- commands
 
-_node_option = click.option(
-    "--name",
-    "name",
-    default=None,
-    help=f"Node name (default: ${NODE_ENV} or 'default').",
-)
-
-
-def _node(name: str | None) -> str:
-    try:
-        return resolve_node_name(name)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--name") from None
-
 
 def _read(reader: Callable[[str], Any], node: str) -> Any:
     try:
@@ -690,7 +675,7 @@ def _json(value: Any, *, compact: bool = False) -> str:
 
 
 @click.command("stat")
-@_node_option
+@node_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.option("--prometheus", is_flag=True, help="Print the Prometheus text exposition format.")
 @click.option(
@@ -709,7 +694,7 @@ def stat(
     name: str | None, as_json: bool, prometheus: bool, watch: float | None, count: int | None
 ) -> None:
     """Show the node's state, processes, sockets and counters."""
-    node = _node(name)
+    node = node_from_option(name)
     if as_json and prometheus:
         raise click.UsageError("--json and --prometheus exclude each other")
     if count is not None and watch is None:
@@ -750,11 +735,11 @@ def nametable() -> None:
 
 
 @nametable.command("show")
-@_node_option
+@node_option
 @click.option("--json", "as_json", is_flag=True, help="Print the bindings as JSON.")
 def nametable_show(name: str | None, as_json: bool) -> None:
     """List every binding: Type Lower Upper Scope Port Node (like `tipc nametable show`)."""
-    rows = _read(nametable_rows, _node(name))
+    rows = _read(nametable_rows, node_from_option(name))
     click.echo(_json(rows) if as_json else render_nametable(rows))
 
 
@@ -764,11 +749,11 @@ def socket_group() -> None:
 
 
 @socket_group.command("list")
-@_node_option
+@node_option
 @click.option("--json", "as_json", is_flag=True, help="Print the sockets as JSON.")
 def socket_list(name: str | None, as_json: bool) -> None:
     """List the node's sockets and their bindings (like `tipc socket list`)."""
-    rows = _read(socket_rows, _node(name))
+    rows = _read(socket_rows, node_from_option(name))
     if as_json:
         click.echo(_json(rows))
     elif rows:

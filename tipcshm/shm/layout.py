@@ -39,7 +39,6 @@ import fcntl
 import mmap
 import os
 import re
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -491,13 +490,6 @@ class NodeSegment:
     def sockets(self) -> list[SockEntry]:
         return [e for i in range(MAX_SOCKETS) if (e := self.socket_entry(i)) is not None]
 
-    def find_socket(self, port: int) -> int:
-        """Index of the entry holding ``port``, or -1."""
-        for i in range(MAX_SOCKETS):
-            if self.u32[(self.sock_off(i) + S_PORT) // 4] == port:
-                return i
-        return -1
-
     # -- replica -----------------------------------------------------------------
     def replica_seq(self) -> int:
         return self.u64[(REPLICA + R_SEQ) // 8]
@@ -538,10 +530,3 @@ class NodeSegment:
 
 def node_segment_exists(node: str) -> bool:
     return os.path.exists(f"/dev/shm{segment_name(node)}")
-
-
-def segment_mode(node: str) -> int | None:
-    try:
-        return stat.S_IMODE(os.stat(f"/dev/shm{segment_name(node)}").st_mode)
-    except FileNotFoundError:
-        return None
