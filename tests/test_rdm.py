@@ -61,6 +61,24 @@ def test_anycast_round_robin_over_three_servers(node: str) -> None:
             s.close()
 
 
+def test_anycast_round_robin_over_two_sockets(node: str) -> None:
+    with rdm(node) as a, rdm(node) as b, rdm(node) as c:
+        for s in (a, b):
+            s.bind((TIPC_ADDR_NAME, SERVICE, 3, 0))
+            s.setblocking(False)
+        for _ in range(10):
+            c.sendto(b"x", (TIPC_ADDR_NAME, SERVICE, 3, 0))
+        counts = []
+        for s in (a, b):
+            n = 0
+            with pytest.raises(BlockingIOError):
+                while True:
+                    s.recv(10)
+                    n += 1
+            counts.append(n)
+        assert counts == [5, 5]
+
+
 def test_anycast_uses_first_matching_range_only(node: str) -> None:
     with rdm(node) as low, rdm(node) as high, rdm(node) as c:
         low.bind((TIPC_ADDR_NAMESEQ, SERVICE, 0, 10))

@@ -181,6 +181,7 @@ class Socket:
         self._tx_msgs = self._tx_bytes = self._rx_msgs = self._rx_bytes = 0
         self._seq_i = self._client._seq_i
         self._routes: dict[Any, _Route] = {}
+        self._multi: dict[Any, int] = {}  # anycast addresses with several bindings, by seq
         self._update_w0()
         self._finalizer = weakref.finalize(
             self, Socket._release, self._client, self._port, self._slot, self._inbox, True
@@ -524,6 +525,20 @@ class Socket:
             if found is None:
                 raise HostUnreachable(addr)
             node, port = found
+            # Cache a route only when the lookup has one answer (round robin over several
+            # must look up on every send). Two lookups in a row differ iff it has several;
+            # the probe runs once per address and replica sequence, and its answer is the
+            # round robin's next turn, so that is where this message goes.
+            single = False
+            if self._multi.get(address) != seq:
+                probe = table.lookup_anycast(addr.type, addr.instance)
+                single = probe == found
+                if not single:
+                    node, port = probe  # type: ignore[misc]
+                    if isinstance(address, (tuple, ServiceAddr)):
+                        if len(self._multi) >= _MAX_ROUTES:
+                            self._multi.clear()
+                        self._multi[address] = seq
             if node != self._own:
                 raise HostUnreachable(
                     addr, f"binding on node {node:#010x}: inter-node links are not supported yet"
@@ -540,9 +555,6 @@ class Socket:
                 addr.instance,
             )
             hdr, hsize, missing = wire.HDR40, wire.NAMED_H_SIZE, wire.ErrorCode.NO_NAME
-            # Cache a route only when the lookup has one answer (round robin over several
-            # must look up on every send): two lookups in a row differ iff it has several.
-            single = table.lookup_anycast(addr.type, addr.instance) == found
         else:
             node = addr.node or self._own
             if node != self._own:
