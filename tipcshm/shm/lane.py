@@ -8,7 +8,7 @@ holding a header and ``lanes`` *lane slots*. Each slot is a single-producer,
 single-consumer (SPSC) ring of variable-length frames. The first time a process sends to
 an inbox it claims a slot there (:meth:`Inbox.producer`); from then on it writes frames
 into that ring without locks or system calls. The consumer reads all active lanes round
-robin. A POSIX message queue (``<inbox name>.bell``, at most one one-byte message) is the
+robin. A FIFO in /dev/shm (``<inbox name>.bell``, see :class:`_Doorbell`) is the
 *doorbell* that wakes a consumer sleeping in :meth:`Inbox.wait` or in a selector. This
 mirrors the role of the kernel's per-socket receive queue (net/tipc/socket.c,
 ``tipc_sk_rcv`` enqueues, ``tipc_recvmsg`` dequeues and sleeps in ``tipc_wait_for_rcvmsg``),
@@ -59,7 +59,7 @@ Python source says is what the CPU sees.
   the other's store, so either the consumer finds the frame or the producer rings. The
   re-check reads ``generation`` first: a producer's claim bumps it before its first
   ``tail`` store, so a lane claimed since the consumer's last rescan is covered too.
-* A producer that rings first clears ``armed``, so a burst costs one ``mq_send``, not
+* A producer that rings first clears ``armed``, so a burst costs one ring (a one-byte write), not
   one per frame. This stays safe: a producer that reads ``armed == 0`` read either a store
   older than the consumer's last arming (then its ``tail`` is visible to the re-check that
   follows that arming) or the clear of a producer that rang after that arming. That bell
@@ -92,7 +92,7 @@ Doorbell and selectors
 ----------------------
 Sleep mode (:meth:`Inbox.wait`): spin for :attr:`Inbox.spin` seconds (50 us by default;
 a wake-up costs 7-14 us on these VMs), then arm, fence, re-check, and block in
-``mq_timedreceive``, which consumes the bell. Select mode starts at the first
+``select`` on the FIFO, then consume the bell. Select mode starts at the first
 :meth:`Inbox.fileno` call: the bell then stays queued while frames may be pending, and
 :meth:`Inbox.poll` drains it only after finding every lane empty (arm, fence, drain,
 re-check; if the re-check finds a frame the bell is posted again), so the descriptor
@@ -121,12 +121,14 @@ child claims a slot of its own. Detaching releases a slot (FREE if its ring is e
 else ownerless until drained). A sleeping consumer frees drained slots of dead producers
 (:meth:`Inbox.reap`, at most every 5 s) so that it does not keep polling them.
 
-Limits: each inbox uses one POSIX message queue, and Linux allows 256 queues per machine
-(``/proc/sys/fs/mqueue/queues_max``) to processes without ``CAP_SYS_RESOURCE``.
+The doorbell was a POSIX message queue until Linux's limit of 256 queues per machine for
+unprivileged users (``/proc/sys/fs/mqueue/queues_max``) showed it would cap a node at
+about 250 sockets; a FIFO costs the same one system call per ring and has no such limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -334,12 +336,84 @@ def _layout(lanes: int, lane_bytes: int) -> tuple[int, int, int]:
     return slots_off, data_off, data_off + lanes * lane_bytes
 
 
-def _send_bell(mq: posix_ipc.MessageQueue) -> None:
-    """Post the doorbell on a non-blocking descriptor; a pending bell is as good."""
-    try:
-        mq.send(_BELL)
-    except posix_ipc.BusyError:
-        pass
+class _Doorbell:
+    """A FIFO in /dev/shm next to the inbox segment: ``<segment>.bell``.
+
+    Written to ring, readable (so ``selectors`` can wait on it) while a ring is pending.
+    Everyone opens it O_RDWR | O_NONBLOCK: opening never blocks, a write never meets "no
+    reader", and a full pipe (64 KiB of pending rings) is as good as one ring. A FIFO
+    rather than a POSIX message queue because Linux allows unprivileged users only 256
+    message queues per machine (one per socket would cap a node at ~250 sockets), and
+    because a crashed node's FIFOs are listed in /dev/shm for cleanup, unlike queues.
+    """
+
+    __slots__ = ("fd", "_poll")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._poll = select.poll()  # reused: cheaper than select.select per sleep
+        self._poll.register(fd, select.POLLIN)
+
+    @staticmethod
+    def path(name: str) -> str:
+        return f"/dev/shm{_bell_name(name)}"
+
+    @classmethod
+    def create(cls, name: str, mode: int) -> _Doorbell:
+        path = cls.path(name)
+        try:
+            os.mkfifo(path, mode)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "doorbell exists", _bell_name(name)) from None
+        bell = cls(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+        os.fchmod(bell.fd, mode)  # the umask must not change what was asked for
+        return bell
+
+    @classmethod
+    def open(cls, name: str) -> _Doorbell:
+        try:
+            return cls(os.open(cls.path(name), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "inbox has no doorbell", name) from None
+
+    @classmethod
+    def unlink(cls, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(cls.path(name))
+
+    def ring(self) -> None:
+        try:
+            os.write(self.fd, _BELL)
+        except BlockingIOError:
+            pass  # the pipe is full of rings already
+
+    def take(self) -> bool:
+        """Consume every pending ring without blocking; True if there was one."""
+        try:
+            while len(os.read(self.fd, 4096)) == 4096:
+                pass  # more rings than one read takes: keep draining
+        except BlockingIOError:
+            return False
+        return True
+
+    def sleep(self, timeout: float) -> bool:
+        """Block until rung (True, ring consumed) or ``timeout`` seconds pass (False)."""
+        if not self._poll.poll(timeout * 1e3 + 1):  # ms, rounded up: never wake early
+            return False
+        return self.take()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _send_bell(bell: _Doorbell) -> None:
+    """Ring; a pending ring is as good."""
+    bell.ring()
 
 
 class _RxLane:
@@ -630,13 +704,12 @@ class Inbox:
         name: str,
         mm: mmap.mmap,
         ino: tuple[int, int],
-        bell_nb: posix_ipc.MessageQueue,
+        bell_nb: _Doorbell,
     ) -> None:
         self.name = name
         self._mm: mmap.mmap | None = mm
         self._ino = ino
-        self._bell_nb: posix_ipc.MessageQueue | None = bell_nb
-        self._bell_wait: posix_ipc.MessageQueue | None = None
+        self._bell_nb: _Doorbell | None = bell_nb
         mv = memoryview(mm)
         hq = mv[:HEADER_BYTES].cast("Q")
         self._hq = hq
@@ -712,21 +785,10 @@ class Inbox:
             raise FileExistsError(errno.EEXIST, "inbox exists", name) from None
         except posix_ipc.PermissionsError as e:
             raise PermissionError(errno.EACCES, str(e), name) from None
-        bell: posix_ipc.MessageQueue | None = None
+        bell: _Doorbell | None = None
         try:
             os.fchmod(shm.fd, mode)
-            try:
-                bell = posix_ipc.MessageQueue(
-                    _bell_name(name),
-                    posix_ipc.O_CREX,
-                    mode=mode,
-                    max_messages=1,
-                    max_message_size=1,
-                )
-            except posix_ipc.ExistentialError:
-                raise FileExistsError(errno.EEXIST, "doorbell exists", _bell_name(name)) from None
-            os.fchmod(bell.mqd, mode)
-            bell.block = False
+            bell = _Doorbell.create(name, mode)
             st = os.fstat(shm.fd)
             mm = mmap.mmap(shm.fd, size)
             hq = memoryview(mm)[:HEADER_BYTES].cast("Q")
@@ -743,8 +805,7 @@ class Inbox:
                 posix_ipc.unlink_shared_memory(name)
             if bell is not None:
                 bell.close()
-                with _suppress_missing():
-                    posix_ipc.unlink_message_queue(_bell_name(name))
+                _Doorbell.unlink(name)
             raise
         finally:
             shm.close_fd()
@@ -793,13 +854,7 @@ class Inbox:
             )
             if not ok:
                 raise _err(InboxError, errno.EPROTO, "inconsistent inbox header", name)
-            try:
-                bell = posix_ipc.MessageQueue(_bell_name(name))
-            except posix_ipc.ExistentialError:
-                raise FileNotFoundError(errno.ENOENT, "inbox has no doorbell", name) from None
-            except posix_ipc.PermissionsError as e:
-                raise PermissionError(errno.EACCES, str(e), _bell_name(name)) from None
-            bell.block = False
+            bell = _Doorbell.open(name)
         except BaseException:
             mm.close()
             raise
@@ -828,11 +883,9 @@ class Inbox:
         self._rx = [None] * self.lanes
         self._active = []
         self._rr = None
-        for mq in (self._bell_nb, self._bell_wait):
-            if mq is not None:
-                with _suppress_missing():
-                    mq.close()
-        self._bell_nb = self._bell_wait = None
+        if self._bell_nb is not None:
+            self._bell_nb.close()
+        self._bell_nb = None
         for v in reversed(self._views):
             try:
                 v.release()
@@ -858,8 +911,7 @@ class Inbox:
         The doorbell goes first: create() takes the segment name first, so a bell without
         a segment cannot be left behind by a concurrent unlink.
         """
-        with _suppress_missing():
-            posix_ipc.unlink_message_queue(_bell_name(name))
+        _Doorbell.unlink(name)
         with _suppress_missing():
             posix_ipc.unlink_shared_memory(name)
 
@@ -996,7 +1048,7 @@ class Inbox:
         self._producer = None
         self._claim_lock = threading.RLock()
 
-    def _nb_bell(self) -> posix_ipc.MessageQueue:
+    def _nb_bell(self) -> _Doorbell:
         if self._bell_nb is None:
             raise _err(InboxError, errno.EBADF, "inbox is detached", self.name)
         return self._bell_nb
@@ -1162,10 +1214,7 @@ class Inbox:
         bell = self._nb_bell()
         hq[_ARMED] = 1
         full_fence()
-        try:
-            bell.receive()
-        except posix_ipc.BusyError:
-            pass
+        bell.take()
         if self._pending() or hq[_CLOSED]:
             hq[_ARMED] = 0
             _send_bell(bell)
@@ -1194,11 +1243,9 @@ class Inbox:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._select:
             return self._wait_select(deadline)
-        bell = self._bell_wait
-        if bell is None:
-            if self._detached:
-                raise _err(InboxError, errno.EBADF, "inbox is detached", self.name)
-            bell = self._bell_wait = posix_ipc.MessageQueue(_bell_name(self.name))
+        if self._detached:
+            raise _err(InboxError, errno.EBADF, "inbox is detached", self.name)
+        bell = self._nb_bell()
         while True:
             now = time.monotonic()
             if now >= self._next_reap:
@@ -1220,13 +1267,7 @@ class Inbox:
                     hq[_ARMED] = 0
                     return False
             hq[_SLEEPS] += 1
-            try:
-                bell.receive(slice_)
-                rung = True
-            except posix_ipc.BusyError:
-                rung = False
-            except posix_ipc.SignalError:
-                rung = True  # EINTR: Python runs the handler at the next bytecode
+            rung = bell.sleep(slice_)
             hq[_ARMED] = 0
             if self._pending():
                 hq[_WAKEUPS if rung else _LATE] += 1
@@ -1237,7 +1278,7 @@ class Inbox:
     def _wait_select(self, deadline: float | None) -> bool:
         bell = self._nb_bell()
         poller = select.poll()
-        poller.register(bell.mqd, select.POLLIN)
+        poller.register(bell.fileno(), select.POLLIN)
         hq = self._hq
         while True:
             if self._settle():
@@ -1264,7 +1305,7 @@ class Inbox:
         if not self._select:
             self._select = True
             self._settle()
-        return int(bell.mqd)
+        return bell.fileno()
 
     # ---- observability -----------------------------------------------------------
 
