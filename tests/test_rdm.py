@@ -354,9 +354,14 @@ def test_socket_options(node: str) -> None:
             s.setsockopt(SOL_TIPC, tipcshm.TIPC_GROUP_JOIN, b"\0" * 16)
 
 
-def test_connection_types_say_not_supported_yet(node: str) -> None:
-    with pytest.raises(NotImplementedError, match="SOCK_SEQPACKET"):
-        tipcshm.socket(AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node)
+def test_socket_type_picks_the_implementation(node: str) -> None:
+    from tipcshm.conn import ConnSocket
+
+    for kind in (tipcshm.SOCK_SEQPACKET, tipcshm.SOCK_STREAM):
+        with tipcshm.socket(AF_TIPC, kind, node=node) as s:
+            assert isinstance(s, ConnSocket) and s.type == kind
+    with tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as s:
+        assert not isinstance(s, ConnSocket)
 
 
 def test_kill9_application_withdraws_its_bindings(node: str) -> None:

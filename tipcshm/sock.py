@@ -126,7 +126,21 @@ class _Route:
 
 
 class Socket:
-    """A TIPC socket on a tipcshm node (see the module docstring)."""
+    """A TIPC socket on a tipcshm node (see the module docstring).
+
+    ``Socket(AF_TIPC, SOCK_SEQPACKET)`` and ``SOCK_STREAM`` build a
+    :class:`tipcshm.conn.ConnSocket` (connection sockets, in their own module so that this
+    class's connectionless hot paths stay as they are).
+    """
+
+    _connection_type = False
+
+    def __new__(cls, family: int = AF_TIPC, type: int = SOCK_RDM, *args: Any, **kw: Any) -> Any:  # noqa: A002
+        if cls is Socket and type in (SOCK_SEQPACKET, SOCK_STREAM):
+            from tipcshm.conn import ConnSocket
+
+            return object.__new__(ConnSocket)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -140,9 +154,9 @@ class Socket:
             raise AddressFamilyNotSupported(
                 f"tipcshm sockets are AF_TIPC ({AF_TIPC}), not {family}"
             )
-        if type in (SOCK_SEQPACKET, SOCK_STREAM):
-            raise NotSupportedYet("connection sockets (SOCK_SEQPACKET, SOCK_STREAM)")
-        if type not in (SOCK_RDM, SOCK_DGRAM):
+        if type in (SOCK_SEQPACKET, SOCK_STREAM) and not self._connection_type:
+            raise InvalidArgument(f"socket type {type} needs tipcshm.conn.ConnSocket")
+        if type not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
             raise TipcError(94, f"socket type {type} is not supported by TIPC")  # ESOCKTNOSUPPORT
         if proto != 0:
             raise TipcError(93, f"protocol {proto} is not supported by TIPC")  # EPROTONOSUPPORT

@@ -250,6 +250,8 @@ class Supervisor:
                     inbox = Inbox.attach(name)
                     inbox.mark_closed()
                     inbox.detach()
+                if e.peer_port:
+                    self.abort_peer(e.port, e.peer_node, e.peer_port)
                 seg.free_socket(e.index, e.port)  # first: a bind still in flight is refused
                 self.request(control.Request(control.OP_RELEASE_PORT, e.port, 0, control.NO_ACK))
                 Inbox.unlink_name(name)
@@ -259,6 +261,36 @@ class Supervisor:
                 seg.free_process(p.index)
         seg.bump("processes_reaped")
         log.info("process %d ended; released %d socket(s)", pid, len(ports))
+
+    def abort_peer(self, port: int, peer_node: int, peer_port: int) -> None:
+        """Tell a dead socket's connection peer, as the kernel does when a port goes away:
+        a 24-byte CONN_MSG from the dead port with TIPC_ERR_NO_PORT (its recv raises
+        ECONNRESET, its send fails)."""
+        assert self.seg is not None
+        own = self.seg.addr
+        if peer_node not in (0, own):
+            return  # inter-node connections do not exist yet
+        frame = wire.HDR24.pack(
+            wire.make_w0(wire.User.CRITICAL_IMPORTANCE, wire.SHORT_H_SIZE, wire.SHORT_H_SIZE),
+            wire.make_w1(wire.DataType.CONN_MSG, errcode=wire.ErrorCode.NO_PORT),
+            0,
+            own,
+            port,
+            peer_port,
+        )
+        try:
+            inbox = Inbox.attach(inbox_name(self.node, peer_port))
+        except OSError:
+            return  # the peer is gone too
+        try:
+            p = inbox.producer()
+            with p.lock:
+                if not p.write(frame) and p.wait_space(len(frame), 0.1):
+                    p.write(frame)
+        except OSError:
+            pass  # closed meanwhile
+        finally:
+            inbox.detach()
 
     def request(self, req: control.Request) -> None:
         p = self.to_worker

@@ -126,6 +126,8 @@ S_RX_MSGS = 56
 S_RX_BYTES = 64
 S_DROPS = 72  # DGRAM messages dropped at a full receiver
 S_RETURNED = 80  # messages returned to this socket with an error code
+S_PEER_NODE = 88  # u32 connection sockets: the peer's node (0 = not connected)
+S_PEER_PORT = 92  # u32 the peer's port; the supervisor aborts it when the owner dies
 SOCK_COUNTERS = ("tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes", "drops", "returned")
 
 # Replica control.
@@ -198,6 +200,8 @@ class SockEntry:
     owner_start: int
     nbind: int
     counters: dict[str, int]
+    peer_node: int = 0
+    peer_port: int = 0
 
 
 class NodeSegment:
@@ -485,7 +489,15 @@ class NodeSegment:
             owner_start=self.u64[(off + S_OWNER_START) // 8],
             nbind=self.u32[(off + S_NBIND) // 4],
             counters={name: self.u64[base + i] for i, name in enumerate(SOCK_COUNTERS)},
+            peer_node=self.u32[(off + S_PEER_NODE) // 4],
+            peer_port=self.u32[(off + S_PEER_PORT) // 4],
         )
+
+    def set_peer(self, index: int, node: int, port: int) -> None:
+        """Record a connected socket's peer (port 0: none), read by the supervisor's reap."""
+        off = self.sock_off(index)
+        self.u32[(off + S_PEER_NODE) // 4] = node
+        self.u32[(off + S_PEER_PORT) // 4] = port
 
     def sockets(self) -> list[SockEntry]:
         return [e for i in range(MAX_SOCKETS) if (e := self.socket_entry(i)) is not None]

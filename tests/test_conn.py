@@ -1,0 +1,425 @@
+"""Connection sockets (SOCK_SEQPACKET, SOCK_STREAM) on a real node, across real processes."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import threading
+import time
+
+import pytest
+from helpers import Child
+
+import tipcshm
+from tipcshm import (
+    AF_TIPC,
+    SOCK_SEQPACKET,
+    SOCK_STREAM,
+    SOL_TIPC,
+    TIPC_ADDR_ID,
+    TIPC_ADDR_NAME,
+)
+from tipcshm.constants import MSG_DONTWAIT, MSG_PEEK, MSG_WAITALL
+from tipcshm.testing import stop_node
+
+SERVICE = 6000
+
+
+def sock(node: str, kind: int = SOCK_SEQPACKET) -> tipcshm.Socket:
+    return tipcshm.socket(AF_TIPC, kind, node=node)
+
+
+def listener(node: str, kind: int = SOCK_SEQPACKET, instance: int = 1) -> tipcshm.Socket:
+    s = sock(node, kind)
+    s.bind((TIPC_ADDR_NAME, SERVICE, instance, 0))
+    s.listen(16)
+    return s
+
+
+def connect_in_thread(c: tipcshm.Socket, address: tuple) -> threading.Thread:
+    """connect() blocks until the listener accepts (the kernel's too): run it aside."""
+    t = threading.Thread(target=c.connect, args=(address,))
+    t.start()
+    return t
+
+
+def pair(node: str, kind: int = SOCK_SEQPACKET, instance: int = 1):
+    """A listener, a client and the accepted server side, connected."""
+    srv = listener(node, kind, instance)
+    c = sock(node, kind)
+    t = connect_in_thread(c, (TIPC_ADDR_NAME, SERVICE, instance, 0))
+    b, _ = srv.accept()
+    t.join(10)
+    assert c.getpeername() == b.getsockname()[:3] + (0, 0)
+    return srv, c, b
+
+
+ECHO = """
+kind = tipcshm.{kind}
+s = tipcshm.socket(tipcshm.AF_TIPC, kind, node=NODE)
+s.bind((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
+s.listen(5)
+print("ready", s.getsockname()[2], flush=True)
+c, addr = s.accept()
+print("peer", addr[2], c.getpeername()[2], flush=True)
+while True:
+    try:
+        d = c.recv(70000)
+    except ConnectionResetError:
+        print("reset", flush=True)
+        break
+    if not d:
+        print("eof", flush=True)
+        break
+    c.sendall(d.upper())
+c.close()
+s.close()
+"""
+
+
+def test_lifecycle_across_processes(node: str) -> None:
+    child = Child(node, ECHO.format(kind="SOCK_SEQPACKET", service=SERVICE))
+    try:
+        tag, _listen_port = child.line().split()
+        assert tag == "ready"
+        with sock(node) as c:
+            c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))
+            peer = c.getpeername()
+            assert peer[0] == TIPC_ADDR_ID and peer[2] != 0
+            tag, peer_seen, peer_self = child.line().split()
+            assert tag == "peer" and int(peer_seen) == c.port == int(peer_self)
+            for msg in (b"a", b"hello", b"x" * 66000):
+                c.send(msg)
+                assert c.recv(70000) == msg.upper()
+        child.expect("reset")  # close() sends TIPC_ERR_NO_PORT: ECONNRESET, as the kernel
+        child.finish()
+    finally:
+        child.close()
+
+
+def test_shutdown_gives_eof_and_close_gives_reset(node: str) -> None:
+    srv, a, b = pair(node)
+    with srv, a:
+        addr = b.getpeername()
+        with b:
+            assert addr == a.getsockname()[:3] + (0, 0)
+            assert b.getpeername() == addr
+            assert a.getpeername() == b.getsockname()[:3] + (0, 0)
+            a.send(b"last")
+            a.shutdown(2)
+            assert b.recv(10) == b"last"
+            assert b.recv(10) == b""
+            assert b.recv(10) == b""
+            with pytest.raises(BrokenPipeError):
+                a.send(b"more")
+    srv, a, b = pair(node, instance=2)
+    with srv, a:
+        b.close()
+        with pytest.raises(ConnectionResetError) as info:
+            a.recv(10)
+        assert info.value.errno == errno.ECONNRESET
+        assert a.recv(10) == b""  # the end was reported: EOF from now on
+        with pytest.raises(ConnectionResetError):
+            a.send(b"x")
+
+
+def test_refused_when_nobody_is_bound(node: str) -> None:
+    with sock(node) as c:
+        with pytest.raises(ConnectionRefusedError) as info:
+            c.connect((TIPC_ADDR_NAME, SERVICE, 99, 0))
+        assert info.value.errno == errno.ECONNREFUSED
+    with sock(node) as c:
+        with pytest.raises(ConnectionRefusedError):
+            c.connect((TIPC_ADDR_ID, 0, 12345, 0))
+    with listener(node) as srv, sock(node) as c:
+        srv_port = srv.port
+    # a listener that closes with a SYN still queued refuses it
+    srv = listener(node)
+    c = sock(node)
+    t = threading.Thread(target=lambda: (time.sleep(0.3), srv.close()))
+    t.start()
+    with pytest.raises(ConnectionRefusedError):
+        c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))
+    t.join()
+    c.close()
+    assert srv_port
+
+
+def test_connect_timeout_when_nobody_accepts(node: str) -> None:
+    with listener(node) as srv, sock(node) as c:
+        c.setsockopt(SOL_TIPC, tipcshm.TIPC_CONN_TIMEOUT, 300)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))
+        assert info.value.errno == errno.ETIMEDOUT
+        assert 0.25 < time.monotonic() - t0 < 5
+        assert srv.port
+
+
+def test_implicit_connect_and_message_boundaries(node: str) -> None:
+    with listener(node) as srv, sock(node) as c:
+        done: list[object] = []
+
+        def client() -> None:
+            c.sendto(b"syn-data", (TIPC_ADDR_NAME, SERVICE, 1, 0))
+            for n in (1, 0, 7, 66000, 3):
+                c.send(b"m" * n)
+            done.append(True)
+
+        t = threading.Thread(target=client)
+        t.start()
+        b, _ = srv.accept()
+        with b:
+            assert b.recv(100) == b"syn-data"
+            assert b.recv(100, MSG_PEEK) == b"m"
+            assert b.recv(100) == b"m"
+            # an empty message is skipped by recv (tipc_recvmsg) - the next one is 7 bytes
+            assert b.recv(3) == b"mmm"  # truncated: the rest of the message is gone
+            assert b.recv(70000) == b"m" * 66000
+            assert b.recv(100) == b"mmm"
+            t.join()
+            assert done
+            with pytest.raises(OSError) as info:
+                c.send(b"m" * 66001)
+            assert info.value.errno == errno.EMSGSIZE
+
+
+def test_stream_waitall_and_large_writes(node: str) -> None:
+    srv, c, b = pair(node, SOCK_STREAM)
+    with srv, c:
+        with b:
+            blob = bytes(range(256)) * 800  # 204,800 bytes: split into 66000-byte messages
+            c.sendall(blob)
+            assert b.recv(len(blob), MSG_WAITALL) == blob
+            c.send(b"abc")
+            c.send(b"defg")
+            got = b""
+            while len(got) < 7:
+                got += b.recv(5)
+            assert got == b"abcdefg"
+            buf = bytearray(10)
+            c.send(b"0123456789")
+            assert b.recv_into(buf, 4) == 4 and buf[:4] == b"0123"
+            assert b.recv(100, MSG_PEEK) == b"456789"
+            assert b.recv(100) == b"456789"
+            c.close()
+            with pytest.raises(ConnectionResetError):
+                b.recv(10)
+
+
+SENDER = """
+import hashlib
+TOTAL = {total}
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_STREAM, node=NODE)
+s.connect((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
+chunk = os.urandom(1 << 20)
+h = hashlib.sha256()
+sent = 0
+while sent < TOTAL:
+    piece = chunk[: min(len(chunk), TOTAL - sent)]
+    s.sendall(piece)
+    h.update(piece)
+    sent += len(piece)
+print(h.hexdigest(), flush=True)
+s.shutdown(2)
+print(s.recv(10), flush=True)
+s.close()
+"""
+
+
+def test_stream_200mb_with_checksum(node: str) -> None:
+    total = 200 * 1024 * 1024
+    with listener(node, SOCK_STREAM) as srv:
+        child = Child(node, SENDER.format(total=total, service=SERVICE))
+        try:
+            b, _ = srv.accept()
+            t0 = time.monotonic()
+            h = hashlib.sha256()
+            buf = bytearray(1 << 20)
+            mv = memoryview(buf)
+            got = 0
+            while True:
+                n = b.recv_into(buf)
+                if not n:
+                    break
+                h.update(mv[:n])
+                got += n
+            elapsed = time.monotonic() - t0
+            print(f"200 MB stream: {elapsed:.2f} s, {got / elapsed / 1e6:.0f} MB/s")
+            assert got == total
+            assert child.line(60) == h.hexdigest()
+            b.close()
+            assert child.line() == "b''" or child.line() is not None
+            child.finish()
+        finally:
+            child.close()
+
+
+MANY = """
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=NODE)
+s.bind((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
+s.listen(256)
+print("ready", flush=True)
+conns = [s.accept()[0] for _ in range({n})]
+print("accepted", flush=True)
+for c in conns:
+    c.send(c.recv(100) + b"!")
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_200_concurrent_connections(node: str) -> None:
+    n = 200
+    child = Child(node, MANY.format(service=SERVICE, n=n))
+    clients: list[tipcshm.Socket] = []
+    try:
+        child.expect("ready")
+        for _ in range(n):
+            c = sock(node)
+            c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))
+            clients.append(c)
+        child.expect("accepted", 60)
+        for i, c in enumerate(clients):
+            c.send(b"%d" % i)
+        for i, c in enumerate(clients):
+            assert c.recv(100) == b"%d!" % i
+        child.expect("done", 60)
+        assert len({c.getpeername() for c in clients}) == n
+        child.send("bye")
+        child.finish()
+    finally:
+        for c in clients:
+            c.close()
+        child.close()
+
+
+PEER = """
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_{kind}, node=NODE)
+s.connect((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
+print("connected", flush=True)
+time.sleep(600)
+"""
+
+SERVER_PEER = """
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=NODE)
+s.bind((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+print("accepted", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["SEQPACKET", "STREAM"])
+def test_kill9_client_resets_blocked_server(node: str, kind: str) -> None:
+    with listener(node, getattr(tipcshm, f"SOCK_{kind}")) as srv:
+        child = Child(node, PEER.format(kind=kind, service=SERVICE))
+        try:
+            b, _ = srv.accept()
+            child.expect("connected")
+            errors: list[BaseException] = []
+            ended = []
+
+            def blocked() -> None:
+                try:
+                    b.recv(100)
+                except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+                    errors.append(e)
+                ended.append(time.monotonic())
+
+            t = threading.Thread(target=blocked)
+            t.start()
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            child.kill9()
+            t.join(10)
+            took = ended[0] - t0
+            print(f"kill -9 of the client: blocked recv ended after {took * 1e3:.1f} ms")
+            assert took < 5
+            assert isinstance(errors[0], ConnectionResetError)
+            b.close()
+        finally:
+            child.close()
+
+
+def test_kill9_server_resets_blocked_client_send(node: str) -> None:
+    child = Child(node, SERVER_PEER.format(service=SERVICE))
+    try:
+        child.expect("ready")
+        with sock(node) as c:
+            c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))  # the child accepts
+            child.expect("accepted")
+            errors: list[BaseException] = []
+            ended = []
+
+            def flood() -> None:  # nobody reads: the window fills and send blocks
+                try:
+                    while True:
+                        c.send(b"z" * 1000)
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(e)
+                ended.append(time.monotonic())
+
+            t = threading.Thread(target=flood)
+            t.start()
+            time.sleep(0.3)
+            assert not ended, "the sender should be blocked"
+            t0 = time.monotonic()
+            child.kill9()
+            t.join(10)
+            took = ended[0] - t0
+            print(f"kill -9 of the server: blocked send ended after {took * 1e3:.1f} ms")
+            assert took < 5
+            assert isinstance(errors[0], ConnectionResetError)
+    finally:
+        child.close()
+
+
+def test_flow_control_slow_reader(node: str) -> None:
+    srv, c, b = pair(node)
+    with srv, c:
+        with b:
+            c.setblocking(False)
+            sent = 0
+            with pytest.raises(BlockingIOError):
+                while True:
+                    c.send(b"%08d" % sent)
+                    sent += 1
+            assert sent == 512  # the message window, as without TIPC_BLOCK_FLOWCTL
+            c.setblocking(True)
+            total = 3000
+            t = threading.Thread(target=lambda: [c.send(b"%08d" % i) for i in range(sent, total)])
+            t.start()
+            for i in range(total):
+                if i % 500 == 0:
+                    time.sleep(0.05)  # a slow reader: the sender waits, nothing is lost
+                assert b.recv(100) == b"%08d" % i
+            t.join(10)
+            assert not t.is_alive()
+            with pytest.raises(BlockingIOError):
+                b.recv(100, MSG_DONTWAIT)
+
+
+def test_node_stop_ends_blocked_calls(node: str) -> None:
+    srv, c, b = pair(node)
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            b.recv(100)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    stop_node(node)
+    t.join(10)
+    print(f"node stop: blocked recv ended after {(time.monotonic() - t0) * 1e3:.0f} ms")
+    assert not t.is_alive()
+    assert isinstance(errors[0], OSError)
+    for s in (b, c, srv):
+        s.close()
