@@ -243,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rtt} round trips, {args.msgs} one-way messages"
     )
     print(report(rows))
+    import conn_bench  # connection sockets: SEQPACKET RTT, STREAM bandwidth (1 MiB writes)
+
+    with running_node(unique_node_name("bench")) as node:
+        conn_rows = conn_bench.measure(node, args.rtt, 256, args.pin)
+    print(conn_bench.report(conn_rows))
     return 0
 
 

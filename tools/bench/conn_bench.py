@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Connection sockets vs AF_UNIX, one run (ipc_bench.py prints these rows too).
+
+* SEQPACKET RTT: A sends 64 bytes on a connected SOCK_SEQPACKET socket, B echoes them;
+  2,000 warm-up trips then N timed ones (perf_counter_ns each). AF_UNIX: a SEQPACKET
+  socketpair.
+* STREAM bandwidth: A writes TOTAL bytes in 1 MiB sendall() calls; B reads every byte with
+  recv_into a 1 MiB buffer. rate = TOTAL / (B's clock after the last byte - A's clock before
+  the first write). AF_UNIX: a SOCK_STREAM socketpair.
+
+    python tools/bench/conn_bench.py [--rtt 5000] [--mib 256] [--pin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ipc_bench import PAYLOAD, WARMUP, _rtt_stats, _run_pair  # noqa: E402
+
+SERVICE = 18889
+CHUNK = 1 << 20
+
+
+def _unix(kind: int) -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair(socket.AF_UNIX, kind)
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    return a, b
+
+
+def _rtt_a(sock: socket.socket, n: int, out: mp.Queue) -> None:
+    samples = []
+    send, recv = sock.send, sock.recv
+    for i in range(WARMUP + n):
+        t0 = time.perf_counter_ns()
+        send(PAYLOAD)
+        recv(128)
+        if i >= WARMUP:
+            samples.append(time.perf_counter_ns() - t0)
+    out.put(("rtt", samples))
+
+
+def _rtt_b(sock: socket.socket, n: int, out: mp.Queue) -> None:
+    send, recv = sock.send, sock.recv
+    for _ in range(WARMUP + n):
+        send(recv(128))
+
+
+def _bw_a(sock: socket.socket, total: int, out: mp.Queue) -> None:
+    chunk = os.urandom(CHUNK)
+    out.put(("start", time.perf_counter_ns()))
+    sent = 0
+    while sent < total:
+        sock.sendall(chunk)
+        sent += CHUNK
+
+
+def _bw_b(sock: socket.socket, total: int, out: mp.Queue) -> None:
+    buf = bytearray(CHUNK)
+    got = 0
+    while got < total:
+        n = sock.recv_into(buf)
+        if not n:
+            break
+        got += n
+    out.put(("end", time.perf_counter_ns(), got))
+
+
+def _tipc_client(kind: int, node: str, ready: mp.Event) -> socket.socket:
+    import tipcshm
+
+    s = tipcshm.socket(tipcshm.AF_TIPC, kind, node=node)
+    ready.wait()
+    s.connect((tipcshm.TIPC_ADDR_NAME, SERVICE, 1, 0))
+    return s  # type: ignore[return-value]
+
+
+def _tipc_server(kind: int, node: str, ready: mp.Event) -> socket.socket:
+    import tipcshm
+
+    lst = tipcshm.socket(tipcshm.AF_TIPC, kind, node=node)
+    lst.bind((tipcshm.TIPC_ADDR_NAME, SERVICE, 1, 0))
+    lst.listen(1)
+    ready.set()
+    s, _ = lst.accept()
+    lst.close()
+    return s  # type: ignore[return-value]
+
+
+def tipc_rtt_a(node: str, n: int, ready: mp.Event, out: mp.Queue) -> None:
+    import tipcshm
+
+    _rtt_a(_tipc_client(tipcshm.SOCK_SEQPACKET, node, ready), n, out)
+
+
+def tipc_rtt_b(node: str, n: int, ready: mp.Event, out: mp.Queue) -> None:
+    import tipcshm
+
+    _rtt_b(_tipc_server(tipcshm.SOCK_SEQPACKET, node, ready), n, out)
+
+
+def tipc_bw_a(node: str, total: int, ready: mp.Event, out: mp.Queue) -> None:
+    import tipcshm
+
+    s = _tipc_client(tipcshm.SOCK_STREAM, node, ready)
+    _bw_a(s, total, out)
+    s.recv(1)  # wait for the reader's close before tearing down
+
+
+def tipc_bw_b(node: str, total: int, ready: mp.Event, out: mp.Queue) -> None:
+    import tipcshm
+
+    s = _tipc_server(tipcshm.SOCK_STREAM, node, ready)
+    _bw_b(s, total, out)
+    s.shutdown(2)
+    s.close()
+
+
+def _bandwidth(results: list[tuple], total: int) -> float:
+    start = next(r[1] for r in results if r[0] == "start")
+    end, got = next((r[1], r[2]) for r in results if r[0] == "end")
+    if got != total:
+        raise RuntimeError(f"received {got} of {total} bytes")
+    return total / ((end - start) / 1e9) / 1e6
+
+
+def measure(node: str, n: int, mib: int, pin: bool) -> dict[str, dict[str, float]]:
+    ctx = mp.get_context("fork")
+    total = mib * CHUNK
+    rows: dict[str, dict[str, float]] = {}
+    ready = ctx.Event()
+    med, p99, _ = _rtt_stats(
+        _run_pair(tipc_rtt_a, tipc_rtt_b, (node, n, ready), (node, n, ready), pin)
+    )
+    ready = ctx.Event()
+    bw = _bandwidth(
+        _run_pair(tipc_bw_a, tipc_bw_b, (node, total, ready), (node, total, ready), pin), total
+    )
+    rows["tipcshm SEQPACKET / STREAM"] = {"rtt_median": med, "rtt_p99": p99, "mb_per_s": bw}
+    a, b = _unix(socket.SOCK_SEQPACKET)
+    med, p99, _ = _rtt_stats(_run_pair(_rtt_a, _rtt_b, (a, n), (b, n), pin))
+    a.close()
+    b.close()
+    a, b = _unix(socket.SOCK_STREAM)
+    bw = _bandwidth(_run_pair(_bw_a, _bw_b, (a, total), (b, total), pin), total)
+    a.close()
+    b.close()
+    rows["AF_UNIX SEQPACKET / STREAM pair"] = {"rtt_median": med, "rtt_p99": p99, "mb_per_s": bw}
+    return rows
+
+
+def report(rows: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'connections':36} {'RTT median us':>14} {'RTT p99 us':>11} {'MB/s 1MiB wr':>12}"]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:36} {r['rtt_median']:14.2f} {r['rtt_p99']:11.2f} {r['mb_per_s']:12,.0f}"
+        )
+    t, u = rows["tipcshm SEQPACKET / STREAM"], rows["AF_UNIX SEQPACKET / STREAM pair"]
+    lines.append(
+        f"{'ratio tipcshm / AF_UNIX':36} {t['rtt_median'] / u['rtt_median']:13.2f}x "
+        f"{t['rtt_p99'] / u['rtt_p99']:10.2f}x {t['mb_per_s'] / u['mb_per_s']:11.2f}x"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rtt", type=int, default=5000, help="timed round trips")
+    parser.add_argument("--mib", type=int, default=256, help="MiB streamed")
+    parser.add_argument("--pin", action="store_true", help="pin A to CPU 0 and B to CPU 1")
+    args = parser.parse_args(argv)
+    from tipcshm.testing import running_node, unique_node_name
+
+    with running_node(unique_node_name("bench")) as node:
+        rows = measure(node, args.rtt, args.mib, args.pin)
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
