@@ -24,6 +24,7 @@ from tipcshm.errors import (
     TipcError,
 )
 from tipcshm.sock import Socket, socket
+from tipcshm.tracking import ServiceEvent, ServiceSubscription, subscribe, wait_for_service
 
 __version__ = "0.1.0"
 
@@ -41,5 +42,9 @@ __all__ = [
     "NodeAlreadyRunning",
     "NodeFailure",
     "NotSupportedYet",
+    "ServiceEvent",
+    "ServiceSubscription",
+    "subscribe",
+    "wait_for_service",
     *_CONSTANT_NAMES,
 ]

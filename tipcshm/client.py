@@ -42,18 +42,21 @@ CONTROL_TIMEOUT = 10.0  # seconds a bind may wait for the name-table worker (res
 
 
 class NodeClient:
-    def __init__(self, node: str) -> None:
+    def __init__(
+        self, node: str, *, starting_ok: bool = False, role: int = ProcRole.CLIENT
+    ) -> None:
         self.node = node
+        self.starting_ok = starting_ok
         self.seg = NodeSegment.attach(node)
         try:
             state = self.seg.state
-            if state != NodeState.READY:
+            if state != NodeState.READY and not (starting_ok and state == NodeState.STARTING):
                 raise NodeNotRunning(node, NodeState.NAMES.get(state, f"state {state}"))
             if not proc.alive(*self.seg.supervisor):
                 raise NodeNotRunning(node, "its supervisor died; `tipcshm start` cleans up")
             self.addr = self.seg.addr
             self.pid, self.start = proc.self_token()
-            self.proc_index = self.seg.register_process(self.pid, self.start, ProcRole.CLIENT)
+            self.proc_index = self.seg.register_process(self.pid, self.start, role)
             self.lanes, self.lane_bytes = self.seg.lane_geometry
             self.mode, _gid = self.seg.permissions
         except BaseException:
@@ -167,7 +170,8 @@ class NodeClient:
 
     def check_alive(self) -> None:
         """Raise NodeNotRunning if the node stopped or its supervisor died."""
-        if self.seg.state != NodeState.READY:
+        state = self.seg.state
+        if state != NodeState.READY and not (self.starting_ok and state == NodeState.STARTING):
             raise NodeNotRunning(self.node, "it stopped")
         if not proc.alive(*self.seg.supervisor):
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
@@ -210,6 +214,15 @@ def get_client(node: str | None) -> NodeClient:
                 drop_client(name)  # sockets still open on it keep their own reference
         client = NodeClient(name)
         _clients[name] = client
+        return client
+
+
+def attach_worker(node: str) -> NodeClient:
+    """The node's own workers attach while it is still starting (to open the topology
+    service before the node is announced ready); applications wait for READY."""
+    with _clients_lock:
+        client = NodeClient(resolve_node_name(node), starting_ok=True, role=ProcRole.NAMETABLE)
+        _clients[client.node] = client
         return client
 
 

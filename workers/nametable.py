@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import errno
 import logging
+import selectors
 import signal
 import sys
 import time
 from types import FrameType
 
 from tipcshm import proc, wire
+from tipcshm.client import attach_worker
 from tipcshm.constants import TIPC_CLUSTER_SCOPE, TIPC_NODE_STATE
 from tipcshm.core.nametable import (
     Binding,
+    BindingAdded,
+    BindingRemoved,
     DuplicateBinding,
     NameTable,
     NameTableError,
@@ -40,6 +44,7 @@ from tipcshm.shm.layout import (
     NodeSegment,
     nametable_inbox_name,
 )
+from tipcshm.workers.topology import TopologyServer
 
 log = logging.getLogger("tipcshm.workers.nametable")
 
@@ -53,6 +58,8 @@ class NameTableWorker:
         self.own = seg.addr
         self.table = self._load()
         self.stopping = False
+        self.events: list[BindingAdded | BindingRemoved] = []  # for the topology service
+        self.topology: TopologyServer | None = None
 
     def _load(self) -> NameTable:
         """The bindings that survived a restart, minus those of sockets that are gone."""
@@ -90,7 +97,7 @@ class NameTableWorker:
         """Apply one request to the table; returns an errno (0 = done)."""
         seg = self.seg
         if req.op == control.OP_RELEASE_PORT:
-            self.table.remove_port(self.own, req.port)
+            self.events.extend(self.table.remove_port(self.own, req.port))
             return 0
         if req.slot == control.NO_ACK or req.slot >= 1 << 16:
             return errno.EINVAL
@@ -99,12 +106,18 @@ class NameTableWorker:
             return errno.EBADF
         try:
             if req.op == control.OP_BIND:
-                self.table.insert(
-                    Binding(req.type, req.lower, req.upper, req.scope, self.own, req.port, req.key)
+                self.events.append(
+                    self.table.insert(
+                        Binding(
+                            req.type, req.lower, req.upper, req.scope, self.own, req.port, req.key
+                        )
+                    )
                 )
                 seg.bump("bind_requests")
             elif req.op == control.OP_UNBIND:
-                self.table.remove(req.type, req.lower, req.upper, self.own, req.key)
+                self.events.append(
+                    self.table.remove(req.type, req.lower, req.upper, self.own, req.key)
+                )
                 seg.bump("unbind_requests")
             else:
                 return errno.EOPNOTSUPP
@@ -116,15 +129,13 @@ class NameTableWorker:
             return errno.EINVAL
         return 0
 
-    def run_once(self, timeout: float) -> int:
-        """Serve the requests waiting now (after waiting up to ``timeout``); returns how many.
+    def run_once(self) -> int:
+        """Serve the requests waiting now, without blocking; returns how many.
 
         Each request is applied, published, acknowledged and only then released, so a
         worker killed anywhere in between leaves the request for its successor.
         """
         inbox = self.inbox
-        if not inbox.wait(timeout):
-            return 0
         served = 0
         while (r := inbox.poll()) is not None:
             buf, off, length, lane = r
@@ -154,14 +165,47 @@ class NameTableWorker:
         seg.i32[(base + S_CTL_RESULT) // 4] = err
         seg.u32[(base + S_CTL_ACK) // 4] = req.seq  # last: the client reads the result after it
 
+    def start_topology(self) -> None:
+        """Open the topology service; done before the worker announces itself ready, so a
+        node that `tipcshm start` reports ready already serves subscriptions."""
+        attach_worker(self.seg.name)
+        self.topology = TopologyServer(self.seg.name, self.own)
+        self.events.append(self.table.insert(self.topology.binding))
+        self.seg.write_replica(self.table.encode())
+        self._recount(self.table)
+
     def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.inbox.fileno(), selectors.EVENT_READ)
+        registered: set[int] = set()
         last_beat = 0.0
         while not self.stopping:
-            self.run_once(HEARTBEAT_INTERVAL)
+            timeout = HEARTBEAT_INTERVAL
+            topo = self.topology
+            if topo is not None:
+                deadline = topo.next_deadline()
+                if deadline is not None:
+                    timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+                fds = set(topo.filenos())
+                for fd in fds - registered:
+                    sel.register(fd, selectors.EVENT_READ)
+                for fd in registered - fds:
+                    sel.unregister(fd)
+                registered = fds
+            sel.select(timeout)
+            self.run_once()
             now = time.monotonic()
+            if topo is not None:
+                if self.events:
+                    topo.changed(self.events)
+                topo.serve(now, self.table)
+                topo.expire(now)
+            self.events.clear()
             if now - last_beat >= HEARTBEAT_INTERVAL:
                 self.seg.nametable_beat()
                 last_beat = now
+        if self.topology is not None:
+            self.topology.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    worker.start_topology()
     pid, start = proc.self_token()
     seg.set_nametable_worker(pid, start)
     seg.nametable_beat()

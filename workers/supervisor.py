@@ -310,6 +310,12 @@ class Supervisor:
             self.worker.pid,
             self.worker.returncode,
         )
+        # Its own sockets (the topology service and its subscribers' connections) go the
+        # way of any dead process's: peers get aborts, and the successor, which drops
+        # bindings of sockets that are gone, binds a fresh topology service.
+        pid, start, _ = self.seg.nametable_worker
+        if pid == self.worker.pid:
+            self.reap((pid, start))
         if time.monotonic() - self.worker_started < RESTART_BACKOFF:
             time.sleep(RESTART_BACKOFF)
         self.seg.count_nametable_restart()
