@@ -176,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt", type=int, default=5000, help="timed round trips")
     parser.add_argument("--mib", type=int, default=256, help="MiB streamed")
     parser.add_argument("--pin", action="store_true", help="pin A to CPU 0 and B to CPU 1")
+    parser.add_argument("--lane-kib", type=int, default=256, help="lane size of the node")
     args = parser.parse_args(argv)
     from tipcshm.testing import running_node, unique_node_name
 
-    with running_node(unique_node_name("bench")) as node:
+    node_args = ("--lane-kib", str(args.lane_kib))
+    with running_node(unique_node_name("bench"), *node_args) as node:
         rows = measure(node, args.rtt, args.mib, args.pin)
     print(report(rows))
     return 0
