@@ -31,7 +31,7 @@ import struct
 import time
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
 from tipcshm import wire
 from tipcshm.addresses import AddressLike, ServiceAddr, ServiceRange, SocketAddr, parse_address
@@ -378,7 +378,7 @@ class ConnSocket(Socket):
             node, port = found
             if node != self._own:
                 raise HostUnreachable(addr, "inter-node links are not supported yet")
-            words = (
+            words: tuple[int, ...] = (
                 wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
                 0,
                 self._own,
@@ -438,7 +438,7 @@ class ConnSocket(Socket):
             p = self._peer_p
             inbox = self._client._dest_inbox.get(conn.peer_port)
             if p is None or inbox is None or inbox.closed:
-                self._peer_gone()
+                self._peer_gone()  # raises
             with p.lock:
                 if p.put_locked(self._head24, self._w0c | size, data):
                     break
@@ -456,7 +456,7 @@ class ConnSocket(Socket):
         self._tx_bytes += n
         return n
 
-    def _peer_gone(self) -> None:
+    def _peer_gone(self) -> NoReturn:
         """The peer's inbox is closed: find its abort message if it came, then raise."""
         self._client.forget(self._conn.peer_port)
         self._peer_p = None
@@ -481,7 +481,7 @@ class ConnSocket(Socket):
             )
         self._not_sendable()
 
-    def _not_sendable(self) -> None:
+    def _not_sendable(self) -> NoReturn:
         conn = self._conn
         if self._closed:
             raise SocketClosed(self._port)
@@ -670,11 +670,12 @@ class ConnSocket(Socket):
                     break
                 if not self._rxq:
                     break
-            frame = self._next(flags, deadline, nonblock)
-            if frame is None:
+            nxt = self._next(flags, deadline, nonblock)
+            if nxt is None:
                 if out:
                     break
                 raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+            frame = nxt
             if not frame:
                 break
             if (_W01.unpack_from(frame)[1] >> 25) & 0xF and out:

@@ -197,7 +197,7 @@ class Socket:
         self._routes: dict[Any, _Route] = {}
         self._multi: dict[Any, int] = {}  # anycast addresses with several bindings, by seq
         self._update_w0()
-        self._finalizer = weakref.finalize(
+        self._finalizer: Any = weakref.finalize(
             self, Socket._release, self._client, self._port, self._slot, self._inbox, True
         )
 
@@ -383,7 +383,8 @@ class Socket:
         if isinstance(value, (bytes, bytearray, memoryview)):
             if len(value) < 4:
                 raise InvalidArgument(f"option {option}: value must be at least 4 bytes")
-            value = struct.unpack_from("=I", value)[0]
+            value = int(struct.unpack_from("=I", value)[0])
+        assert isinstance(value, int)
         if option == TIPC_IMPORTANCE:
             if not 0 <= value <= TIPC_CRITICAL_IMPORTANCE:
                 raise InvalidArgument(f"TIPC_IMPORTANCE {value} is not 0..3")
@@ -510,7 +511,7 @@ class Socket:
             ports = table.lookup_mcast_sockets(addr.type, addr.lower, addr.upper, exact_scope=False)
             if not ports:
                 raise HostUnreachable(addr)
-            words = (
+            words: tuple[int, ...] = (
                 wire.make_w1(wire.DataType.MCAST_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
                 0,
                 self._own,
@@ -916,7 +917,7 @@ class Socket:
         }
 
 
-def _source(buf: memoryview, off: int, hsize: int) -> tuple[int, int, int, int, int]:
+def _source(buf: memoryview | bytes, off: int, hsize: int) -> tuple[int, int, int, int, int]:
     """The sender's socket address, as recvfrom gives it: (TIPC_ADDR_ID, node, port, 0, 0)."""
     port = _U32.unpack_from(buf, off + 16)[0]
     node = _U32.unpack_from(buf, off + (24 if hsize > wire.SHORT_H_SIZE else 12))[0]
