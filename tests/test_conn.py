@@ -423,3 +423,35 @@ def test_node_stop_ends_blocked_calls(node: str) -> None:
     assert isinstance(errors[0], OSError)
     for s in (b, c, srv):
         s.close()
+
+
+def test_fileno_stays_readable_for_frames_read_ahead(node: str) -> None:
+    """Data a send moved to the socket's own queue (while waiting for acks) must keep
+    fileno() readable, or a selector would sleep on waiting data."""
+    import selectors
+    import threading
+
+    listener = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node)
+    listener.bind((tipcshm.TIPC_ADDR_NAME, 7100, 1, 0))
+    listener.listen()
+    client = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node)
+    t = threading.Thread(target=client.connect, args=((tipcshm.TIPC_ADDR_NAME, 7100, 1, 0),))
+    t.start()
+    server, _ = listener.accept()
+    t.join()
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(server.fileno(), selectors.EVENT_READ)
+        client.send(b"one")
+        client.send(b"two")
+        assert sel.select(5), "not readable with data in the rings"
+        server._pump(None, nonblock=True)  # what a send waiting for acks does
+        assert len(server._rxq) == 2  # the rings are empty now, the socket's queue is not
+        assert sel.select(1), "not readable with data read ahead"
+        assert server.recv(10) == b"one"
+        assert sel.select(1)
+        assert server.recv(10) == b"two"
+        sel.close()
+    finally:
+        for s in (server, client, listener):
+            s.close()

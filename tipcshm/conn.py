@@ -262,8 +262,17 @@ class ConnSocket(Socket):
     def _pump(self, deadline: float | None, nonblock: bool = False) -> bool:
         """Read and handle every frame waiting; if none, wait (until ``deadline``) for one.
 
-        Returns False when the wait timed out (or would block) with nothing read.
+        Returns False when the wait timed out (or would block) with nothing read. Frames
+        it queues (data read while a send waited for acks, SYNs for accept) are outside
+        the rings, so it keeps fileno() readable while any are queued.
         """
+        try:
+            return self._pump_frames(deadline, nonblock)
+        finally:
+            if (self._rxq or self._accept_q) and not self._closed:
+                self._inbox.keep_readable()
+
+    def _pump_frames(self, deadline: float | None, nonblock: bool) -> bool:
         inbox = self._inbox
         got = False
         while True:

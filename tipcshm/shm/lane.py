@@ -1309,6 +1309,13 @@ class Inbox:
 
     # ---- observability -----------------------------------------------------------
 
+    def keep_readable(self) -> None:
+        """For a consumer holding frames it read ahead into a queue of its own: in select
+        mode make :meth:`fileno` readable now (draining the rings drained the bell too);
+        a no-op otherwise."""
+        if self._select and self._bell_nb is not None:
+            self._bell_nb.ring()
+
     def fill(self) -> tuple[int, int]:
         """(bytes queued over all lanes, total ring capacity). Read-only."""
         q = sum(c[_TAIL] - c[_HEAD] for c in self._ctls)
