@@ -455,3 +455,15 @@ def test_fileno_stays_readable_for_frames_read_ahead(node: str) -> None:
     finally:
         for s in (server, client, listener):
             s.close()
+
+
+def test_connect_to_a_socket_that_does_not_listen_is_refused_at_once(node: str) -> None:
+    import time
+
+    with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node) as idle:
+        idle.bind((tipcshm.TIPC_ADDR_NAME, 7200, 1, 0))  # bound, never listens
+        with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node) as c:
+            t0 = time.monotonic()
+            with pytest.raises(ConnectionRefusedError):
+                c.connect((tipcshm.TIPC_ADDR_NAME, 7200, 1, 0))
+            assert time.monotonic() - t0 < 2  # not the 8 s connect timeout

@@ -313,6 +313,7 @@ class ConnSocket(Socket):
         if self._conn.state not in (State.TIPC_OPEN, State.TIPC_LISTEN):
             raise InvalidArgument(f"socket {self._port:#010x} is {self._conn.state.name}")
         self._conn.listen()
+        self._client.seg.set_listening(self._slot)
 
     def accept(self) -> tuple[ConnSocket, tuple[int, int, int, int, int]]:
         self._check_open()
@@ -354,6 +355,8 @@ class ConnSocket(Socket):
         if isinstance(addr, ServiceRange):
             raise InvalidArgument(f"cannot connect to a service range {addr}")
         port, words, hdr, hsize = self._resolve_syn(addr)
+        if self._client.seg.refuses_connections(port):
+            raise ConnectionRefused(f"connect to {addr}: the socket there is not listening", 2)
         n = len(data)
         w0 = wire.make_w0(self._importance, hsize, hsize + n, syn=True)
         frame = hdr.pack(w0, *words) + bytes(data)

@@ -39,6 +39,7 @@ import fcntl
 import mmap
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,6 +129,8 @@ S_DROPS = 72  # DGRAM messages dropped at a full receiver
 S_RETURNED = 80  # messages returned to this socket with an error code
 S_PEER_NODE = 88  # u32 connection sockets: the peer's node (0 = not connected)
 S_PEER_PORT = 92  # u32 the peer's port; the supervisor aborts it when the owner dies
+S_LISTENING = 96  # u32 1 once a connection socket listens: connect() refuses one that does
+#                   not at once, as the kernel's tipc_sk_filter_connect rejects the SYN
 SOCK_COUNTERS = ("tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes", "drops", "returned")
 
 # Replica control.
@@ -135,6 +138,9 @@ R_SEQ = 0  # u64 seqlock
 R_ACTIVE = 8  # u32 active buffer, 0 or 1
 R_LEN0 = 12  # u32 length of buffer 0's image
 R_LEN1 = 16  # u32
+
+
+_CONNECTION_TYPES = (int(socket.SOCK_SEQPACKET), int(socket.SOCK_STREAM))
 
 
 class NodeState:
@@ -498,6 +504,18 @@ class NodeSegment:
         off = self.sock_off(index)
         self.u32[(off + S_PEER_NODE) // 4] = node
         self.u32[(off + S_PEER_PORT) // 4] = port
+
+    def set_listening(self, index: int) -> None:
+        self.u32[(self.sock_off(index) + S_LISTENING) // 4] = 1
+
+    def refuses_connections(self, port: int) -> bool:
+        """True if ``port`` is a connection socket that is not listening (rare path: scans)."""
+        for i in range(MAX_SOCKETS):
+            off = self.sock_off(i)
+            if self.u32[(off + S_PORT) // 4] == port:
+                kind = self.u32[(off + S_TYPE) // 4]
+                return kind in _CONNECTION_TYPES and not self.u32[(off + S_LISTENING) // 4]
+        return False
 
     def sockets(self) -> list[SockEntry]:
         return [e for i in range(MAX_SOCKETS) if (e := self.socket_entry(i)) is not None]
