@@ -59,8 +59,8 @@ from tipcshm.errors import (
 from tipcshm.shm.lane import InboxClosed, Producer
 from tipcshm.sock import _WAIT_SLICE, Socket, _post, _source
 
-_W01 = struct.Struct(">II")
-_U32 = struct.Struct(">I")
+_W01 = wire.HDR_W01
+_U32 = wire.U32
 _CONN_W1 = wire.make_w1(wire.DataType.CONN_MSG)
 _ACK_W1 = wire.make_w1(wire.ConnMgrType.CONN_ACK)
 _CONN_MANAGER = int(wire.User.CONN_MANAGER)
@@ -286,21 +286,8 @@ class ConnSocket(Socket):
                 self._handle(frame)
                 got = True
                 continue
-            if got or nonblock:
+            if got or not self._wait_ring(deadline, nonblock):
                 return got
-            remaining = (
-                _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
-            )
-            if remaining <= 0:
-                return False
-            try:
-                inbox.wait(remaining)
-            except InboxClosed:
-                if self._closed:
-                    raise SocketClosed(self._port) from None
-                self._node_stopped()
-            if inbox.closed and inbox.poll() is None:
-                self._node_stopped()
 
     def _node_stopped(self) -> None:
         raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
@@ -781,7 +768,7 @@ class ConnSocket(Socket):
 
     def _wait_ring(self, deadline: float | None, nonblock: bool) -> bool:
         """Wait a slice for the inbox; False when the call must give up (would block or
-        timed out). Raises as _pump does when the socket or the node closed."""
+        timed out). Raises when the socket or the node closed."""
         if nonblock:
             return False
         left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())

@@ -92,8 +92,8 @@ from tipcshm.shm.layout import (
     inbox_name,
 )
 
-_W01 = struct.Struct(">II")
-_U32 = struct.Struct(">I")
+_W01 = wire.HDR_W01
+_U32 = wire.U32
 _ANC_ERRINFO = struct.Struct("=II")
 _ANC_DESTNAME = struct.Struct("=III")
 _WAIT_SLICE = 0.25  # blocked calls re-check closure and node liveness this often (seconds)

@@ -428,6 +428,8 @@ W2_SEQNO_MASK: Final = _mask(W2_SEQNO_BITS)
 U32: Final = Struct(">I")
 _W012: Final = Struct(">3I")  # the generic words 0..2
 _W3_7: Final = Struct(">5I")  # prev node, orig port, dest port, orig node, dest node
+#: Words 0 and 1 alone: what a receive path reads first (size, header size, user, error).
+HDR_W01: Final = Struct(">II")
 HDR24: Final = Struct(">6I")
 HDR32: Final = Struct(">8I")
 HDR40: Final = Struct(">10I")
