@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from tipcshm.cli.main import log_path
 from tipcshm.testing import start_node, stop_node, unique_node_name
 
 
@@ -31,6 +32,7 @@ def node(node_name: str):
     finally:
         stop_node(node_name)
     assert shm_leftovers(node_name) == []
+    assert not os.path.exists(log_path(node_name))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

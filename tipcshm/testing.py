@@ -28,11 +28,15 @@ def start_node(node: str, *extra: str) -> None:
 
 
 def stop_node(node: str) -> None:
-    """Stop ``node`` and forget this process's attachment to it."""
+    """Stop ``node``, forget this process's attachment to it, and remove its log (a test
+    node's name is used once; `tipcshm stop` itself keeps the log)."""
+    from tipcshm.cli.main import log_path
     from tipcshm.cli.main import stop_node as _stop
 
     drop_client(node)
     _stop(node)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(log_path(node))
 
 
 @contextlib.contextmanager
