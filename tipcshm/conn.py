@@ -47,9 +47,13 @@ from tipcshm.constants import (
 )
 from tipcshm.core.connection import Connection, Incoming, Send, State, Verdict
 from tipcshm.errors import (
+    BrokenPipe,
+    ConnectionRefused,
+    ConnectionReset,
     HostUnreachable,
     InvalidArgument,
     MessageTooLong,
+    NotConnected,
     NotSupportedYet,
     SocketClosed,
     Timeout,
@@ -65,26 +69,6 @@ _CONN_W1 = wire.make_w1(wire.DataType.CONN_MSG)
 _ACK_W1 = wire.make_w1(wire.ConnMgrType.CONN_ACK)
 _CONN_MANAGER = int(wire.User.CONN_MANAGER)
 _SYN = wire.SYN_BIT
-
-
-class ConnectionRefused(TipcError, ConnectionRefusedError):
-    def __init__(self, what: str, tipc_error: int = 0) -> None:
-        super().__init__(errno.ECONNREFUSED, what, tipc_error=tipc_error)
-
-
-class ConnectionReset(TipcError, ConnectionResetError):
-    def __init__(self, what: str, tipc_error: int = 0) -> None:
-        super().__init__(errno.ECONNRESET, what, tipc_error=tipc_error)
-
-
-class BrokenPipe(TipcError, BrokenPipeError):
-    def __init__(self, what: str) -> None:
-        super().__init__(errno.EPIPE, what)
-
-
-class NotConnected(TipcError):
-    def __init__(self, what: str) -> None:
-        super().__init__(errno.ENOTCONN, what)
 
 
 def _incoming(frame: Any, off: int = 0) -> tuple[Incoming, int]:

@@ -94,6 +94,26 @@ class ProtocolOptionError(TipcError):
         super().__init__(_errno.ENOPROTOOPT, f"socket option level {level} option {option}: {why}")
 
 
+class ConnectionRefused(TipcError, ConnectionRefusedError):
+    def __init__(self, what: str, tipc_error: int = 0) -> None:
+        super().__init__(_errno.ECONNREFUSED, what, tipc_error=tipc_error)
+
+
+class ConnectionReset(TipcError, ConnectionResetError):
+    def __init__(self, what: str, tipc_error: int = 0) -> None:
+        super().__init__(_errno.ECONNRESET, what, tipc_error=tipc_error)
+
+
+class BrokenPipe(TipcError, BrokenPipeError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EPIPE, what)
+
+
+class NotConnected(TipcError):
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.ENOTCONN, what)
+
+
 class SocketClosed(TipcError):
     """The socket was closed by its own program (EBADF, as for a closed fd)."""
 
