@@ -42,7 +42,6 @@ from tipcshm.constants import (
     SOCK_SEQPACKET,
     SOCK_STREAM,
     TIPC_ADDR_ID,
-    TIPC_CLUSTER_SCOPE,
     TIPC_MAX_USER_MSG_SIZE,
 )
 from tipcshm.core.connection import Connection, Incoming, Send, State, Verdict
@@ -364,30 +363,12 @@ class ConnSocket(Socket):
             node, port = found
             if node != self._own:
                 raise HostUnreachable(addr, "inter-node links are not supported yet")
-            words: tuple[int, ...] = (
-                wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
-                0,
-                self._own,
-                self._port,
-                port,
-                self._own,
-                self._own,
-                addr.type,
-                addr.instance,
-            )
+            words = self._named_words(addr.type, addr.instance, port)
             return port, words, wire.HDR40, wire.NAMED_H_SIZE
         node = addr.node or self._own
         if node != self._own:
             raise HostUnreachable(addr, "inter-node links are not supported yet")
-        words = (
-            wire.make_w1(wire.DataType.DIRECT_MSG),
-            0,
-            self._own,
-            self._port,
-            addr.port,
-            self._own,
-            node,
-        )
+        words = self._direct_words(addr.port, node)
         return addr.port, words, wire.HDR32, wire.BASIC_H_SIZE
 
     # -- sending ---------------------------------------------------------------------

@@ -558,17 +558,7 @@ class Socket:
                 raise HostUnreachable(
                     addr, f"binding on node {node:#010x}: inter-node links are not supported yet"
                 )
-            words = (
-                wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
-                0,
-                self._own,
-                self._port,
-                port,
-                self._own,
-                self._own,
-                addr.type,
-                addr.instance,
-            )
+            words = self._named_words(addr.type, addr.instance, port)
             hdr, hsize, missing = wire.HDR40, wire.NAMED_H_SIZE, wire.ErrorCode.NO_NAME
         else:
             node = addr.node or self._own
@@ -578,21 +568,24 @@ class Socket:
                     f"node {node:#010x} is not reachable: inter-node links are not supported yet",
                 )
             port = addr.port
-            words = (
-                wire.make_w1(wire.DataType.DIRECT_MSG),
-                0,
-                self._own,
-                self._port,
-                port,
-                self._own,
-                node,
-            )
+            words = self._direct_words(port, node)
             hdr, hsize, missing = wire.HDR32, wire.BASIC_H_SIZE, wire.ErrorCode.NO_PORT
             single = True
         if single and isinstance(address, (tuple, ServiceAddr, SocketAddr)):
             self._remember_route(address, seq, port, hdr, hsize, words)
         self._deliver(port, hdr, hsize, words, data, n, nonblock, missing)
         return n
+
+    def _named_words(self, type_: int, instance: int, port: int) -> tuple[int, ...]:
+        """Words 1-9 of a NAMED_MSG from this socket to local ``port`` ({type, instance})."""
+        own = self._own
+        w1 = wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE)
+        return (w1, 0, own, self._port, port, own, own, type_, instance)
+
+    def _direct_words(self, port: int, node: int) -> tuple[int, ...]:
+        """Words 1-7 of a DIRECT_MSG from this socket to socket ``<node:port>``."""
+        own = self._own
+        return (wire.make_w1(wire.DataType.DIRECT_MSG), 0, own, self._port, port, own, node)
 
     def _remember_route(
         self,
@@ -767,6 +760,7 @@ class Socket:
     def recvfrom(
         self, bufsize: int, flags: int = 0
     ) -> tuple[bytes, tuple[int, int, int, int, int]]:
+        # recv's body again, on purpose: a shared helper costs a call on every message.
         if flags:
             return self._recv_polled(bufsize, flags)
         lock = self._recv_lock
