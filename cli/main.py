@@ -12,6 +12,7 @@ import click
 
 from tipcshm.cli.options import node_from_option, node_option
 from tipcshm.errors import NodeAlreadyRunning, NodeNotRunning
+from tipcshm.shm.lane import MAX_LANE_BYTES, MAX_LANES
 from tipcshm.shm.layout import NodeSegment, NodeState, check_node_name
 
 READY_TIMEOUT = 20.0
@@ -41,6 +42,12 @@ def main() -> None:
 )
 @click.option("--lanes", default=64, show_default=True, help="Producer lanes per socket inbox.")
 @click.option("--lane-kib", default=256, show_default=True, help="Size of one lane in KiB.")
+@click.option(
+    "--conn-lane-kib",
+    default=4096,
+    show_default=True,
+    help="Lane size in KiB for SEQPACKET/STREAM sockets (deeper rings for bulk streams).",
+)
 def start(
     name: str | None,
     identity: str | None,
@@ -48,6 +55,7 @@ def start(
     group: str | None,
     lanes: int,
     lane_kib: int,
+    conn_lane_kib: int,
 ) -> None:
     """Start a node; returns once it is ready."""
     from tipcshm.workers.supervisor import NodeConfig, identity_for, running_supervisor, serve
@@ -69,9 +77,16 @@ def start(
         except KeyError:
             raise click.BadParameter(f"no such group {group!r}", param_hint="--group") from None
         mode = 0o660
-    if lanes < 1 or lane_kib < 160:
-        raise click.BadParameter("need --lanes >= 1 and --lane-kib >= 160 (two maximum messages)")
-    config = NodeConfig(node, ident, lanes, lane_kib * 1024, mode, gid)
+    if not 1 <= lanes <= MAX_LANES:
+        raise click.BadParameter(f"must be in 1..{MAX_LANES}", param_hint="--lanes")
+    for hint, kib in (("--lane-kib", lane_kib), ("--conn-lane-kib", conn_lane_kib)):
+        if kib < 256 or kib & (kib - 1) or kib > MAX_LANE_BYTES >> 10:
+            raise click.BadParameter(
+                f"{kib} is not a power of two in 256..{MAX_LANE_BYTES >> 10} "
+                "(a lane holds two maximum messages)",
+                param_hint=hint,
+            )
+    config = NodeConfig(node, ident, lanes, lane_kib * 1024, mode, gid, conn_lane_kib * 1024)
     if foreground:
         sys.exit(serve(config, ready=lambda: click.echo(f"tipcshm node {node!r} ready")))
     logfile = log_path(node)
@@ -88,6 +103,8 @@ def start(
                 str(lanes),
                 "--lane-bytes",
                 str(lane_kib * 1024),
+                "--conn-lane-bytes",
+                str(conn_lane_kib * 1024),
                 "--mode",
                 oct(mode)[2:],
                 "--gid",

@@ -23,7 +23,7 @@ Snapshot shape (``schema`` 1)::
      "node": {"name", "identity", "address": "0x0a0b0c0d", "state", "uptime_s",
               "supervisor_pid", "supervisor_alive", "heartbeat_age_ms",
               "nametable_worker": {"pid", "alive", "restarts", "heartbeat_age_ms"},
-              "lanes", "lane_bytes", "replica_seq", "nametable_bindings", "replica_error"},
+              "lanes", "lane_bytes", "conn_lane_bytes", "replica_seq", "nametable_bindings", "replica_error"},
      "counters": {<NODE_COUNTERS>: int},
      "processes": [{"pid", "role", "alive", "cpu_percent", "rss_bytes"}],
      "sockets": [{"port": "0x...", "pid", "type", "binding_count",
@@ -261,6 +261,7 @@ def snapshot(node: str, *, cpu_sample_s: float = 0.0) -> dict[str, Any]:
             },
             "lanes": lanes,
             "lane_bytes": lane_bytes,
+            "conn_lane_bytes": seg.conn_lane_bytes,
         }
         counters = seg.counters()
         entries = [
@@ -425,7 +426,11 @@ def render_table(snap: dict[str, Any]) -> str:
         ("supervisor", supervisor),
         ("name table", worker),
         ("", table),
-        ("lanes", f"{n['lanes']} x {_human_bytes(n['lane_bytes'])} per inbox"),
+        (
+            "lanes",
+            f"{n['lanes']} x {_human_bytes(n['lane_bytes'])} per inbox "
+            f"(connections: {_human_bytes(n['conn_lane_bytes'])})",
+        ),
     ]
     width = max(len(k) for k, _ in fields)
     lines += [f"  {k.ljust(width)}  {v}" for k, v in fields]
@@ -579,6 +584,9 @@ def render_prometheus(snap: dict[str, Any]) -> str:
     )
     family("inbox_lanes", "gauge", "Producer lanes per socket inbox.").add(node, n["lanes"])
     family("inbox_lane_bytes", "gauge", "Bytes per inbox lane.").add(node, n["lane_bytes"])
+    family(
+        "inbox_conn_lane_bytes", "gauge", "Bytes per inbox lane of SEQPACKET/STREAM sockets."
+    ).add(node, n["conn_lane_bytes"])
     for name, value in snap["counters"].items():
         help = _NODE_COUNTER_HELP.get(name, f"Node counter {name}.")
         family(f"node_{name}_total", "counter", help).add(node, value)

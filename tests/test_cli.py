@@ -164,3 +164,30 @@ def test_public_api_is_pinned() -> None:
         assert getattr(tipcshm, name) == getattr(stdlib, name)
     assert tipcshm.TIPC_SOCK_RECVQ_DEPTH == 132 and tipcshm.TIPC_NODELAY == 138
     assert unique_node_name() != unique_node_name()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--lane-kib", "300"), ("--lane-kib", "128"), ("--conn-lane-kib", "5000"), ("--lanes", "0")],
+)
+def test_bad_lane_geometry_is_refused_before_starting(
+    node_name: str, option: str, value: str
+) -> None:
+    out = cli("start", "--name", node_name, option, value)
+    assert out.returncode != 0
+    assert option in out.stderr
+    assert not shm_leftovers(node_name)
+
+
+def test_connection_sockets_get_their_own_lane_size(node_name: str) -> None:
+    start_node(node_name, "--lane-kib", "512", "--conn-lane-kib", "1024")
+    try:
+        with (
+            tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name) as rdm,
+            tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_STREAM, node=node_name) as stream,
+            tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node_name) as seq,
+        ):
+            assert rdm._inbox.lane_bytes == 512 * 1024
+            assert stream._inbox.lane_bytes == seq._inbox.lane_bytes == 1024 * 1024
+    finally:
+        stop_node(node_name)

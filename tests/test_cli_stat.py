@@ -56,6 +56,7 @@ def sample_snapshot() -> dict[str, Any]:
             },
             "lanes": 64,
             "lane_bytes": 262144,
+            "conn_lane_bytes": 4194304,
             "replica_seq": 10,
             "nametable_bindings": 3,
             "replica_error": None,
@@ -149,7 +150,7 @@ def test_table_node_section() -> None:
     assert "  supervisor  pid 100, heartbeat 12.3 ms ago" in lines
     assert "  name table  pid 101, 2 restarts, heartbeat 40.0 ms ago" in lines
     assert "              3 bindings, replica seq 10" in lines
-    assert "  lanes       64 x 256 KiB per inbox" in lines
+    assert "  lanes       64 x 256 KiB per inbox (connections: 4 MiB)" in lines
     assert any(re.fullmatch(r" +bind_requests +2", line) for line in lines)
     assert any(re.fullmatch(r" +messages_returned +1", line) for line in lines)
 
@@ -523,7 +524,7 @@ def fake_node() -> Iterator[tuple[str, int, int]]:
         seg.set_identity(identity, addr)
         seg.set_supervisor(os.getpid(), proc.self_token()[1])
         seg.beat()
-        seg.set_lane_geometry(4, 160 * 1024)
+        seg.set_lane_geometry(4, 256 * 1024, 1 << 20)
         seg.register_process(child.pid, 1, ProcRole.CLIENT)  # start time 1: surely dead
         slot = seg.alloc_socket(PORT_A, child.pid, 1, tipcshm.SOCK_RDM)
         seg.alloc_socket(PORT_B, child.pid, 1, tipcshm.SOCK_DGRAM)
@@ -558,7 +559,7 @@ def test_snapshot_of_hand_built_segment(fake_node: tuple[str, int, int]) -> None
         "restarts": 0,
         "heartbeat_age_ms": None,
     }
-    assert (n["lanes"], n["lane_bytes"]) == (4, 160 * 1024)
+    assert (n["lanes"], n["lane_bytes"], n["conn_lane_bytes"]) == (4, 256 * 1024, 1 << 20)
     assert n["nametable_bindings"] == 3 and n["replica_error"] is None
     assert 0 <= n["uptime_s"] < 60
     assert snap["counters"]["sockets_opened"] == 2

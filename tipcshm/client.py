@@ -58,6 +58,7 @@ class NodeClient:
             self.pid, self.start = proc.self_token()
             self.proc_index = self.seg.register_process(self.pid, self.start, role)
             self.lanes, self.lane_bytes = self.seg.lane_geometry
+            self.conn_lane_bytes = self.seg.conn_lane_bytes
             self.mode, _gid = self.seg.permissions
         except BaseException:
             self.seg.close()

@@ -218,7 +218,9 @@ class Socket:
                 inbox = Inbox.create(
                     inbox_name(self.node, port),
                     lanes=client.lanes,
-                    lane_bytes=client.lane_bytes,
+                    lane_bytes=client.conn_lane_bytes
+                    if self._connection_type
+                    else client.lane_bytes,
                     mode=client.mode,
                     owner=(client.pid, client.start),
                 )

@@ -50,6 +50,10 @@ SCAN_INTERVAL = 0.02  # new processes are noticed within this; deaths at once (p
 HEARTBEAT_INTERVAL = 0.1
 WORKER_READY_TIMEOUT = 15.0
 RESTART_BACKOFF = 0.2
+# Connection sockets carry bulk streams: a ring this deep lets the sender run ahead of the
+# reader (measured, tools/bench/conn_bench.py: 256 KiB lanes gave 0.7x the bandwidth of
+# 1-4 MiB ones). Pages are touched only as a stream cycles through them.
+CONN_LANE_BYTES = 4 << 20
 
 
 @dataclass
@@ -60,6 +64,7 @@ class NodeConfig:
     lane_bytes: int = 256 * 1024
     mode: int = 0o600
     gid: int = -1
+    conn_lane_bytes: int = CONN_LANE_BYTES
 
 
 def identity_for(text: str | None) -> bytes:
@@ -168,7 +173,7 @@ class Supervisor:
             seg.set_group(cfg.gid)
             os.fchown(seg._fd, -1, cfg.gid)
         seg.set_identity(cfg.identity, wire.hash128to32(cfg.identity.ljust(16, b"\0")))
-        seg.set_lane_geometry(cfg.lanes, cfg.lane_bytes)
+        seg.set_lane_geometry(cfg.lanes, cfg.lane_bytes, cfg.conn_lane_bytes)
         seg.set_supervisor(self.pid, self.start)
         self.worker_inbox = Inbox.create(
             nametable_inbox_name(self.node),
@@ -401,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identity-hex", required=True)
     parser.add_argument("--lanes", type=int, default=64)
     parser.add_argument("--lane-bytes", type=int, default=256 * 1024)
+    parser.add_argument("--conn-lane-bytes", type=int, default=CONN_LANE_BYTES)
     parser.add_argument("--mode", type=lambda s: int(s, 8), default=0o600)
     parser.add_argument("--gid", type=int, default=-1)
     args = parser.parse_args(argv)
@@ -414,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         args.lane_bytes,
         args.mode,
         args.gid,
+        args.conn_lane_bytes,
     )
     return serve(config)
 

@@ -92,6 +92,7 @@ H_LANE_BYTES = 156  # u32 bytes per lane
 H_MODE = 160  # u32 permission bits for segments/queues
 H_GID = 164  # i32 group owning them, -1 = unchanged
 H_TABLE_GEN = 168  # u64 bumped whenever a process or socket registers (supervisor rescans)
+H_CONN_LANE_BYTES = 176  # u32 bytes per lane of SEQPACKET/STREAM inboxes (0: H_LANE_BYTES)
 H_COUNTERS = 512  # NODE_COUNTERS x u64
 NODE_COUNTERS = (
     "sockets_opened",
@@ -371,9 +372,15 @@ class NodeSegment:
     def lane_geometry(self) -> tuple[int, int]:
         return self.u32[H_LANES // 4], self.u32[H_LANE_BYTES // 4]
 
-    def set_lane_geometry(self, lanes: int, lane_bytes: int) -> None:
+    def set_lane_geometry(self, lanes: int, lane_bytes: int, conn_lane_bytes: int = 0) -> None:
         self.u32[H_LANES // 4] = lanes
         self.u32[H_LANE_BYTES // 4] = lane_bytes
+        self.u32[H_CONN_LANE_BYTES // 4] = conn_lane_bytes
+
+    @property
+    def conn_lane_bytes(self) -> int:
+        """Lane size of connection sockets' inboxes (bulk transfers want deeper rings)."""
+        return self.u32[H_CONN_LANE_BYTES // 4] or self.u32[H_LANE_BYTES // 4]
 
     @property
     def permissions(self) -> tuple[int, int]:
