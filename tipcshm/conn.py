@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import struct
+import threading
 import time
 import weakref
 from collections import deque
@@ -63,11 +64,32 @@ from tipcshm.shm.lane import InboxClosed, Producer
 from tipcshm.sock import _WAIT_SLICE, Socket, _post, _source
 
 _W01 = wire.HDR_W01
+_HDR24_FROM = wire.HDR24.unpack_from
 _U32 = wire.U32
 _CONN_W1 = wire.make_w1(wire.DataType.CONN_MSG)
 _ACK_W1 = wire.make_w1(wire.ConnMgrType.CONN_ACK)
 _CONN_MANAGER = int(wire.User.CONN_MANAGER)
 _SYN = wire.SYN_BIT
+
+
+def _plain_data_len(buf: Any, off: int, peer_node: int, peer_port: int) -> int:
+    """Payload size if the frame at ``off`` is plain data from the peer, else 0.
+
+    Plain data (a 24-byte CONN_MSG without error or SYN, data importance, from the peer's
+    port and node) is what the connection core always delivers unchanged while
+    ESTABLISHED, so the receive hot paths skip decoding it into an Incoming.
+    """
+    w0, w1, _w2, w3, w4, _w5 = _HDR24_FROM(buf, off)
+    if (
+        w1 >> 25 == 0  # CONN_MSG, no error code
+        and (w0 >> 19) & 0x3C == wire.SHORT_H_SIZE
+        and (w0 >> 25) & 0xF <= 3
+        and not w0 & _SYN
+        and w4 == peer_port
+        and w3 == peer_node
+    ):
+        return (w0 & 0x1FFFF) - wire.SHORT_H_SIZE
+    return 0
 
 
 def _incoming(frame: Any, off: int = 0) -> tuple[Incoming, int]:
@@ -115,6 +137,7 @@ class ConnSocket(Socket):
         self._head24 = b""
         self._w0c = 0
         self._stream = type == SOCK_STREAM
+        self._zc_thread = 0  # the thread inside a recv_buffer() block, if any
         # Also when the socket is garbage-collected unclosed, the peer hears of it.
         self._finalizer.detach()
         self._peer_cell = [0, 0]
@@ -466,6 +489,7 @@ class ConnSocket(Socket):
         conn = self._conn
         deadline, nonblock = self._deadline(flags)
         self._flush_counters()
+        self._check_not_held("a send waiting for the peer's acks")
         while conn.snt_unacked >= conn.window:
             if conn.state != State.TIPC_ESTABLISHED:
                 self._not_sendable()
@@ -573,6 +597,7 @@ class ConnSocket(Socket):
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
         deadline, nonblock = self._deadline(flags)
+        self._check_not_held("recv")
         with self._recv_lock:
             if self._stream:
                 return self._recv_stream(bufsize, flags, deadline, nonblock)
@@ -667,6 +692,7 @@ class ConnSocket(Socket):
         target = memoryview(buffer).cast("B")
         if nbytes:
             target = target[:nbytes]
+        self._check_not_held("recv_into")
         if self._stream and not flags & ~MSG_WAITALL and not self._closed:
             with self._recv_lock:
                 if not self._rxq and self._conn.state == State.TIPC_ESTABLISHED:
@@ -710,18 +736,26 @@ class ConnSocket(Socket):
                     raise Timeout(f"{self._addr_text()}: timed out waiting for data")
                 continue
             buf, off, length, lane = r
-            m, hs = _incoming(buf, off)
-            v = conn.receive(m)
-            if v is Verdict.DELIVER and not m.errcode and m.data_len:
+            size = 0
+            if conn.state is State.TIPC_ESTABLISHED:
+                size = _plain_data_len(buf, off, conn.peer_node, conn.peer_port)
+            if size:
+                hs = 24
+            else:
+                m, hs = _incoming(buf, off)
+                v = conn.receive(m)
+                if v is Verdict.DELIVER and not m.errcode:
+                    size = m.data_len
+            if size:
                 start = off + hs
-                take = min(m.data_len, n - got)
+                take = min(size, n - got)
                 target[got : got + take] = buf[start : start + take]
-                if take < m.data_len:
+                if take < size:
                     self._partial = bytes(buf[start + take : off + length])
                 inbox.release(lane)
                 got += take
                 self._rx_msgs += 1
-                self._rx_bytes += m.data_len
+                self._rx_bytes += size
                 ack = conn.consumed()
                 if ack is not None:
                     self._send_ctl(ack)
@@ -749,6 +783,106 @@ class ConnSocket(Socket):
         if inbox.closed and inbox.poll() is None:
             self._node_stopped()
         return True
+
+    def recv_buffer(self, flags: int = 0) -> RecvBuffer:
+        """Zero-copy receive: ``with sock.recv_buffer() as view:`` gives a read-only
+        memoryview of the next message (SEQPACKET) or of the next piece of the stream as
+        it arrived (STREAM: a piece of at most 66000 bytes), in place in the receive
+        ring. Leaving the block consumes it and releases the view (using it afterwards
+        raises ValueError). What was made from the view (numpy arrays, slices) points
+        into the ring too and must not be used after the block: copy what you keep. An
+        empty view means end of stream; a reset connection raises as recv() does.
+        ``flags`` may be MSG_DONTWAIT.
+
+        Inside the block the socket's receive side is taken: another thread's recv
+        waits, and this thread's recv, or a send that would have to wait for the
+        peer's acks (they queue behind the held message), raises instead of hanging.
+        """
+        if flags & ~MSG_DONTWAIT:
+            raise InvalidArgument(f"recv_buffer() flags {flags:#x}: only MSG_DONTWAIT is allowed")
+        return RecvBuffer(self, flags)
+
+    def _check_not_held(self, what: str) -> None:
+        if self._zc_thread and self._zc_thread == threading.get_ident():
+            raise TipcError(
+                errno.EDEADLK,
+                f"{what} on socket {self._port:#010x} inside its recv_buffer() block: "
+                "leave the block first",
+            )
+
+    def _zc_take(self, flags: int) -> tuple[memoryview, int]:
+        """The view for recv_buffer() and what its exit must consume (see _zc_done)."""
+        rxq = self._rxq
+        conn = self._conn
+        inbox = self._inbox
+        deadline: float | None = None
+        nonblock = waited = False
+        while True:
+            if self._closed:
+                raise SocketClosed(self._port)
+            if self._partial:
+                return memoryview(self._partial), _ZC_PARTIAL
+            if rxq:
+                frame = rxq[0]
+                w0, w1 = _W01.unpack_from(frame)
+                hs = (w0 >> 19) & 0x3C
+                if (w1 >> 25) & 0xF:
+                    self._consume()
+                    if self._frame_payload(frame) is None:  # raises on a reset
+                        return memoryview(b""), _ZC_NOTHING
+                    continue
+                if len(frame) <= hs:
+                    self._consume()  # an empty message without error is skipped
+                    continue
+                self._rx_msgs += 1
+                self._rx_bytes += len(frame) - hs
+                return memoryview(frame)[hs:], _ZC_QUEUED
+            st = conn.state
+            if st == State.TIPC_DISCONNECTING:
+                return memoryview(b""), _ZC_NOTHING
+            if st != State.TIPC_ESTABLISHED:
+                raise NotConnected(f"socket {self._port:#010x} is not connected")
+            r = inbox.poll()
+            if r is None:
+                if not waited:
+                    deadline, nonblock = self._deadline(flags)
+                    waited = True
+                if not self._wait_ring(deadline, nonblock):
+                    if nonblock:
+                        raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                continue
+            buf, off, length, lane = r
+            if conn.state is State.TIPC_ESTABLISHED and _plain_data_len(
+                buf, off, conn.peer_node, conn.peer_port
+            ):
+                self._rx_msgs += 1
+                self._rx_bytes += length - 24
+                return buf[off + 24 : off + length].toreadonly(), lane
+            m, hs = _incoming(buf, off)
+            v = conn.receive(m)
+            if v is Verdict.DELIVER and not m.errcode and m.data_len:
+                self._rx_msgs += 1
+                self._rx_bytes += m.data_len
+                return buf[off + hs : off + length].toreadonly(), lane
+            frame = bytes(buf[off : off + length])
+            inbox.release(lane)
+            self._act(v, m, frame)
+
+    def _zc_done(self, held: int) -> None:
+        """recv_buffer()'s exit: consume what _zc_take handed out."""
+        if held >= 0:
+            if self._closed:
+                return
+            self._inbox.release(held)
+            ack = self._conn.consumed()
+            if ack is not None:
+                self._send_ctl(ack)
+        elif held == _ZC_QUEUED:
+            if self._rxq:
+                self._consume()
+        elif held == _ZC_PARTIAL:
+            self._partial = b""
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         data = self.recv(bufsize, flags)
@@ -800,6 +934,63 @@ class ConnSocket(Socket):
         super().close()
 
 
-__all__ = ["BrokenPipe", "ConnSocket", "ConnectionRefused", "ConnectionReset", "NotConnected"]
+_ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # what a recv_buffer() view came from
+
+
+class RecvBuffer:
+    """The context manager :meth:`ConnSocket.recv_buffer` returns (enter once)."""
+
+    __slots__ = ("_sock", "_flags", "_view", "_held")
+
+    def __init__(self, sock: ConnSocket, flags: int) -> None:
+        self._sock = sock
+        self._flags = flags
+        self._view: memoryview | None = None
+        self._held = _ZC_NOTHING
+
+    def __enter__(self) -> memoryview:
+        sock = self._sock
+        if self._view is not None:
+            raise InvalidArgument("a recv_buffer() block can be entered once")
+        if sock._zc_thread:
+            sock._check_not_held("recv_buffer()")
+        lock = sock._recv_lock
+        lock.acquire()
+        try:
+            self._view, self._held = sock._zc_take(self._flags)
+        except BaseException:
+            lock.release()
+            raise
+        sock._zc_thread = threading.get_ident()
+        return self._view
+
+    def __exit__(self, *exc: object) -> None:
+        sock = self._sock
+        view = self._view
+        sock._zc_thread = 0
+        try:
+            if view is not None:
+                try:
+                    view.release()
+                except BufferError:
+                    raise BufferError(
+                        f"socket {sock._port:#010x}: an object made from the recv_buffer() "
+                        "view (numpy array, memoryview slice) outlived the block; the ring "
+                        "space it points at is reused now"
+                    ) from None
+                finally:
+                    sock._zc_done(self._held)
+        finally:
+            sock._recv_lock.release()
+
+
+__all__ = [
+    "BrokenPipe",
+    "ConnSocket",
+    "RecvBuffer",
+    "ConnectionRefused",
+    "ConnectionReset",
+    "NotConnected",
+]
 
 _ = _source  # re-exported helper kept for symmetry with sock.py
