@@ -4,9 +4,14 @@
 * SEQPACKET RTT: A sends 64 bytes on a connected SOCK_SEQPACKET socket, B echoes them;
   2,000 warm-up trips then N timed ones (perf_counter_ns each). AF_UNIX: a SEQPACKET
   socketpair.
-* STREAM bandwidth: A writes TOTAL bytes in 1 MiB sendall() calls; B reads every byte with
-  recv_into a 1 MiB buffer. rate = TOTAL / (B's clock after the last byte - A's clock before
-  the first write). AF_UNIX: a SOCK_STREAM socketpair.
+* STREAM bandwidth (ipc-baselines.md "GB/s 1MiB"): A writes TOTAL bytes in sendall() calls
+  of one immutable 1 MiB random ``bytes`` object; B reads every byte:
+  ``numpy.frombuffer(buf, uint64).sum()`` over what it received, checked against the
+  expected sum. rate = TOTAL / (B's clock after the last byte - A's clock before the first
+  write). B receives either with recv_into a reused 1 MiB bytearray (MSG_WAITALL, as the
+  reference's fixed-size framing), or, tipcshm only, with the zero-copy
+  ``recv_buffer()`` (sums each piece in place in the ring). AF_UNIX: a SOCK_STREAM
+  socketpair with 4 MiB buffers, recv_into.
 
     python tools/bench/conn_bench.py [--rtt 5000] [--mib 256] [--pin]
 """
@@ -16,9 +21,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import random
 import socket
 import sys
 import time
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +35,7 @@ from ipc_bench import PAYLOAD, WARMUP, _rtt_stats, _run_pair  # noqa: E402
 
 SERVICE = 18889
 CHUNK = 1 << 20
+MASK64 = (1 << 64) - 1
 
 
 def _unix(kind: int) -> tuple[socket.socket, socket.socket]:
@@ -55,7 +65,7 @@ def _rtt_b(sock: socket.socket, n: int, out: mp.Queue) -> None:
 
 
 def _bw_a(sock: socket.socket, total: int, out: mp.Queue) -> None:
-    chunk = os.urandom(CHUNK)
+    chunk = _chunk()
     out.put(("start", time.perf_counter_ns()))
     sent = 0
     while sent < total:
@@ -63,15 +73,43 @@ def _bw_a(sock: socket.socket, total: int, out: mp.Queue) -> None:
         sent += CHUNK
 
 
+def _chunk() -> bytes:
+    return random.Random(7).randbytes(CHUNK)  # the same bytes in A and B
+
+
+def _expected_sum(total: int) -> int:
+    return (int(np.frombuffer(_chunk(), np.uint64).sum()) * (total // CHUNK)) & MASK64
+
+
 def _bw_b(sock: socket.socket, total: int, out: mp.Queue) -> None:
     buf = bytearray(CHUNK)
-    got = 0
+    got = acc = 0
     while got < total:
-        n = sock.recv_into(buf)
-        if not n:
+        n = sock.recv_into(buf, CHUNK, socket.MSG_WAITALL)
+        if n != CHUNK:
             break
+        acc += int(np.frombuffer(buf, np.uint64).sum())
         got += n
-    out.put(("end", time.perf_counter_ns(), got))
+    out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
+
+
+def _bw_b_view(sock: Any, total: int, out: mp.Queue) -> None:
+    got = acc = 0
+    carry = b""  # bytes of an 8-byte word split between two pieces
+    while got < total:
+        with sock.recv_buffer() as view:
+            n = len(view)
+            if not n:
+                break
+            if carry or n & 7:
+                data = carry + bytes(view)
+                k = len(data) & ~7
+                acc += int(np.frombuffer(data, np.uint64, k >> 3).sum())
+                carry = data[k:]
+            else:
+                acc += int(np.frombuffer(view, np.uint64).sum())
+        got += n
+    out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
 
 
 def _tipc_client(kind: int, node: str, ready: mp.Event) -> socket.socket:
@@ -115,20 +153,22 @@ def tipc_bw_a(node: str, total: int, ready: mp.Event, out: mp.Queue) -> None:
     s.recv(1)  # wait for the reader's close before tearing down
 
 
-def tipc_bw_b(node: str, total: int, ready: mp.Event, out: mp.Queue) -> None:
+def tipc_bw_b(node: str, total: int, ready: mp.Event, view: bool, out: mp.Queue) -> None:
     import tipcshm
 
     s = _tipc_server(tipcshm.SOCK_STREAM, node, ready)
-    _bw_b(s, total, out)
+    (_bw_b_view if view else _bw_b)(s, total, out)
     s.shutdown(2)
     s.close()
 
 
 def _bandwidth(results: list[tuple], total: int) -> float:
     start = next(r[1] for r in results if r[0] == "start")
-    end, got = next((r[1], r[2]) for r in results if r[0] == "end")
+    end, got, acc = next((r[1], r[2], r[3]) for r in results if r[0] == "end")
     if got != total:
         raise RuntimeError(f"received {got} of {total} bytes")
+    if acc != _expected_sum(total):
+        raise RuntimeError("the bytes received are not the bytes sent (checksum differs)")
     return total / ((end - start) / 1e9) / 1e6
 
 
@@ -140,11 +180,15 @@ def measure(node: str, n: int, mib: int, pin: bool) -> dict[str, dict[str, float
     med, p99, _ = _rtt_stats(
         _run_pair(tipc_rtt_a, tipc_rtt_b, (node, n, ready), (node, n, ready), pin)
     )
-    ready = ctx.Event()
-    bw = _bandwidth(
-        _run_pair(tipc_bw_a, tipc_bw_b, (node, total, ready), (node, total, ready), pin), total
-    )
-    rows["tipcshm SEQPACKET / STREAM"] = {"rtt_median": med, "rtt_p99": p99, "mb_per_s": bw}
+    bws = []
+    for view in (False, True):
+        ready = ctx.Event()
+        args_b = (node, total, ready, view)
+        bws.append(
+            _bandwidth(_run_pair(tipc_bw_a, tipc_bw_b, (node, total, ready), args_b, pin), total)
+        )
+    rows["tipcshm SEQPACKET / STREAM"] = {"rtt_median": med, "rtt_p99": p99, "mb_per_s": bws[0]}
+    rows["tipcshm STREAM, zero-copy read"] = {"mb_per_s": bws[1]}
     a, b = _unix(socket.SOCK_SEQPACKET)
     med, p99, _ = _rtt_stats(_run_pair(_rtt_a, _rtt_b, (a, n), (b, n), pin))
     a.close()
@@ -160,14 +204,22 @@ def measure(node: str, n: int, mib: int, pin: bool) -> dict[str, dict[str, float
 def report(rows: dict[str, dict[str, float]]) -> str:
     lines = [f"{'connections':36} {'RTT median us':>14} {'RTT p99 us':>11} {'MB/s 1MiB wr':>12}"]
     for name, r in rows.items():
-        lines.append(
-            f"{name:36} {r['rtt_median']:14.2f} {r['rtt_p99']:11.2f} {r['mb_per_s']:12,.0f}"
-        )
+        if "rtt_median" in r:
+            rtt = f"{r['rtt_median']:14.2f} {r['rtt_p99']:11.2f}"
+        else:
+            rtt = f"{'-':>14} {'-':>11}"
+        lines.append(f"{name:36} {rtt} {r['mb_per_s']:12,.0f}")
     t, u = rows["tipcshm SEQPACKET / STREAM"], rows["AF_UNIX SEQPACKET / STREAM pair"]
+    z = rows["tipcshm STREAM, zero-copy read"]
     lines.append(
         f"{'ratio tipcshm / AF_UNIX':36} {t['rtt_median'] / u['rtt_median']:13.2f}x "
         f"{t['rtt_p99'] / u['rtt_p99']:10.2f}x {t['mb_per_s'] / u['mb_per_s']:11.2f}x"
     )
+    lines.append(
+        f"{'ratio zero-copy read / AF_UNIX':36} {'':14} {'':11} "
+        f"{z['mb_per_s'] / u['mb_per_s']:11.2f}x"
+    )
+    lines.append("goals: RTT median <= 0.40x, STREAM bandwidth >= 1.50x")
     return "\n".join(lines)
 
 
@@ -176,11 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt", type=int, default=5000, help="timed round trips")
     parser.add_argument("--mib", type=int, default=256, help="MiB streamed")
     parser.add_argument("--pin", action="store_true", help="pin A to CPU 0 and B to CPU 1")
-    parser.add_argument("--lane-kib", type=int, default=256, help="lane size of the node")
+    parser.add_argument(
+        "--conn-lane-kib",
+        type=int,
+        default=None,
+        help="connection sockets' lane size (node default)",
+    )
     args = parser.parse_args(argv)
     from tipcshm.testing import running_node, unique_node_name
 
-    node_args = ("--lane-kib", str(args.lane_kib))
+    node_args = () if args.conn_lane_kib is None else ("--conn-lane-kib", str(args.conn_lane_kib))
     with running_node(unique_node_name("bench"), *node_args) as node:
         rows = measure(node, args.rtt, args.mib, args.pin)
     print(report(rows))
