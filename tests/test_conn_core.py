@@ -109,7 +109,18 @@ def test_peer_error_ends_the_connection(err: int, outcome: str) -> None:
     assert c.receive(data(err)) is Verdict.DELIVER  # queued: recv reports it in order
     assert c.state is State.TIPC_DISCONNECTING and c.peer_error == err
     assert c.recv_outcome(err) == outcome
+    # Data from the peer the ending overtook (supervisor's abort of a dead process)
+    # still counts; a second ending and SYNs do not.
+    assert c.receive(data()) is Verdict.DELIVER
+    assert c.receive(data(cc.TIPC_ERR_NO_PORT)) is Verdict.DROP
+    assert c.receive(data(port=78)) is Verdict.REJECT
+
+
+def test_after_local_shutdown_nothing_counts() -> None:
+    c = established()
+    assert c.shutdown() is not None
     assert c.receive(data()) is Verdict.DROP
+    assert c.receive(data(cc.TIPC_ERR_NO_PORT)) is Verdict.DROP
 
 
 def test_conn_manager_messages() -> None:

@@ -39,11 +39,16 @@ from tipcshm.addresses import AddressLike, ServiceAddr, ServiceRange, SocketAddr
 from tipcshm.constants import (
     MSG_DONTWAIT,
     MSG_PEEK,
+    MSG_TRUNC,
     MSG_WAITALL,
     SOCK_SEQPACKET,
     SOCK_STREAM,
+    SOL_TIPC,
     TIPC_ADDR_ID,
+    TIPC_DESTNAME,
+    TIPC_ERRINFO,
     TIPC_MAX_USER_MSG_SIZE,
+    TIPC_RETDATA,
 )
 from tipcshm.core.connection import Connection, Incoming, Send, State, Verdict
 from tipcshm.errors import (
@@ -54,14 +59,13 @@ from tipcshm.errors import (
     InvalidArgument,
     MessageTooLong,
     NotConnected,
-    NotSupportedYet,
     SocketClosed,
     Timeout,
     TipcError,
     WouldBlock,
 )
 from tipcshm.shm.lane import InboxClosed, Producer
-from tipcshm.sock import _WAIT_SLICE, Socket, _post, _source
+from tipcshm.sock import _ANC_DESTNAME, _ANC_ERRINFO, _WAIT_SLICE, Socket, _post, _source
 
 _W01 = wire.HDR_W01
 _HDR24_FROM = wire.HDR24.unpack_from
@@ -138,6 +142,11 @@ class ConnSocket(Socket):
         self._w0c = 0
         self._stream = type == SOCK_STREAM
         self._zc_thread = 0  # the thread inside a recv_buffer() block, if any
+        self._refused = 0  # TIPC error code of a refused connect
+        self._end: bytes | None = None  # the peer's abort / shutdown message
+        self._end_taken = False  # its EOF (or recvmsg's ancillary report) was consumed
+        self._conn_name: tuple[int, int] | None = None  # service connected through
+        self._refusal_reported = False  # SO_ERROR reports a refusal once
         # Also when the socket is garbage-collected unclosed, the peer hears of it.
         self._finalizer.detach()
         self._peer_cell = [0, 0]
@@ -249,7 +258,10 @@ class ConnSocket(Socket):
     def _act(self, v: Verdict, m: Incoming, frame: bytes) -> None:
         """Carry out the connection core's verdict on one frame."""
         if v is Verdict.DELIVER:
-            self._rxq.append(frame)
+            if m.errcode:
+                self._end = frame  # reported once the data before it is read
+            else:
+                self._rxq.append(frame)
         elif v is Verdict.NEW_CONNECTION:
             self._accept_q.append(frame)
         elif v is Verdict.ESTABLISHED:
@@ -329,6 +341,8 @@ class ConnSocket(Socket):
         new._importance = self._importance
         new._conn.accepted(m.orig_node, m.orig_port)
         new._established(m.orig_node, m.orig_port)
+        if m.mtype == wire.DataType.NAMED_MSG and len(syn) >= wire.NAMED_H_SIZE:
+            new._conn_name = (_U32.unpack_from(syn, 32)[0], _U32.unpack_from(syn, 36)[0])
         if m.data_len:
             new._rxq.append(syn)
         new._send_data(b"", 0)  # the empty CONN_MSG that completes the client's connect
@@ -336,17 +350,68 @@ class ConnSocket(Socket):
         return new, new._peer_addr()
 
     def connect(self, address: AddressLike) -> None:
+        """Connect; in non-blocking mode the SYN goes out and BlockingIOError(EINPROGRESS)
+        is raised, as tipc_connect does. The answer makes fileno() readable; then
+        getsockopt(SOL_SOCKET, SO_ERROR) gives 0 or ECONNREFUSED, and connect() again
+        raises EISCONN (EALREADY while it is still pending)."""
         self._check_open()
         st = self._conn.state
+        if st == State.TIPC_CONNECTING:
+            self._poll_connect()
+            if self._conn.state == State.TIPC_CONNECTING:
+                raise WouldBlock(f"connect on socket {self._port:#010x} is pending", errno.EALREADY)
+            st = self._conn.state
         if st == State.TIPC_ESTABLISHED:
             raise TipcError(errno.EISCONN, f"socket {self._port:#010x} is already connected")
         if st != State.TIPC_OPEN:
+            self._raise_if_refused()
             raise TipcError(errno.EINVAL, f"socket {self._port:#010x} is {st.name}")
-        if self._timeout == 0.0:
-            raise NotSupportedYet("non-blocking connect (EINPROGRESS) on connection sockets")
         self._connect(address, b"")
+        if self._conn.state == State.TIPC_CONNECTING:
+            raise WouldBlock(f"connect to {address}: in progress", errno.EINPROGRESS)
+
+    def _poll_connect(self) -> None:
+        """A non-blocking connect is pending: take its answer if it came, without waiting."""
+        if self._recv_lock.acquire(blocking=False):
+            try:
+                self._pump(None, nonblock=True)
+            finally:
+                self._recv_lock.release()
+
+    def _raise_if_refused(self) -> None:
+        if self._refused:
+            raise ConnectionRefused(
+                f"connect from socket {self._port:#010x}: refused (TIPC error {self._refused})",
+                self._refused,
+            )
+
+    def _await_connect(self, flags: int) -> None:
+        """send/recv on a socket whose non-blocking connect is pending: wait for the answer
+        (per the socket's timeout) or raise BlockingIOError when non-blocking."""
+        deadline, nonblock = self._deadline(flags)
+        self._check_not_held("a call waiting for the connection")
+        with self._recv_lock:
+            while self._conn.state == State.TIPC_CONNECTING:
+                if not self._pump(deadline, nonblock):
+                    if nonblock:
+                        raise WouldBlock(f"connect on socket {self._port:#010x} is pending")
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise Timeout(f"socket {self._port:#010x}: connect still pending")
+        if self._conn.state != State.TIPC_ESTABLISHED:
+            self._raise_if_refused()
+            self._not_sendable()
+
+    def so_error(self) -> int:
+        """SO_ERROR: a refused non-blocking connect reports ECONNREFUSED once."""
+        if self._conn.state == State.TIPC_CONNECTING:
+            self._poll_connect()
+        if self._refused and not self._refusal_reported:
+            self._refusal_reported = True
+            return errno.ECONNREFUSED
+        return 0
 
     def _connect(self, address: AddressLike, data: Any) -> None:
+        """Send the SYN; wait for the answer unless the socket is non-blocking."""
         addr = parse_address(address)
         if isinstance(addr, ServiceRange):
             raise InvalidArgument(f"cannot connect to a service range {addr}")
@@ -357,17 +422,22 @@ class ConnSocket(Socket):
         w0 = wire.make_w0(self._importance, hsize, hsize + n, syn=True)
         frame = hdr.pack(w0, *words) + bytes(data)
         self._refused = 0
-        self._conn.connect()
+        self._refusal_reported = False
         p = self._client.producer(port)
         if p is None:
-            self._conn.timed_out()
             raise ConnectionRefused(f"connect to {addr}: no socket there")
         deadline = time.monotonic() + self._conn_timeout_ms / 1000
         with p.lock:
             while not p.write(frame):
+                if self._timeout == 0.0:
+                    raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
                 if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
-                    self._conn.timed_out()
                     raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+        self._conn.connect()
+        if isinstance(addr, ServiceAddr):
+            self._conn_name = (addr.type, addr.instance)
+        if self._timeout == 0.0:
+            return  # non-blocking: the answer is taken later (connect again, SO_ERROR, I/O)
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
                 if not self._pump(deadline) and time.monotonic() >= deadline:
@@ -399,7 +469,9 @@ class ConnSocket(Socket):
         """One CONN_MSG of at most 66000 bytes to the peer; blocks on window or full lane."""
         conn = self._conn
         if conn.state != State.TIPC_ESTABLISHED:
-            self._not_sendable()
+            if conn.state != State.TIPC_CONNECTING:
+                self._not_sendable()
+            self._await_connect(flags)
         if conn.snt_unacked >= conn.window:
             self._wait_window(flags)
         p = self._peer_p
@@ -477,11 +549,11 @@ class ConnSocket(Socket):
             raise SocketClosed(self._port)
         st = conn.state
         if st == State.TIPC_DISCONNECTING:
-            if conn.peer_error and conn.peer_error != wire.ErrorCode.CONN_SHUTDOWN:
-                raise ConnectionReset(
-                    f"{self._addr_text()}: the peer closed or died", conn.peer_error
-                )
-            raise BrokenPipe(f"{self._addr_text()}: the connection is shut down")
+            # EPIPE whatever ended it, as tipc_sk_sock_err gives (checked on Linux 6.1)
+            why = "the peer closed or died" if conn.peer_error else "the connection is shut down"
+            if conn.peer_error == wire.ErrorCode.CONN_SHUTDOWN:
+                why = "the peer shut the connection down"
+            raise BrokenPipe(f"{self._addr_text()}: {why}")
         raise NotConnected(f"socket {self._port:#010x} is not connected ({st.name})")
 
     def _wait_window(self, flags: int) -> None:
@@ -558,13 +630,33 @@ class ConnSocket(Socket):
 
     # -- receiving -------------------------------------------------------------------
     def _next(self, flags: int, deadline: float | None, nonblock: bool) -> bytes | None:
-        """Next queued data/error frame, reading the inbox if needed; None on would-block."""
+        """The next queued data frame (not consumed), reading the inbox if needed.
+
+        b"" for an end of stream the caller may report (it sets ``_end_taken`` when it
+        does); None when a non-blocking call would block. How the end reads follows the
+        kernel (tipc_recvmsg / tipc_wait_for_rcvmsg, checked on Linux 6.1): a peer's abort
+        (close, death) raises ECONNRESET on every call, a peer's shutdown reads as EOF
+        once and then like an empty queue, and after a local shutdown ENOTCONN.
+        """
         rxq = self._rxq
+        conn = self._conn
         while not rxq:
-            st = self._conn.state
+            st = conn.state
             if st == State.TIPC_DISCONNECTING:
-                return b""  # the end was reported: EOF from now on
-            if st != State.TIPC_ESTABLISHED:
+                self._pump(None, nonblock=True)  # data the ending overtook (conn core)
+                if rxq:
+                    break
+                err = conn.peer_error
+                if err and conn.recv_outcome(err) == "reset" and not self._end_taken:
+                    raise ConnectionReset(f"{self._addr_text()}: the peer closed or died", err)
+                if err and not self._end_taken:
+                    return b""
+                if conn.local_shutdown:
+                    raise NotConnected(f"socket {self._port:#010x} was shut down")
+                self._raise_if_refused()
+                if not err:
+                    raise NotConnected(f"socket {self._port:#010x} is not connected")
+            elif st != State.TIPC_ESTABLISHED and st != State.TIPC_CONNECTING:
                 raise NotConnected(f"socket {self._port:#010x} is not connected")
             if not self._pump(deadline, nonblock) and not rxq:
                 if nonblock:
@@ -579,18 +671,6 @@ class ConnSocket(Socket):
         if ack is not None:
             self._send_ctl(ack)
 
-    def _frame_payload(self, frame: bytes) -> bytes | None:
-        """Payload of a data frame; raises for an error frame (ECONNRESET) or returns
-        None for an end of stream (TIPC_CONN_SHUTDOWN)."""
-        w0, w1 = _W01.unpack_from(frame)
-        err = (w1 >> 25) & 0xF
-        if err:
-            if self._conn.recv_outcome(err) == "eof":
-                return None
-            raise ConnectionReset(f"{self._addr_text()}: the peer closed or died", err)
-        hs = (w0 >> 19) & 0x3C
-        return frame[hs:]
-
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self._closed:
             raise SocketClosed(self._port)
@@ -601,29 +681,27 @@ class ConnSocket(Socket):
         with self._recv_lock:
             if self._stream:
                 return self._recv_stream(bufsize, flags, deadline, nonblock)
-            while True:
-                frame = self._next(flags, deadline, nonblock)
-                if frame is None:
-                    raise WouldBlock(f"no message waiting on socket {self._port:#010x}")
-                if not frame:
-                    return b""
-                w0, w1 = _W01.unpack_from(frame)
-                if len(frame) > (w0 >> 19) & 0x3C or w1 >> 25 & 0xF:
-                    break
-                self._consume()  # an empty message without error: skipped (tipc_recvmsg)
-            if flags & MSG_PEEK:
-                try:
-                    data = self._frame_payload(frame)
-                except ConnectionReset:
-                    raise
-                return b"" if data is None else data[:bufsize]
-            self._consume()
-            data = self._frame_payload(frame)
-            if data is None:
+            return self._recv_message(flags, deadline, nonblock)[:bufsize]
+
+    def _recv_message(self, flags: int, deadline: float | None, nonblock: bool) -> bytes:
+        """SEQPACKET: the next whole message's payload (b"" at end of stream)."""
+        while True:
+            frame = self._next(flags, deadline, nonblock)
+            if frame is None:
+                raise WouldBlock(f"no message waiting on socket {self._port:#010x}")
+            if not frame:
+                if not flags & MSG_PEEK:
+                    self._end_taken = True
                 return b""
+            hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
+            if len(frame) > hs:
+                break
+            self._consume()  # an empty message without error: skipped (tipc_recvmsg)
+        if not flags & MSG_PEEK:
+            self._consume()
             self._rx_msgs += 1
-            self._rx_bytes += len(data)
-            return data[:bufsize]
+            self._rx_bytes += len(frame) - hs
+        return frame[hs:]
 
     def _recv_stream(
         self, bufsize: int, flags: int, deadline: float | None, nonblock: bool
@@ -637,49 +715,35 @@ class ConnSocket(Socket):
             if not peek:
                 self._partial = self._partial[len(take) :]
         queued = 0  # frames looked at while peeking
+        rxq = self._rxq
         while len(out) < bufsize:
-            if peek:
-                if queued < len(self._rxq):
-                    frame = self._rxq[queued]
-                    queued += 1
-                elif out:
-                    break
-                else:
-                    got = self._next(flags, deadline, nonblock)
-                    if got is None:
-                        raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                    if not got:
+            if peek and queued < len(rxq):
+                frame = rxq[queued]
+                queued += 1
+            else:
+                if out and (peek or not waitall) and not rxq:
+                    # Return what we have unless more is already waiting.
+                    if not self._pump(None, nonblock=True) or not rxq:
                         break
-                    continue
-                data = self._frame_payload(frame)
-                if data is None:
+                nxt = self._next(flags, deadline, nonblock)
+                if nxt is None:
+                    if out:
+                        break
+                    raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+                if not nxt:
+                    if not out and not peek:
+                        self._end_taken = True  # EOF now; with data, on the next call
                     break
-                out += data[: bufsize - len(out)]
-                continue
-            if out and not waitall and not self._rxq:
-                # Return what we have unless more is already waiting.
-                if not self._pump(None, nonblock=True):
-                    break
-                if not self._rxq:
-                    break
-            nxt = self._next(flags, deadline, nonblock)
-            if nxt is None:
-                if out:
-                    break
-                raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-            frame = nxt
-            if not frame:
-                break
-            if (_W01.unpack_from(frame)[1] >> 25) & 0xF and out:
-                break  # report the end on the next call, after the data
-            self._consume()
-            data = self._frame_payload(frame)
-            if data is None:
-                break
+                if peek:
+                    continue  # look at it through the queue
+                frame = nxt
+                self._consume()
+            data = frame[(_W01.unpack_from(frame)[0] >> 19) & 0x3C :]
             room = bufsize - len(out)
             if len(data) > room:
                 out += data[:room]
-                self._partial = data[room:]
+                if not peek:
+                    self._partial = data[room:]
             else:
                 out += data
         n = len(out)
@@ -697,9 +761,9 @@ class ConnSocket(Socket):
             with self._recv_lock:
                 if not self._rxq and self._conn.state == State.TIPC_ESTABLISHED:
                     got = self._stream_into(target, bool(flags & MSG_WAITALL))
-                    if got or not self._rxq:
+                    if got:
                         return got
-        data = self.recv(len(target), flags)  # queued frames, errors, EOF, peeking
+        data = self.recv(len(target), flags)  # queued frames, endings, EOF, peeking
         target[: len(data)] = data
         return len(data)
 
@@ -722,8 +786,8 @@ class ConnSocket(Socket):
                 self._partial = self._partial[take:]
                 got += take
                 continue
-            if self._rxq or self._closed:
-                break
+            if self._rxq or self._closed or conn.state is not State.TIPC_ESTABLISHED:
+                break  # the general path takes it from here
             r = inbox.poll()
             if r is None:
                 if got and not waitall:
@@ -824,27 +888,27 @@ class ConnSocket(Socket):
                 return memoryview(self._partial), _ZC_PARTIAL
             if rxq:
                 frame = rxq[0]
-                w0, w1 = _W01.unpack_from(frame)
-                hs = (w0 >> 19) & 0x3C
-                if (w1 >> 25) & 0xF:
-                    self._consume()
-                    if self._frame_payload(frame) is None:  # raises on a reset
-                        return memoryview(b""), _ZC_NOTHING
-                    continue
+                hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
                 if len(frame) <= hs:
                     self._consume()  # an empty message without error is skipped
                     continue
                 self._rx_msgs += 1
                 self._rx_bytes += len(frame) - hs
                 return memoryview(frame)[hs:], _ZC_QUEUED
-            st = conn.state
-            if st == State.TIPC_DISCONNECTING:
-                return memoryview(b""), _ZC_NOTHING
-            if st != State.TIPC_ESTABLISHED:
-                raise NotConnected(f"socket {self._port:#010x} is not connected")
+            if conn.state is not State.TIPC_ESTABLISHED:
+                if not waited:
+                    deadline, nonblock = self._deadline(flags)
+                    waited = True
+                nxt = self._next(flags, deadline, nonblock)  # endings, pending connect
+                if nxt is None:
+                    raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+                if not nxt:
+                    self._end_taken = True
+                    return memoryview(b""), _ZC_NOTHING
+                continue
             r = inbox.poll()
             if r is None:
-                if not waited:
+                if not waited:  # the deadline counts from the first wait
                     deadline, nonblock = self._deadline(flags)
                     waited = True
                 if not self._wait_ring(deadline, nonblock):
@@ -853,21 +917,13 @@ class ConnSocket(Socket):
                     raise Timeout(f"{self._addr_text()}: timed out waiting for data")
                 continue
             buf, off, length, lane = r
-            if conn.state is State.TIPC_ESTABLISHED and _plain_data_len(
-                buf, off, conn.peer_node, conn.peer_port
-            ):
+            if _plain_data_len(buf, off, conn.peer_node, conn.peer_port):
                 self._rx_msgs += 1
                 self._rx_bytes += length - 24
                 return buf[off + 24 : off + length].toreadonly(), lane
-            m, hs = _incoming(buf, off)
-            v = conn.receive(m)
-            if v is Verdict.DELIVER and not m.errcode and m.data_len:
-                self._rx_msgs += 1
-                self._rx_bytes += m.data_len
-                return buf[off + hs : off + length].toreadonly(), lane
             frame = bytes(buf[off : off + length])
             inbox.release(lane)
-            self._act(v, m, frame)
+            self._handle(frame)
 
     def _zc_done(self, held: int) -> None:
         """recv_buffer()'s exit: consume what _zc_take handed out."""
@@ -892,8 +948,55 @@ class ConnSocket(Socket):
         n = self.recv_into(buffer, nbytes, flags)
         return n, (self._peer_addr() if self._conn.peer_port else None)
 
-    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
-        raise NotSupportedYet("recvmsg on connection sockets")
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[int, int, int, int, int]]:
+        """Like socket.recvmsg, as tipc_recvmsg / tipc_recvstream answer it.
+
+        SEQPACKET sets MSG_TRUNC when the message was longer than ``bufsize``. With
+        ``ancbufsize > 0`` the ancillary data carries TIPC_DESTNAME when the connection
+        was made through a service address, and the end of the connection comes as
+        TIPC_ERRINFO (error code, returned length; TIPC_RETDATA if any) with no data:
+        the kernel reports a peer's abort that way instead of raising ECONNRESET when
+        the caller gave room for control data.
+        """
+        if self._closed:
+            raise SocketClosed(self._port)
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvmsg")
+        self._check_not_held("recvmsg")
+        deadline, nonblock = self._deadline(flags)
+        msg_flags = 0
+        with self._recv_lock:
+            taken_before = self._end_taken
+            try:
+                if self._stream:
+                    data = self._recv_stream(bufsize, flags, deadline, nonblock)
+                else:
+                    whole = self._recv_message(flags, deadline, nonblock)
+                    data = whole[:bufsize]
+                    if len(whole) > bufsize:
+                        msg_flags |= MSG_TRUNC
+                ended = self._end_taken and not taken_before
+            except ConnectionReset:
+                if ancbufsize <= 0:
+                    raise
+                data, ended = b"", True
+                if not flags & MSG_PEEK:
+                    self._end_taken = True
+        ancdata: list[tuple[int, int, bytes]] = []
+        if ancbufsize > 0:
+            if ended:
+                end = self._end
+                returned = b"" if end is None else end[(_W01.unpack_from(end)[0] >> 19) & 0x3C :]
+                info = _ANC_ERRINFO.pack(self._conn.peer_error, len(returned))
+                ancdata.append((SOL_TIPC, TIPC_ERRINFO, info))
+                if returned:
+                    ancdata.append((SOL_TIPC, TIPC_RETDATA, returned))
+            if self._conn_name is not None:
+                name = self._conn_name + self._conn_name[1:]
+                ancdata.append((SOL_TIPC, TIPC_DESTNAME, _ANC_DESTNAME.pack(*name)))
+        return data, ancdata, msg_flags, self._peer_addr()
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
         data = b"".join(bytes(b) for b in buffers)

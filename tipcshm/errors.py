@@ -65,8 +65,10 @@ class MessageTooLong(TipcError):
 
 
 class WouldBlock(TipcError, BlockingIOError):
-    def __init__(self, what: str) -> None:
-        super().__init__(_errno.EAGAIN, what)
+    """EAGAIN; also EINPROGRESS / EALREADY for a non-blocking connect under way."""
+
+    def __init__(self, what: str, code: int = _errno.EAGAIN) -> None:
+        super().__init__(code, what)
 
 
 class Timeout(TipcError, TimeoutError):

@@ -355,6 +355,16 @@ class Socket:
         )
         return self._client.control(req)
 
+    def connect_ex(self, address: Any) -> int:
+        """connect(), returning the errno instead of raising (0 on success), as socket does."""
+        try:
+            self.connect(address)
+        except OSError as e:
+            if e.errno is None:
+                raise
+            return e.errno
+        return 0
+
     def connect(self, address: AddressLike) -> None:
         """On RDM/DGRAM: remember a default destination for send(), as the kernel does."""
         self._check_open()
@@ -408,9 +418,16 @@ class Socket:
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
         self._check_open()
-        if level != SOL_TIPC:
+        if level == _stdlib_socket.SOL_SOCKET:
+            if option == _stdlib_socket.SO_ERROR:
+                value = self.so_error()
+            elif option == _stdlib_socket.SO_TYPE:
+                value = self.type
+            else:
+                raise ProtocolOptionError(level, option, "of SOL_SOCKET only SO_ERROR, SO_TYPE")
+        elif level != SOL_TIPC:
             raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
-        if option == TIPC_IMPORTANCE:
+        elif option == TIPC_IMPORTANCE:
             value = self._importance
         elif option == TIPC_SRC_DROPPABLE:
             value = int(self._src_droppable)
@@ -432,6 +449,10 @@ class Socket:
         if buflen:
             return struct.pack("=I", value)[:buflen]
         return value
+
+    def so_error(self) -> int:
+        """getsockopt(SOL_SOCKET, SO_ERROR): connectionless sockets have none pending."""
+        return 0
 
     def fileno(self) -> int:
         """A descriptor that selectors report readable when a message is waiting."""

@@ -176,6 +176,12 @@ class Connection:
             if m.orig_port != self.peer_port or m.orig_node != self.peer_node:
                 return Verdict.DROP if m.errcode or m.user > 3 else Verdict.REJECT
             if st == State.TIPC_DISCONNECTING:
+                # tipcshm's supervisor ends a dead process's connections from its own
+                # lane, so that ending can overtake data the process wrote before it died
+                # (the kernel's abort queues behind it). A closed port never sends again,
+                # so data from the peer after its ending is such data: still delivered.
+                if self.peer_error and m.user <= 3 and not m.errcode and not m.syn:
+                    return Verdict.DELIVER
                 return Verdict.DROP  # the connection is over: nothing more counts
             if m.user == CONN_MANAGER:
                 if m.errcode:
