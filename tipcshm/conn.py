@@ -17,10 +17,17 @@ the receiver sends a CONN_ACK (CONN_MANAGER, 40-byte header, w9[31:16] = count) 
 waiting for one reads its inbox and keeps the data it finds for recv. A full lane blocks
 the sender too; nothing is dropped or overwritten.
 
-Endings: close() sends TIPC_ERR_NO_PORT (the peer's recv raises ECONNRESET, as the
-kernel's tipc_recvmsg does), shutdown() sends TIPC_CONN_SHUTDOWN (the peer reads EOF).
-When a process dies, the supervisor sends each of its connections' peers the same
-TIPC_ERR_NO_PORT message from the dead port, so blocked calls end at once.
+Endings: close() sends TIPC_ERR_NO_PORT, shutdown() sends TIPC_CONN_SHUTDOWN. The
+receiving side reports them as Linux 6.1 does (observed in the kernel VM): after the data
+sent before it, an abort reads as ECONNRESET on every recv, a shutdown as EOF once and
+then like an empty queue; sends get EPIPE. When a process dies, the supervisor sends
+each of its connections' peers the same TIPC_ERR_NO_PORT message from the dead port, so
+blocked calls end at once; that message comes through the supervisor's lane and can
+overtake the dead process's last data, so the ending is kept apart from the data queue
+and reported only when the data before it has been read.
+
+Receiving in place: STREAM recv_into copies from the ring straight into the caller's
+buffer, and recv_buffer() lends a read-only view of the ring (zero copy).
 """
 
 from __future__ import annotations
@@ -444,6 +451,7 @@ class ConnSocket(Socket):
                     self._conn.timed_out()
                     raise Timeout(f"connect to {addr}: no answer within {self._conn_timeout_ms} ms")
         if self._conn.state != State.TIPC_ESTABLISHED:
+            self._refusal_reported = True  # connect() reports it, not SO_ERROR later
             raise ConnectionRefused(
                 f"connect to {addr}: refused (TIPC error {self._refused})", self._refused
             )
