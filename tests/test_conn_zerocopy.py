@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from helpers import Child
-from test_conn import SERVICE, pair
+from test_conn import PEER, SERVICE, listener, pair
 
 import tipcshm
 from tipcshm import SOCK_SEQPACKET, SOCK_STREAM
@@ -166,19 +166,8 @@ def test_other_thread_waits_for_the_block(node: str) -> None:
 
 
 def test_peer_killed_while_reader_waits_in_recv_buffer(node: str) -> None:
-    lst = tipcshm.socket(tipcshm.AF_TIPC, SOCK_SEQPACKET, node=node)
-    lst.bind((tipcshm.TIPC_ADDR_NAME, SERVICE, 9, 0))
-    lst.listen(1)
-    child = Child(
-        node,
-        f"""
-s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=NODE)
-s.connect((tipcshm.TIPC_ADDR_NAME, {SERVICE}, 9, 0))
-print("connected", flush=True)
-import time
-time.sleep(60)
-""",
-    )
+    lst = listener(node)
+    child = Child(node, PEER.format(kind="SEQPACKET", service=SERVICE))
     try:
         conn, _ = lst.accept()
         assert child.line() == "connected"
