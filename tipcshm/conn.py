@@ -685,7 +685,8 @@ class ConnSocket(Socket):
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
         deadline, nonblock = self._deadline(flags)
-        self._check_not_held("recv")
+        if self._zc_thread:  # a recv_buffer() block is open somewhere
+            self._check_not_held("recv")
         with self._recv_lock:
             if self._stream:
                 return self._recv_stream(bufsize, flags, deadline, nonblock)
@@ -764,7 +765,8 @@ class ConnSocket(Socket):
         target = memoryview(buffer).cast("B")
         if nbytes:
             target = target[:nbytes]
-        self._check_not_held("recv_into")
+        if self._zc_thread:  # a recv_buffer() block is open somewhere
+            self._check_not_held("recv_into")
         if self._stream and not flags & ~MSG_WAITALL and not self._closed:
             with self._recv_lock:
                 if not self._rxq and self._conn.state == State.TIPC_ESTABLISHED:
@@ -972,7 +974,8 @@ class ConnSocket(Socket):
             raise SocketClosed(self._port)
         if bufsize < 0:
             raise ValueError("negative buffersize in recvmsg")
-        self._check_not_held("recvmsg")
+        if self._zc_thread:  # a recv_buffer() block is open somewhere
+            self._check_not_held("recvmsg")
         deadline, nonblock = self._deadline(flags)
         msg_flags = 0
         with self._recv_lock:
