@@ -29,6 +29,28 @@ def main() -> None:
     """tipcshm: TIPC service addressing over shared memory."""
 
 
+def shm_space_warning(conn_lane_bytes: int, path: str = "/dev/shm") -> str | None:
+    """A warning when /dev/shm is small next to the lanes busy streams fill.
+
+    Lanes are sparse: their pages are allocated as data first passes through them, so a
+    full /dev/shm shows up as SIGBUS in the writing process, not as an error. Warn while
+    fewer than 16 connection lanes would fit (e.g. Docker's 64 MB default).
+    """
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= 16 * conn_lane_bytes:
+        return None
+    return (
+        f"{path} has {free >> 20} MiB free, room for {free // conn_lane_bytes} busy "
+        f"connection lanes of {conn_lane_bytes >> 10} KiB; a process writing into a "
+        "full /dev/shm gets SIGBUS. Enlarge it (docker run --shm-size) or lower "
+        "--conn-lane-kib."
+    )
+
+
 @main.command()
 @node_option
 @click.option(
@@ -87,6 +109,9 @@ def start(
                 param_hint=hint,
             )
     config = NodeConfig(node, ident, lanes, lane_kib * 1024, mode, gid, conn_lane_kib * 1024)
+    warning = shm_space_warning(conn_lane_kib * 1024)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     if foreground:
         sys.exit(serve(config, ready=lambda: click.echo(f"tipcshm node {node!r} ready")))
     logfile = log_path(node)

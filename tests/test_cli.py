@@ -191,3 +191,14 @@ def test_connection_sockets_get_their_own_lane_size(node_name: str) -> None:
             assert stream._inbox.lane_bytes == seq._inbox.lane_bytes == 1024 * 1024
     finally:
         stop_node(node_name)
+
+
+def test_small_dev_shm_is_warned_about() -> None:
+    from tipcshm.cli.main import shm_space_warning
+
+    assert shm_space_warning(4 << 20, "/nonexistent/path") is None
+    st = os.statvfs("/dev/shm")
+    free = st.f_bavail * st.f_frsize
+    assert shm_space_warning(max(1, free // 64)) is None
+    text = shm_space_warning(free)  # room for one lane only
+    assert text is not None and "--conn-lane-kib" in text and "SIGBUS" in text
