@@ -619,3 +619,20 @@ def test_send_on_a_pending_connect_waits_for_it(node: str) -> None:
         t.join(5)
         with accepted[0] as b:
             assert b.recv(100) == b"after the accept"
+
+
+def test_fileno_stays_readable_once_the_peer_ended(node: str) -> None:
+    """Kernel poll gives POLLIN | POLLHUP from the peer's ending on (checked on Linux 6.1),
+    also when a send read the ending from the inbox before any recv did."""
+    srv, a, b = pair(node)
+    with srv, a, selectors.DefaultSelector() as sel:
+        sel.register(a, selectors.EVENT_READ)
+        assert not sel.select(0.05)
+        b.close()
+        assert sel.select(5)
+        with pytest.raises(ConnectionResetError):
+            a.recv(10)
+        assert sel.select(0.5), "still readable after the reset was reported"
+        with pytest.raises(BrokenPipeError):
+            a.send(b"x")
+        assert sel.select(0.5)

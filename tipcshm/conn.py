@@ -291,13 +291,15 @@ class ConnSocket(Socket):
         """Read and handle every frame waiting; if none, wait (until ``deadline``) for one.
 
         Returns False when the wait timed out (or would block) with nothing read. Frames
-        it queues (data read while a send waited for acks, SYNs for accept) are outside
-        the rings, so it keeps fileno() readable while any are queued.
+        it queues (data read while a send waited for acks, SYNs for accept, the peer's
+        ending) are outside the rings, so it keeps fileno() readable while any are
+        queued; once the peer ended the connection, for good (the kernel's poll says
+        POLLIN | POLLHUP from then on).
         """
         try:
             return self._pump_frames(deadline, nonblock)
         finally:
-            if (self._rxq or self._accept_q) and not self._closed:
+            if (self._rxq or self._accept_q or self._end is not None) and not self._closed:
                 self._inbox.keep_readable()
 
     def _pump_frames(self, deadline: float | None, nonblock: bool) -> bool:
