@@ -574,6 +574,121 @@ def test_fork_invalidates_producer(make: Callable[..., Inbox], attach, children:
 
 
 # ----------------------------------------------------------------------------------------
+# runs: put_run_locked / poll_run / release_run
+# ----------------------------------------------------------------------------------------
+
+HEAD = bytes(range(100, 124))  # a 24-byte header template
+
+
+def run_frames(first_word: int, data: bytes, piece: int) -> list[bytes]:
+    """What put_run_locked(HEAD, first_word, data, piece, ...) writes, frame by frame."""
+    head = struct.pack(">I", first_word) + HEAD[4:]
+    return [head + data[i : i + piece] for i in range(0, len(data) - piece + 1, piece)]
+
+
+def put_run(p: L.Producer, first_word: int, data: bytes, piece: int, count: int) -> int:
+    with p.lock:
+        return p.put_run_locked(HEAD, first_word, data, piece, count)
+
+
+def test_put_run_reads_back_as_frames(make: Callable[..., Inbox], attach) -> None:
+    ib = make(lanes=1, lane_bytes=1024)
+    p = attach(ib.name).producer()
+    data = secrets.token_bytes(10 * 40)
+    # 64-byte frames, 72-byte records: 14 fit in 1024 bytes
+    assert put_run(p, 7, data, 40, 10) == 10
+    assert drain(ib) == run_frames(7, data, 40)
+    assert put_run(p, 8, data, 40, 10) == 4  # 720 + 4 * 72 = 1008: the lap ends there
+    assert put_run(p, 9, data[160:], 40, 6) == 6  # wraps to the next lap first
+    assert ib.lane_info(p.lane)["tail"] == 1024 + 6 * 72
+    assert drain(ib) == run_frames(8, data[:160], 40) + run_frames(9, data[160:], 40)
+
+
+def test_put_run_stops_where_the_ring_is_full(make: Callable[..., Inbox], attach) -> None:
+    ib = make(lanes=1, lane_bytes=1024)
+    p = attach(ib.name).producer()
+    data = secrets.token_bytes(20 * 40)
+    assert put_run(p, 1, data, 40, 20) == 14  # 1008 bytes
+    assert put_run(p, 1, data[560:], 40, 6) == 0  # nothing written, nothing dropped
+    assert read_one(ib) is not None and read_one(ib) is not None
+    assert put_run(p, 1, data[560:], 40, 6) == 2  # wraps: the 144 bytes read are free
+    assert put_run(p, 1, data[640:], 40, 4) == 0
+    assert drain(ib) == run_frames(1, data[80:640], 40)
+    assert put_run(p, 1, data[640:], 40, 4) == 4
+    assert drain(ib) == run_frames(1, data[640:], 40)
+
+
+def test_put_run_refuses_what_put_locked_refuses(make: Callable[..., Inbox], attach) -> None:
+    ib = make(lanes=2, lane_bytes=1024)
+    other = attach(ib.name)
+    p = other.producer()
+    with pytest.raises(ValueError):
+        put_run(p, 1, bytes(1000), ib.max_frame - len(HEAD) + 1, 1)
+    ib.mark_closed()
+    assert put_run(p, 1, bytes(400), 40, 10) == 0
+    other.detach()
+    with pytest.raises(InboxError) as ei:
+        put_run(p, 1, bytes(400), 40, 10)
+    assert ei.value.errno == errno.ESTALE
+
+
+def test_poll_run_takes_frames_alike_and_back_to_back(make: Callable[..., Inbox], attach) -> None:
+    ib = make(lanes=1, lane_bytes=4096)
+    p = attach(ib.name).producer()
+    data = secrets.token_bytes(8 * 40)
+    assert put_run(p, 5, data[:160], 40, 4) == 4
+    assert put_run(p, 6, data[160:], 40, 4) == 4  # another first word: another run
+    assert p.write(b"x" * 64)  # same size, other bytes
+    with pytest.raises(InboxError) as ei:
+        ib.poll_run(0, 24, 10)  # nothing polled yet
+    assert ei.value.errno == errno.EINVAL
+    buf, off, n, lane = ib.poll()
+    run = ib.poll_run(lane, 24, 10)
+    assert run.shape == (4, 64) and not run.flags.writeable
+    assert [bytes(r) for r in run] == run_frames(5, data[:160], 40)
+    assert len(ib.poll_run(lane, 24, 3)) == 3  # at most the limit
+    assert len(ib.poll_run(lane, 4, 10)) == 4  # the first words differ after 4 frames
+    with pytest.raises(InboxError):
+        ib.release_run(lane, 5)  # more than the run: would consume frames never looked at
+    ib.release_run(lane, 2)
+    with pytest.raises(InboxError):
+        ib.release_run(lane, 1)  # the run is gone with its release
+    ib.poll()
+    assert [bytes(r) for r in ib.poll_run(lane, 24, 10)] == run_frames(5, data[80:160], 40)
+    ib.release_run(lane, 2)
+    ib.poll()
+    assert len(ib.poll_run(lane, 0, 10)) == 5  # the length word alone: x*64 joins the run
+    assert len(ib.poll_run(lane, 24, 10)) == 4
+    ib.release_run(lane, 4)
+    assert drain(ib) == [b"x" * 64]
+
+
+def test_poll_run_ends_at_the_published_tail_and_at_a_wrap(
+    make: Callable[..., Inbox], attach
+) -> None:
+    ib = make(lanes=1, lane_bytes=1024)
+    p = attach(ib.name).producer()
+    data = secrets.token_bytes(15 * 40)
+    assert put_run(p, 3, data[:400], 40, 10) == 10
+    ib.poll()
+    lane = p.lane
+    off = p.reserve(64)  # reserved, not published: not part of the run
+    assert off is not None
+    p.buf[off : off + 64] = run_frames(3, data[400:440], 40)[0]
+    assert len(ib.poll_run(lane, 24, 20)) == 10
+    p.commit(64)
+    assert len(ib.poll_run(lane, 24, 20)) == 11
+    ib.release_run(lane, 11)
+    assert put_run(p, 3, data[440:], 40, 4) == 3  # 792 + 3 * 72 = 1008 ends the lap
+    assert put_run(p, 3, data[560:], 40, 1) == 1  # at 0 of the next lap, after a WRAP
+    ib.poll()
+    run = ib.poll_run(lane, 24, 20)
+    assert [bytes(r) for r in run] == run_frames(3, data[440:560], 40)
+    ib.release_run(lane, len(run))
+    assert drain(ib) == run_frames(3, data[560:], 40)
+
+
+# ----------------------------------------------------------------------------------------
 # closing
 # ----------------------------------------------------------------------------------------
 
@@ -870,6 +985,63 @@ class LaneMachine(RuleBasedStateMachine):
         if ok:
             self.tail[p.lane] = self.pub[p.lane] = start + ((n + 15) & -8)
             self.frames[p.lane].append((payload, start))
+
+    @rule(which=st.integers(0, 1), data=st.data())
+    def write_run(self, which: int, data: st.DataObject) -> None:
+        """put_run_locked: frames alike, back to back, up to the end of the lap."""
+        hs = data.draw(st.integers(4, 12))
+        piece = data.draw(st.integers(0, self.maxf - hs))
+        count = data.draw(st.integers(1, 6))
+        p = self.prods[which]
+        head = self._payload(hs)
+        word = data.draw(st.integers(0, 2**32 - 1))
+        payload = self._payload(piece * count)
+        n = hs + piece
+        rec = (n + 15) & -8
+        expected = 0
+        fits, start = self._fits(p.lane, n)
+        if fits:
+            lap_end = start - start % self.cap + self.cap
+            room = min(lap_end - start, self.head[p.lane] + self.cap - start) // rec
+            expected = min(count, room)
+        with p.lock:
+            k = p.put_run_locked(head, word, payload, piece, count)
+        assert k == expected
+        frame_head = struct.pack(">I", word) + head[4:]
+        for i in range(k):
+            self.frames[p.lane].append(
+                (frame_head + payload[i * piece : (i + 1) * piece], start + i * rec)
+            )
+        if k:
+            self.tail[p.lane] = self.pub[p.lane] = start + k * rec
+
+    @rule(limit=st.integers(1, 8), same=st.integers(0, 16), data=st.data())
+    def read_run(self, limit: int, same: int, data: st.DataObject) -> None:
+        """poll_run: the longest run of queued frames alike and back to back."""
+        assert self.ib is not None
+        r = self.ib.poll()
+        if r is None:
+            assert not any(self.frames.values())
+            return
+        _, _, n, lane = r
+        queued = self.frames[lane]
+        first, start = queued[0]
+        rec = (n + 15) & -8
+        k = 1
+        while (
+            k < min(limit, len(queued))
+            and queued[k][1] == start + k * rec
+            and len(queued[k][0]) == n
+            and queued[k][0][:same] == first[:same]
+        ):
+            k += 1
+        run = self.ib.poll_run(lane, same, limit)
+        assert [bytes(row) for row in run] == [queued[i][0] for i in range(k)]
+        take = data.draw(st.integers(1, k))
+        self.ib.release_run(lane, take)
+        for _ in range(take):
+            payload, start = queued.popleft()
+        self.head[lane] = start + rec
 
     @rule(which=st.integers(0, 1), n=st.integers(0, 130))
     def reserve_and_abandon(self, which: int, n: int) -> None:
