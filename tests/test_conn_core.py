@@ -39,8 +39,8 @@ def data(
     return Incoming(user, mtype, errcode, syn, node, port, n, acked)
 
 
-def established() -> Connection:
-    c = Connection()
+def established(ack_bytes: int = 0) -> Connection:
+    c = Connection(ack_bytes=ack_bytes)
     c.connect()
     assert c.receive(data(n=0)) is Verdict.ESTABLISHED
     return c
@@ -143,6 +143,21 @@ def test_receiver_acks_every_128() -> None:
     sent = [a for a in acks if a is not None]
     assert sent == [Send(cc.CONN_MANAGER, cc.CONN_ACK, acked=ACK_EVERY)] * 3
     assert acks[ACK_EVERY - 1] is not None and acks[ACK_EVERY - 2] is None
+
+
+def test_receiver_also_acks_per_ack_bytes() -> None:
+    """tipcshm's addition: an ack once the consumed bytes reach ack_bytes (the sender
+    waits on the receiver's ring, which fills before the message window); it still
+    counts messages, and the message rule still holds."""
+    c = established(ack_bytes=1000)
+    assert c.consumed(1, 600) is None
+    assert c.consumed(2, 400) == Send(cc.CONN_MANAGER, cc.CONN_ACK, acked=3)
+    assert c.consumed(1, 999) is None
+    acks = [c.consumed(1, 0) for _ in range(ACK_EVERY - 1)]
+    assert acks[-1] == Send(cc.CONN_MANAGER, cc.CONN_ACK, acked=ACK_EVERY)
+    assert c.consumed(1, 1) is None  # both counts started again at that ack
+    plain = established()  # ack_bytes 0: by messages only, as the kernel
+    assert all(plain.consumed(1, 10**9) is None for _ in range(ACK_EVERY - 1))
 
 
 def test_close_and_shutdown_messages() -> None:

@@ -6,6 +6,13 @@ handshake), ``tipc_sk_conn_proto_rcv`` (CONN_MANAGER: acks, probes), ``tipc_sk_b
 and ``tsk_conn_cong`` (message-based flow control without TIPC_BLOCK_FLOWCTL: window 512
 messages, an ack every 128 consumed) and ``__tipc_shutdown`` (what close and shutdown send).
 
+One addition of tipcshm's: a receiver also acks once the messages it consumed since its
+last ack add up to ``ack_bytes``. On one node the sender writes into the receiver's ring,
+which fills (a 4 MiB ring holds 63 messages of 66,000 bytes) long before a window of 512
+messages does; the sender then waits for an ack, and this makes one come whenever a
+quarter of the ring was read. An ack only says how many messages were consumed, so
+sending one early is within the protocol (a kernel sender takes acks at any time).
+
 A :class:`Connection` never touches a socket, shared memory or a clock. The socket feeds
 it decoded header fields (:class:`Incoming`) and asks it what to do; it answers with values
 (:class:`Verdict`, :class:`Send`). All transitions are in :data:`TRANSITIONS`, in the
@@ -119,13 +126,15 @@ class Send:
 class Connection:
     """One connection endpoint's protocol state (see the module docstring)."""
 
-    def __init__(self, *, window: int = FLOWCTL_WIN) -> None:
+    def __init__(self, *, window: int = FLOWCTL_WIN, ack_bytes: int = 0) -> None:
         self.state = State.TIPC_OPEN
         self.peer_node = 0
         self.peer_port = 0
         self.window = window
         self.snt_unacked = 0
         self.rcv_unacked = 0
+        self.rcv_unacked_bytes = 0
+        self.ack_bytes = ack_bytes  # 0: acks by message count only, as the kernel
         self.peer_error = 0  # error code that ended the connection from the far side
         self.local_shutdown = False
 
@@ -213,11 +222,17 @@ class Connection:
     def sent(self, units: int = 1) -> None:
         self.snt_unacked += units
 
-    def consumed(self, units: int = 1) -> Send | None:
-        """A message was read by the application; maybe an ack is due (tipc_sk_build_ack)."""
+    def consumed(self, units: int = 1, nbytes: int = 0) -> Send | None:
+        """``units`` messages of ``nbytes`` in all were read by the application; maybe an
+        ack is due (tipc_sk_build_ack; ``ack_bytes`` in the module docstring)."""
         self.rcv_unacked += units
-        if self.rcv_unacked >= ACK_EVERY and self.state == State.TIPC_ESTABLISHED:
+        self.rcv_unacked_bytes += nbytes
+        if (
+            self.rcv_unacked >= ACK_EVERY
+            or (self.ack_bytes and self.rcv_unacked_bytes >= self.ack_bytes)
+        ) and self.state == State.TIPC_ESTABLISHED:
             n, self.rcv_unacked = self.rcv_unacked, 0
+            self.rcv_unacked_bytes = 0
             return Send(CONN_MANAGER, CONN_ACK, acked=n)
         return None
 
