@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import random
 import selectors
 import socket
 import struct
@@ -328,7 +329,7 @@ time.sleep(600)
 """
 
 SERVER_PEER = """
-s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=NODE)
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_{kind}, node=NODE)
 s.bind((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
 s.listen(1)
 print("ready", flush=True)
@@ -370,20 +371,24 @@ def test_kill9_client_resets_blocked_server(node: str, kind: str) -> None:
             child.close()
 
 
-def test_kill9_server_resets_blocked_client_send(node: str) -> None:
-    child = Child(node, SERVER_PEER.format(service=SERVICE))
+@pytest.mark.parametrize("kind", ["SEQPACKET", "STREAM"])
+def test_kill9_server_resets_blocked_client_send(node: str, kind: str) -> None:
+    """SEQPACKET: 1000-byte messages fill the window of 512 messages first; STREAM: 1 MiB
+    writes fill the peer's ring first (the sender then waits for its acks)."""
+    child = Child(node, SERVER_PEER.format(kind=kind, service=SERVICE))
     try:
         child.expect("ready")
-        with sock(node) as c:
+        with sock(node, getattr(tipcshm, f"SOCK_{kind}")) as c:
             c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))  # the child accepts
             child.expect("accepted")
             errors: list[BaseException] = []
             ended = []
+            chunk = b"z" * (1000 if kind == "SEQPACKET" else 1 << 20)
 
-            def flood() -> None:  # nobody reads: the window fills and send blocks
+            def flood() -> None:  # nobody reads: send blocks
                 try:
                     while True:
-                        c.send(b"z" * 1000)
+                        c.sendall(chunk)
                 except BaseException as e:  # noqa: BLE001
                     errors.append(e)
                 ended.append(time.monotonic())
@@ -405,6 +410,100 @@ def test_kill9_server_resets_blocked_client_send(node: str) -> None:
                 c.recv(10)
     finally:
         child.close()
+
+
+def test_stream_any_write_and_read_sizes(node: str) -> None:
+    """Writes and reads of every kind of size against each other (less than, exactly and
+    more than a 66,000-byte message, runs of whole messages, several MiB that fill the
+    ring), a reader that sometimes dawdles: the bytes arrive exactly, in order."""
+    rng = random.Random(1)
+    sizes = [1, 999, 65999, 66000, 66001, 132000, 132001, 200000, 1 << 20, 5 << 20]
+    writes = sizes + [rng.choice(sizes) for _ in range(30)] + [rng.randrange(1, 300000)]
+    blob = rng.randbytes(sum(writes))
+    srv, c, b = pair(node, SOCK_STREAM)
+    with srv, c, b:
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            at = 0
+            try:
+                for n in writes:
+                    if n % 3:
+                        c.sendall(blob[at : at + n])
+                    else:  # send() on a blocking socket sends it all too
+                        assert c.send(memoryview(blob)[at : at + n]) == n
+                    at += n
+            except BaseException as e:  # noqa: BLE001
+                failed.append(e)
+
+        t = threading.Thread(target=write)
+        t.start()
+        got = bytearray()
+        buf = bytearray(3 << 20)
+        while len(got) < len(blob):
+            want = rng.choice([1, 1000, 66000, 100000, 132000, 1 << 20, 3 << 20])
+            want = min(want, len(blob) - len(got))
+            how = rng.randrange(4)
+            if how == 0:
+                got += b.recv(want)
+            elif how == 1:
+                n = b.recv_into(buf, want, MSG_WAITALL)
+                assert n == want
+                got += buf[:n]
+            else:
+                n = b.recv_into(memoryview(buf)[:want])
+                got += buf[:n]
+            if rng.random() < 0.05:
+                time.sleep(0.01)  # the writer meets a full ring
+        t.join(30)
+        assert not failed and not t.is_alive()
+        assert got == blob
+        with pytest.raises(BlockingIOError):
+            b.recv(1, MSG_DONTWAIT)
+
+
+def test_stream_nonblocking_send_returns_what_went(node: str) -> None:
+    """A non-blocking send() of more than the peer's ring takes returns the bytes that
+    went, as __tipc_sendstream does; sending the rest then loses and repeats nothing."""
+    blob = random.Random(2).randbytes(12 << 20)  # three times the 4 MiB ring
+    srv, c, b = pair(node, SOCK_STREAM)
+    with srv, c, b:
+        c.setblocking(False)
+        n = c.send(blob)
+        assert 0 < n < len(blob) and n % 66000 == 0
+        with pytest.raises(BlockingIOError):
+            c.send(blob[n:])
+        with pytest.raises(BlockingIOError):
+            c.sendall(blob[n:])  # nothing went: the ring is still full
+        assert b.recv(n, MSG_WAITALL) == blob[:n]
+        c.setblocking(True)
+        t = threading.Thread(target=c.sendall, args=(blob[n:],))
+        t.start()
+        assert b.recv(len(blob) - n, MSG_WAITALL) == blob[n:]
+        t.join(10)
+
+
+def test_stream_reader_acks_each_quarter_ring(node: str) -> None:
+    """The reader acks once it read a quarter of its ring (1 MiB of the default 4 MiB),
+    not only every 128 messages (8 MiB here): a writer facing a full ring waits for
+    that ack instead of polling. White-box: the writer's count of unacked messages."""
+    srv, c, b = pair(node, SOCK_STREAM)
+    with srv, c, b:
+        c.sendall(bytes(40 * 66000))
+        assert c._conn.snt_unacked == 40
+        assert len(b.recv(17 * 66000, MSG_WAITALL)) == 17 * 66000
+        with pytest.raises(BlockingIOError):
+            c.recv(1, MSG_DONTWAIT)  # reads the ack
+        assert c._conn.snt_unacked == 40 - 16  # the 16th message passed 1 MiB
+
+
+def test_recv_into_needs_a_writable_buffer(node: str) -> None:
+    srv, c, b = pair(node, SOCK_STREAM)
+    with srv, c, b:
+        c.send(b"abc")
+        with pytest.raises(TypeError):
+            b.recv_into(b"xyz")
+        assert b.recv(3) == b"abc"
 
 
 def test_flow_control_slow_reader(node: str) -> None:
