@@ -632,6 +632,24 @@ def test_put_run_refuses_what_put_locked_refuses(make: Callable[..., Inbox], att
     assert ei.value.errno == errno.ESTALE
 
 
+def test_detach_unmaps_a_producer_that_wrote_runs(
+    names: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """put_run_locked's numpy view of the ring must not keep detach() from unmapping."""
+    name = names()
+    ib = Inbox.create(name, lanes=1, lane_bytes=1024)
+    other = Inbox.attach(name)
+    try:
+        assert put_run(other.producer(), 1, bytes(400), 40, 10) == 10
+        with caplog.at_level("DEBUG", logger="tipcshm.shm.lane"):
+            other.detach()
+        assert "still exported" not in caplog.text
+    finally:
+        other.detach()
+        ib.detach()
+        ib.unlink()
+
+
 def test_poll_run_takes_frames_alike_and_back_to_back(make: Callable[..., Inbox], attach) -> None:
     ib = make(lanes=1, lane_bytes=4096)
     p = attach(ib.name).producer()

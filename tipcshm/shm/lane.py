@@ -229,6 +229,7 @@ SLOT_FREE, SLOT_ACTIVE = 0, 1
 WRAP = (1 << 64) - 1
 RECORD_HDR = 8
 _U64LE = struct.Struct("<Q")  # a record's length word
+_NO_ARRAY = np.zeros(0, np.uint8)
 MIN_LANE_BYTES = 64
 MAX_LANE_BYTES = 1 << 30
 MAX_LANES = 4096
@@ -738,6 +739,7 @@ class Producer:
     def _invalidate(self) -> None:
         self._valid = False
         self._limit = -1  # forces every reserve() into the slow path, which raises
+        self._arr = _NO_ARRAY  # drop the export of buf, so that detach() can unmap
 
 
 # --------------------------------------------------------------------------------------
