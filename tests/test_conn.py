@@ -415,7 +415,8 @@ def test_kill9_server_resets_blocked_client_send(node: str, kind: str) -> None:
 def test_stream_any_write_and_read_sizes(node: str) -> None:
     """Writes and reads of every kind of size against each other (less than, exactly and
     more than a 66,000-byte message, runs of whole messages, several MiB that fill the
-    ring), a reader that sometimes dawdles: the bytes arrive exactly, in order."""
+    ring), by every receive call (copying and zero-copy), a reader that sometimes
+    dawdles: the bytes arrive exactly, in order."""
     rng = random.Random(1)
     sizes = [1, 999, 65999, 66000, 66001, 132000, 132001, 200000, 1 << 20, 5 << 20]
     writes = sizes + [rng.choice(sizes) for _ in range(30)] + [rng.randrange(1, 300000)]
@@ -443,13 +444,20 @@ def test_stream_any_write_and_read_sizes(node: str) -> None:
         while len(got) < len(blob):
             want = rng.choice([1, 1000, 66000, 100000, 132000, 1 << 20, 3 << 20])
             want = min(want, len(blob) - len(got))
-            how = rng.randrange(4)
+            how = rng.randrange(6)
             if how == 0:
                 got += b.recv(want)
             elif how == 1:
                 n = b.recv_into(buf, want, MSG_WAITALL)
                 assert n == want
                 got += buf[:n]
+            elif how == 4:  # zero copy, whole pieces: at least one, at most want bytes
+                with b.recv_array(want) as rows:
+                    assert rows.size and (rows.size <= want or len(rows) == 1)
+                    got += rows.tobytes()
+            elif how == 5:
+                with b.recv_buffer() as view:
+                    got += view
             else:
                 n = b.recv_into(memoryview(buf)[:want])
                 got += buf[:n]

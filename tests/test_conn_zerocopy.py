@@ -1,4 +1,4 @@
-"""Zero-copy receive on connection sockets: ConnSocket.recv_buffer()."""
+"""Zero-copy receive on connection sockets: ConnSocket.recv_buffer() and recv_array()."""
 
 from __future__ import annotations
 
@@ -190,3 +190,115 @@ def test_peer_killed_while_reader_waits_in_recv_buffer(node: str) -> None:
     finally:
         child.close()
         lst.close()
+
+
+# -- recv_array(): runs of same-size messages as one read-only (k, size) numpy array -----
+
+PIECE = tipcshm.TIPC_MAX_USER_MSG_SIZE
+
+
+def test_array_of_stream_pieces_in_place(node: str) -> None:
+    srv, c, b = pair(node, SOCK_STREAM)
+    data = os.urandom(1 << 20)  # 15 whole pieces and one of 58,576 bytes
+    with srv, c, b:
+        c.sendall(data)
+        with b.recv_array(1 << 20) as rows:
+            assert rows.shape == (15, PIECE) and rows.dtype == np.uint8
+            assert not rows.flags.writeable
+            assert rows.tobytes() == data[: 15 * PIECE]
+            words = rows.view(np.uint64)  # pieces are multiples of 8: whole words
+            assert int(words.sum()) == int(np.frombuffer(data[: 15 * PIECE], np.uint64).sum())
+        with b.recv_array(1 << 20) as rows:
+            assert rows.shape == (1, len(data) - 15 * PIECE)
+            assert rows.tobytes() == data[15 * PIECE :]
+        with pytest.raises(BlockingIOError):
+            b.recv(1, MSG_DONTWAIT)  # all of it was consumed
+
+
+def test_array_rows_are_limited_by_max_bytes_but_never_empty(node: str) -> None:
+    srv, c, b = pair(node, SOCK_STREAM)
+    data = os.urandom(5 * PIECE)
+    with srv, c, b:
+        c.sendall(data)
+        with b.recv_array(2 * PIECE + 1) as rows:
+            assert rows.shape == (2, PIECE)
+        with b.recv_array(1) as rows:  # less than a piece: still the next one, whole
+            assert rows.shape == (1, PIECE)
+        with b.recv_array() as rows:
+            assert rows.tobytes() == data[3 * PIECE :]
+        for bad in (0, -1):
+            with pytest.raises(tipcshm.TipcError) as ei:
+                b.recv_array(bad)
+            assert ei.value.errno == errno.EINVAL and "max_bytes" in str(ei.value)
+
+
+def test_array_of_seqpacket_messages_keeps_their_boundaries(node: str) -> None:
+    srv, c, b = pair(node)
+    with srv, c, b:
+        msgs = [bytes([i]) * 100 for i in range(5)] + [b"y" * 200, b"z" * 200, b"!"]
+        for m in msgs:
+            c.send(m)
+        with b.recv_array() as rows:  # a row per message, as many as have one size
+            assert [bytes(r) for r in rows] == msgs[:5]
+        with b.recv_array() as rows:
+            assert rows.shape == (2, 200)
+        with b.recv_array() as rows:
+            assert rows.tobytes() == b"!"
+
+
+def test_array_takes_what_recv_left_and_ends_like_recv(node: str) -> None:
+    srv, c, b = pair(node, SOCK_STREAM)
+    with srv, c, b:
+        c.sendall(b"0123456789")
+        assert b.recv(4) == b"0123"
+        with b.recv_array() as rows:  # the rest of the piece recv() split
+            assert rows.tobytes() == b"456789" and not rows.flags.writeable
+        c.sendall(b"last")
+        c.shutdown(2)
+        with b.recv_array() as rows:
+            assert rows.tobytes() == b"last"
+        with b.recv_array() as rows:
+            assert rows.size == 0  # EOF
+    srv, c, b = pair(node, SOCK_SEQPACKET, instance=2)
+    with srv, b:
+        with pytest.raises(BlockingIOError), b.recv_array(flags=MSG_DONTWAIT):
+            pass
+        with pytest.raises(tipcshm.TipcError) as ei:
+            b.recv_array(flags=MSG_WAITALL)
+        assert ei.value.errno == errno.EINVAL
+        c.close()
+        with pytest.raises(ConnectionResetError), b.recv_array():
+            pass
+
+
+def test_array_block_holds_the_receive_side(node: str) -> None:
+    srv, c, b = pair(node)
+    with srv, c, b:
+        c.send(b"one")
+        c.send(b"two!")
+        with b.recv_array() as rows:
+            for call in (lambda: b.recv(10), lambda: b.recv_array().__enter__()):
+                with pytest.raises(tipcshm.TipcError) as ei:
+                    call()
+                assert ei.value.errno == errno.EDEADLK
+            assert rows.tobytes() == b"one"
+        assert b.recv(10) == b"two!"
+
+
+def test_array_reader_keeps_a_writer_on_a_full_ring_going(node: str) -> None:
+    """Consuming k messages at once acks them all: a writer that fills the ring again
+    and again gets through, and the bytes add up."""
+    srv, c, b = pair(node, SOCK_STREAM)
+    data = os.urandom(48 << 20)  # 12 times the ring, 763 pieces: more than a window
+    with srv, c, b:
+        t = threading.Thread(target=c.sendall, args=(data,))
+        t.start()
+        got = hashlib.sha256()
+        n = 0
+        while n < len(data):
+            with b.recv_array(3 << 20) as rows:
+                got.update(rows.tobytes())
+                n += rows.size
+        t.join(10)
+        assert not t.is_alive()
+        assert n == len(data) and got.digest() == hashlib.sha256(data).digest()

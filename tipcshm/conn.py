@@ -27,7 +27,8 @@ overtake the dead process's last data, so the ending is kept apart from the data
 and reported only when the data before it has been read.
 
 Receiving in place: STREAM recv_into copies from the ring straight into the caller's
-buffer, and recv_buffer() lends a read-only view of the ring (zero copy).
+buffer, recv_buffer() lends a read-only view of one message in the ring and recv_array()
+one of a run of same-size messages (zero copy).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from collections import deque
 from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from tipcshm import wire
 from tipcshm.addresses import AddressLike, ServiceAddr, ServiceRange, SocketAddr, parse_address
@@ -83,6 +85,7 @@ _CONN_W1 = wire.make_w1(wire.DataType.CONN_MSG)
 _ACK_W1 = wire.make_w1(wire.ConnMgrType.CONN_ACK)
 _CONN_MANAGER = int(wire.User.CONN_MANAGER)
 _SYN = wire.SYN_BIT
+_HS = wire.SHORT_H_SIZE  # connection data: the 24-byte header
 #: Longest wait for an ack before a sender facing a full ring looks at the ring again.
 _FULL_SLICE = 0.002
 
@@ -153,7 +156,7 @@ class ConnSocket(Socket):
         self._head24 = b""
         self._w0c = 0
         self._stream = type == SOCK_STREAM
-        self._zc_thread = 0  # the thread inside a recv_buffer() block, if any
+        self._zc_thread = 0  # the thread inside a recv_buffer() / recv_array() block, if any
         self._refused = 0  # TIPC error code of a refused connect
         self._end: bytes | None = None  # the peer's abort / shutdown message
         self._end_taken = False  # its EOF (or recvmsg's ancillary report) was consumed
@@ -495,7 +498,7 @@ class ConnSocket(Socket):
             lock = p.lock
             lock.acquire()
             try:
-                sent = p.put_locked(self._head24, self._w0c | (24 + n), data)
+                sent = p.put_locked(self._head24, self._w0c | (_HS + n), data)
             finally:
                 lock.release()
             if sent:
@@ -520,7 +523,7 @@ class ConnSocket(Socket):
         conn = self._conn
         deadline, nonblock = self._deadline(flags)
         n = len(data)
-        size = 24 + n
+        size = _HS + n
         while True:
             p = self._peer_p
             inbox = self._client._dest_inbox.get(conn.peer_port)
@@ -679,7 +682,7 @@ class ConnSocket(Socket):
         lock.acquire()
         try:
             k = p.put_run_locked(
-                self._head24, self._w0c | (24 + size), whole, size, min(room, len(whole) // size)
+                self._head24, self._w0c | (_HS + size), whole, size, min(room, len(whole) // size)
             )
         finally:
             lock.release()
@@ -759,7 +762,7 @@ class ConnSocket(Socket):
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
         deadline, nonblock = self._deadline(flags)
-        if self._zc_thread:  # a recv_buffer() block is open somewhere
+        if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv")
         with self._recv_lock:
             if self._stream:
@@ -841,7 +844,7 @@ class ConnSocket(Socket):
             raise TypeError("recv_into() needs a writable buffer (bytearray, memoryview, array)")
         if nbytes:
             target = target[:nbytes]
-        if self._zc_thread:  # a recv_buffer() block is open somewhere
+        if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv_into")
         if self._stream and not flags & ~MSG_WAITALL and not self._closed:
             with self._recv_lock:
@@ -893,7 +896,7 @@ class ConnSocket(Socket):
                 if n - got >= 2 * size:  # room for more than this one: take a run
                     got += self._take_run(lane, target, got, size)
                     continue
-                hs = 24
+                hs = _HS
             else:
                 m, hs = _incoming(buf, off)
                 v = conn.receive(m)
@@ -924,10 +927,9 @@ class ConnSocket(Socket):
         instead of a poll, a copy and a release each (a 1 MiB read is 16 messages).
         Returns the bytes taken."""
         inbox = self._inbox
-        hs = wire.SHORT_H_SIZE
-        run = inbox.poll_run(lane, hs, (len(target) - at) // size)
+        run = inbox.poll_run(lane, _HS, (len(target) - at) // size)
         k = len(run)
-        np.frombuffer(target, np.uint8, k * size, at).reshape(k, size)[...] = run[:, hs:]
+        np.frombuffer(target, np.uint8, k * size, at).reshape(k, size)[...] = run[:, _HS:]
         inbox.release_run(lane, k)
         self._rx_msgs += k
         self._rx_bytes += k * size
@@ -973,11 +975,36 @@ class ConnSocket(Socket):
             raise InvalidArgument(f"recv_buffer() flags {flags:#x}: only MSG_DONTWAIT is allowed")
         return RecvBuffer(self, flags)
 
+    def recv_array(self, max_bytes: int = 1 << 20, flags: int = 0) -> RecvArray:
+        """Zero-copy receive of several messages at once: ``with sock.recv_array(n) as
+        a:`` gives a read-only numpy uint8 array of shape ``(k, size)`` whose rows are
+        the next k messages (SEQPACKET) or pieces of the stream as they arrived
+        (STREAM: pieces of at most 66000 bytes), in place in the receive ring: as many
+        as are queued back to back with the same size, together at most ``max_bytes``
+        (but always the next one, whatever its size). Leaving the block consumes all k.
+        ``a.view(numpy.uint64)`` works when ``size`` is a multiple of 8; ``a.tobytes()``
+        copies the rows out in order.
+
+        This is :meth:`recv_buffer` for bulk data: a 1 MiB STREAM write arrives as 16
+        pieces, and one array of 15 rows costs one block instead of 15. The same rules
+        hold: the array and everything made from it points into the ring and must not
+        be used after the block (copy what you keep; unlike recv_buffer's memoryview,
+        numpy arrays cannot be invalidated, so this is not checked), and the socket's
+        receive side is taken inside the block. An array with no rows (``a.size == 0``)
+        means end of stream; a reset connection raises as recv() does. ``flags`` may be
+        MSG_DONTWAIT.
+        """
+        if flags & ~MSG_DONTWAIT:
+            raise InvalidArgument(f"recv_array() flags {flags:#x}: only MSG_DONTWAIT is allowed")
+        if max_bytes < 1:
+            raise InvalidArgument(f"recv_array() max_bytes {max_bytes}: must be at least 1")
+        return RecvArray(self, flags, max_bytes)
+
     def _check_not_held(self, what: str) -> None:
         if self._zc_thread and self._zc_thread == threading.get_ident():
             raise TipcError(
                 errno.EDEADLK,
-                f"{what} on socket {self._port:#010x} inside its recv_buffer() block: "
+                f"{what} on socket {self._port:#010x} inside its zero-copy receive block: "
                 "leave the block first",
             )
 
@@ -1026,19 +1053,44 @@ class ConnSocket(Socket):
             buf, off, length, lane = r
             if _plain_data_len(buf, off, conn.peer_node, conn.peer_port):
                 self._rx_msgs += 1
-                self._rx_bytes += length - 24
-                return buf[off + 24 : off + length].toreadonly(), lane
+                self._rx_bytes += length - _HS
+                return buf[off + _HS : off + length].toreadonly(), lane
             frame = bytes(buf[off : off + length])
             inbox.release(lane)
             self._handle(frame)
 
-    def _zc_done(self, held: int, nbytes: int) -> None:
-        """recv_buffer()'s exit: consume what _zc_take handed out."""
+    def _zc_run(
+        self, view: memoryview, held: int, max_bytes: int
+    ) -> tuple[npt.NDArray[np.uint8], int]:
+        """recv_array()'s array for what _zc_take handed out, and how many messages it
+        holds. A message in the ring becomes the first row of a run (Inbox.poll_run),
+        made from the inbox's numpy array rather than from ``view``, so that no buffer
+        export keeps the segment mapped after the block."""
+        if held < 0:  # a bytes object: a queued frame or the rest of a piece
+            if not len(view):
+                return _NO_ROWS, 0
+            row = np.frombuffer(view, np.uint8).reshape(1, -1)
+            row.flags.writeable = False
+            return row, 1
+        size = len(view)
+        view.release()
+        run = self._inbox.poll_run(held, _HS, max(1, max_bytes // size))
+        k = len(run)
+        self._rx_msgs += k - 1  # _zc_take counted the first
+        self._rx_bytes += (k - 1) * size
+        return run[:, _HS:], k
+
+    def _zc_done(self, held: int, nbytes: int, k: int = 1) -> None:
+        """recv_buffer()'s and recv_array()'s exit: consume what _zc_take handed out
+        (k messages of a run for recv_array)."""
         if held >= 0:
             if self._closed:
                 return
-            self._inbox.release(held)
-            ack = self._conn.consumed(1, nbytes)
+            if k == 1:
+                self._inbox.release(held)
+            else:
+                self._inbox.release_run(held, k)
+            ack = self._conn.consumed(k, nbytes)
             if ack is not None:
                 self._send_ctl(ack)
         elif held == _ZC_QUEUED:
@@ -1071,7 +1123,7 @@ class ConnSocket(Socket):
             raise SocketClosed(self._port)
         if bufsize < 0:
             raise ValueError("negative buffersize in recvmsg")
-        if self._zc_thread:  # a recv_buffer() block is open somewhere
+        if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recvmsg")
         deadline, nonblock = self._deadline(flags)
         msg_flags = 0
@@ -1146,59 +1198,112 @@ class ConnSocket(Socket):
 
 
 _ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # what a recv_buffer() view came from
+_NO_ROWS = np.empty((0, 0), np.uint8)  # recv_array() at end of stream
+_NO_ROWS.flags.writeable = False
 
 
-class RecvBuffer:
-    """The context manager :meth:`ConnSocket.recv_buffer` returns (enter once)."""
+class _ZeroCopyBlock:
+    """What recv_buffer() and recv_array() share: the block takes the socket's receive
+    side (its lock, and the owning thread for the EDEADLK checks) from enter to exit;
+    ``_take`` lends the data, ``_give_back`` consumes it. Entered once."""
 
-    __slots__ = ("_sock", "_flags", "_view", "_held")
+    __slots__ = ("_sock", "_flags", "_lent", "_held")
+    _what = ""
 
     def __init__(self, sock: ConnSocket, flags: int) -> None:
         self._sock = sock
         self._flags = flags
-        self._view: memoryview | None = None
+        self._lent: Any = None
         self._held = _ZC_NOTHING
 
-    def __enter__(self) -> memoryview:
+    def _take(self) -> Any:
+        raise NotImplementedError
+
+    def _give_back(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
         sock = self._sock
-        if self._view is not None:
-            raise InvalidArgument("a recv_buffer() block can be entered once")
+        if self._lent is not None:
+            raise InvalidArgument(f"a {self._what} block can be entered once")
         if sock._zc_thread:
-            sock._check_not_held("recv_buffer()")
+            sock._check_not_held(self._what)
         lock = sock._recv_lock
         lock.acquire()
         try:
-            self._view, self._held = sock._zc_take(self._flags)
+            self._lent = self._take()
         except BaseException:
             lock.release()
             raise
         sock._zc_thread = threading.get_ident()
-        return self._view
+        return self._lent
 
     def __exit__(self, *exc: object) -> None:
-        sock = self._sock
-        view = self._view
-        sock._zc_thread = 0
+        self._sock._zc_thread = 0
         try:
-            if view is not None:
-                nbytes = len(view)
-                try:
-                    view.release()
-                except BufferError:
-                    raise BufferError(
-                        f"socket {sock._port:#010x}: an object made from the recv_buffer() "
-                        "view (numpy array, memoryview slice) outlived the block; the ring "
-                        "space it points at is reused now"
-                    ) from None
-                finally:
-                    sock._zc_done(self._held, nbytes)
+            if self._lent is not None:
+                self._give_back()
         finally:
-            sock._recv_lock.release()
+            self._sock._recv_lock.release()
+
+
+class RecvBuffer(_ZeroCopyBlock):
+    """The context manager :meth:`ConnSocket.recv_buffer` returns (enter once)."""
+
+    __slots__ = ()
+    _what = "recv_buffer()"
+
+    def __enter__(self) -> memoryview:
+        return super().__enter__()
+
+    def _take(self) -> memoryview:
+        view, self._held = self._sock._zc_take(self._flags)
+        return view
+
+    def _give_back(self) -> None:
+        sock = self._sock
+        view = self._lent
+        nbytes = len(view)
+        try:
+            view.release()
+        except BufferError:
+            raise BufferError(
+                f"socket {sock._port:#010x}: an object made from the recv_buffer() "
+                "view (numpy array, memoryview slice) outlived the block; the ring "
+                "space it points at is reused now"
+            ) from None
+        finally:
+            sock._zc_done(self._held, nbytes)
+
+
+class RecvArray(_ZeroCopyBlock):
+    """The context manager :meth:`ConnSocket.recv_array` returns (enter once)."""
+
+    __slots__ = ("_max", "_k")
+    _what = "recv_array()"
+
+    def __init__(self, sock: ConnSocket, flags: int, max_bytes: int) -> None:
+        super().__init__(sock, flags)
+        self._max = max_bytes
+        self._k = 0
+
+    def __enter__(self) -> npt.NDArray[np.uint8]:
+        return super().__enter__()
+
+    def _take(self) -> npt.NDArray[np.uint8]:
+        sock = self._sock
+        view, self._held = sock._zc_take(self._flags)
+        rows, self._k = sock._zc_run(view, self._held, self._max)
+        return rows
+
+    def _give_back(self) -> None:
+        self._sock._zc_done(self._held, self._lent.size, self._k)
 
 
 __all__ = [
     "BrokenPipe",
     "ConnSocket",
+    "RecvArray",
     "RecvBuffer",
     "ConnectionRefused",
     "ConnectionReset",
