@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     import conn_bench  # connection sockets: SEQPACKET RTT, STREAM bandwidth (1 MiB writes)
 
     with running_node(unique_node_name("bench")) as node:
-        conn_rows = conn_bench.measure(node, args.rtt, 256, args.pin, rounds=5)
+        conn_rows = conn_bench.measure(node, args.rtt, conn_bench.MIB, args.pin, rounds=5)
     print(conn_bench.report(conn_rows))
     return 0
 
