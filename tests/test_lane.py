@@ -426,6 +426,33 @@ def test_wait_space_wakes_when_drained(make: Callable[..., Inbox], attach) -> No
     t.join()
 
 
+def test_spinning_gives_the_cpu_up(
+    make: Callable[..., Inbox], attach, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both spins yield the CPU as they go, so a peer sharing the CPU can run and send
+    (or drain) instead of waiting for the spinner's whole budget; see "Spinning and the
+    CPU" in tipcshm.shm.lane."""
+    yields = [0]
+    real = os.sched_yield
+
+    def counting() -> None:
+        yields[0] += 1
+        real()
+
+    monkeypatch.setattr(L.os, "sched_yield", counting)
+    ib = make(lanes=1, lane_bytes=256)
+    ib.spin = 0.002
+    assert not ib.wait(0.001)  # nothing comes: spins, then gives up
+    assert yields[0] > 0
+    p = attach(ib.name).producer()
+    while p.write(b"x" * 100):
+        pass
+    yields[0] = 0
+    p._inbox.spin = 0.002
+    assert not p.wait_space(100, 0.001)  # nobody drains
+    assert yields[0] > 0
+
+
 def test_round_robin_between_lanes(make: Callable[..., Inbox], attach) -> None:
     ib = make(lanes=4, lane_bytes=4096)
     pa = attach(ib.name).producer()
