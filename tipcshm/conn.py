@@ -1197,7 +1197,7 @@ class ConnSocket(Socket):
         super().close()
 
 
-_ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # what a recv_buffer() view came from
+_ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # where lent data came from, if not a lane
 _NO_ROWS = np.empty((0, 0), np.uint8)  # recv_array() at end of stream
 _NO_ROWS.flags.writeable = False
 
