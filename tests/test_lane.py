@@ -733,6 +733,22 @@ def test_poll_run_ends_at_the_published_tail_and_at_a_wrap(
     assert drain(ib) == run_frames(3, data[560:], 40)
 
 
+def test_poll_run_ends_with_the_lap_without_a_wrap_word(make: Callable[..., Inbox], attach) -> None:
+    """A record that ends exactly at the end of the region is followed by one at offset
+    0 with no WRAP word between them: back to back in the counters, not in memory, so
+    the run (one array) stops there. (Found by the lane state machine.)"""
+    ib = make(lanes=1, lane_bytes=256)
+    p = attach(ib.name).producer()
+    for i in range(15):  # 16-byte records: 15 of them end at 240
+        assert p.write(bytes([i]) * 8)
+    assert len(drain(ib)) == 15
+    assert p.write(b"A" * 8) and p.write(b"B" * 8)  # at 240 (ends at 256), then at 0
+    _, _, _, lane = ib.poll()
+    assert [bytes(r) for r in ib.poll_run(lane, 0, 8)] == [b"A" * 8]
+    ib.release_run(lane, 1)
+    assert drain(ib) == [b"B" * 8]
+
+
 # ----------------------------------------------------------------------------------------
 # closing
 # ----------------------------------------------------------------------------------------
@@ -1076,6 +1092,7 @@ class LaneMachine(RuleBasedStateMachine):
         while (
             k < min(limit, len(queued))
             and queued[k][1] == start + k * rec
+            and start % self.cap + (k + 1) * rec <= self.cap  # a run ends with the lap
             and len(queued[k][0]) == n
             and queued[k][0][:same] == first[:same]
         ):
