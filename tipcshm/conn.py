@@ -766,8 +766,28 @@ class ConnSocket(Socket):
             self._check_not_held("recv")
         with self._recv_lock:
             if self._stream:
+                if (
+                    bufsize
+                    and not flags & ~MSG_WAITALL
+                    and not self._rxq
+                    and self._conn.state is State.TIPC_ESTABLISHED
+                ):
+                    data = self._stream_bytes(bufsize, bool(flags & MSG_WAITALL))
+                    if data:
+                        return data
                 return self._recv_stream(bufsize, flags, deadline, nonblock)
             return self._recv_message(flags, deadline, nonblock)[:bufsize]
+
+    def _stream_bytes(self, bufsize: int, waitall: bool) -> bytes:
+        """STREAM recv() through recv_into's path: copied once from the ring into an
+        uninitialised buffer, once more into the bytes returned (the general path below
+        copies every byte five times). Without MSG_WAITALL no more than the peer's lane
+        can hold is waiting, so the buffer is no bigger than that."""
+        if not waitall:
+            bufsize = min(bufsize, self._inbox.lane_bytes + len(self._partial))
+        out = np.empty(bufsize, np.uint8)
+        got = self._stream_into(memoryview(out), waitall)
+        return out[:got].tobytes()
 
     def _recv_message(self, flags: int, deadline: float | None, nonblock: bool) -> bytes:
         """SEQPACKET: the next whole message's payload (b"" at end of stream)."""
