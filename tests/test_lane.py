@@ -749,6 +749,50 @@ def test_poll_run_ends_with_the_lap_without_a_wrap_word(make: Callable[..., Inbo
     assert drain(ib) == [b"B" * 8]
 
 
+def test_poll_gather_follows_the_lane_past_a_wrap(make: Callable[..., Inbox], attach) -> None:
+    ib = make(lanes=1, lane_bytes=512)
+    p = attach(ib.name).producer()
+    assert p.write(b"a" * 200)  # a 208-byte record at 0
+    assert drain(ib) == [b"a" * 200]
+    # records of 32 at 208 and 208 at 240; a WRAP word at 448; 112 at 0 and 40 at 112
+    frames = [b"b" * 20, b"c" * 200, b"d" * 100, b"e" * 30]
+    for f in frames:
+        assert p.write(f)
+    off = p.reserve(8)  # reserved, not published: not gathered
+    assert off is not None
+    buf, _, _, lane = ib.poll()
+    got = ib.poll_gather(lane, 1 << 20)
+    assert [bytes(buf[o : o + n]) for o, n in got] == frames
+    assert [o for o, _ in got] == [216, 248, 8, 120]
+    assert ib.poll_gather(lane, 60) == got[:2]  # 20, then 220 >= 60: enough
+    assert ib.poll_gather(lane, 205, skip=10) == got[:3]  # 10 + 190 < 205 <= 10 + 190 + 90
+    ib.release_gather(lane, 2)
+    with pytest.raises(InboxError):
+        ib.release_gather(lane, 1)  # consumed: the gather is stale
+    p.buf[off : off + 8] = b"f" * 8
+    p.commit(8)
+    assert drain(ib) == frames[2:] + [b"f" * 8]
+    assert ib.fill() == (0, 512)
+
+
+def test_release_gather_checks_what_it_releases(make: Callable[..., Inbox], attach) -> None:
+    ib = make(lanes=1, lane_bytes=1024)
+    p = attach(ib.name).producer()
+    for f in (b"x", b"yy", b"zzz"):
+        assert p.write(f)
+    _, _, _, lane = ib.poll()
+    with pytest.raises(InboxError):
+        ib.release_gather(lane, 1)  # no gather yet
+    assert len(ib.poll_gather(lane, 2)) == 2
+    with pytest.raises(InboxError):
+        ib.release_gather(lane, 3)  # more than it gathered
+    ib.release(lane)  # consumed another way: the gather is stale
+    ib.poll()
+    with pytest.raises(InboxError):
+        ib.release_gather(lane, 1)
+    assert drain(ib) == [b"yy", b"zzz"]
+
+
 # ----------------------------------------------------------------------------------------
 # closing
 # ----------------------------------------------------------------------------------------
@@ -1104,6 +1148,28 @@ class LaneMachine(RuleBasedStateMachine):
         for _ in range(take):
             payload, start = queued.popleft()
         self.head[lane] = start + rec
+
+    @rule(max_bytes=st.integers(0, 600), skip=st.integers(0, 8), data=st.data())
+    def read_gather(self, max_bytes: int, skip: int, data: st.DataObject) -> None:
+        """poll_gather: queued frames in order, any sizes, across laps, until enough."""
+        assert self.ib is not None
+        r = self.ib.poll()
+        if r is None:
+            assert not any(self.frames.values())
+            return
+        buf, _, _, lane = r
+        queued = self.frames[lane]
+        k = total = 0
+        while k < len(queued) and (k == 0 or total < max_bytes):
+            total += len(queued[k][0]) - skip
+            k += 1
+        got = self.ib.poll_gather(lane, max_bytes, skip)
+        assert [bytes(buf[o : o + n]) for o, n in got] == [queued[i][0] for i in range(k)]
+        take = data.draw(st.integers(1, k))
+        self.ib.release_gather(lane, take)
+        for _ in range(take):
+            payload, start = queued.popleft()
+        self.head[lane] = start + ((len(payload) + 15) & -8)
 
     @rule(which=st.integers(0, 1), n=st.integers(0, 130))
     def reserve_and_abandon(self, which: int, n: int) -> None:

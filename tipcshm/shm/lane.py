@@ -121,7 +121,9 @@ No system call and no allocation beyond the returned tuple and ints; a call cost
 (a STREAM write of 1 MiB is 16 frames) goes in *runs*: :meth:`Producer.put_run_locked`
 writes frames of one size and header back to back with two numpy copies and one ``tail``
 store, and :meth:`Inbox.poll_run` / :meth:`Inbox.release_run` hand the consumer such a
-run as one array. The ordering argument above is unchanged: numpy copies with ordinary
+run as one array; :meth:`Inbox.poll_gather` / :meth:`Inbox.release_gather` hand it
+the places of several frames of any sizes, to be copied out together and consumed with
+one ``head`` store. The ordering argument above is unchanged: numpy copies with ordinary
 stores (glibc's non-temporal copies, used only far above these sizes, end with
 ``sfence``), all before the ``tail`` store, and the consumer stores ``head`` after it
 has read the run. Per-frame
@@ -442,7 +444,20 @@ def _send_bell(bell: _Doorbell) -> None:
 class _RxLane:
     """Consumer-side state of one active lane (private to the consumer process)."""
 
-    __slots__ = ("idx", "ctl", "q", "buf", "base", "head", "tail", "cur", "run", "nxt", "nread")
+    __slots__ = (
+        "idx",
+        "ctl",
+        "q",
+        "buf",
+        "base",
+        "head",
+        "tail",
+        "cur",
+        "run",
+        "ends",
+        "nxt",
+        "nread",
+    )
 
     def __init__(
         self, idx: int, ctl: memoryview, q: memoryview, buf: memoryview, base: int
@@ -456,6 +471,7 @@ class _RxLane:
         self.tail: int = self.head
         self.cur = -1  # length of the record poll() returned and release() has not consumed
         self.run = 0  # frames in the run poll_run() returned for that record
+        self.ends: list[int] = [-1]  # poll_gather(): head before its frames, then after each
         self.nxt: _RxLane = self
         self.nread: int = ctl[_FRAMES_R]  # published to the slot when the consumer idles
 
@@ -1290,6 +1306,68 @@ class Inbox:
                 InboxError, errno.EINVAL, f"release_run({lane}, {k}) without poll_run()", self.name
             )
         h = ln.head + k * ((ln.cur + 15) & -8)
+        ln.cur = -1
+        ln.head = h
+        ln.ctl[_HEAD] = h  # after the frames were read (load->store order)
+        ln.nread += k
+        self._rr = ln.nxt
+
+    def poll_gather(self, lane: int, max_bytes: int, skip: int = 0) -> list[tuple[int, int]]:
+        """After :meth:`poll` returned a frame on ``lane``: ``(offset, length)`` of that
+        frame and of the published frames after it in the lane, in order, until their
+        lengths less ``skip`` each add up to ``max_bytes`` (always the polled one).
+        Unlike a run (:meth:`poll_run`) they may differ in size and header and may go on
+        past a WRAP word into the next lap. Offsets are into poll()'s buffer; the frames
+        stay put until :meth:`release_gather` consumes the first k of them.
+
+        This is how a consumer joins the payloads of many frames into one object with one
+        copy (``b"".join`` of views into the ring), as STREAM recv() does.
+        """
+        ln = self._rx[lane]
+        if ln is None or ln.cur < 0:
+            raise _err(InboxError, errno.EINVAL, f"poll_gather({lane}) without poll()", self.name)
+        mask = self._mask
+        q = ln.q
+        maxf = self.max_frame
+        m = ln.cur
+        h = ln.head
+        frames = [((h & mask) + RECORD_HDR, m)]
+        ends = [h]
+        h += (m + 15) & -8
+        ends.append(h)
+        total = m - skip
+        t = ln.tail
+        while total < max_bytes:
+            if h == t:
+                t = ln.tail = ln.ctl[_TAIL]
+                if h == t:
+                    break
+            off = h & mask
+            m = q[off >> 3]
+            if m > maxf:
+                if m != WRAP:
+                    break  # corrupt: poll() reports it when it gets there
+                h += self.lane_bytes - off
+                continue
+            frames.append((off + RECORD_HDR, m))
+            h += (m + 15) & -8
+            ends.append(h)
+            total += m - skip
+        ln.ends = ends
+        return frames
+
+    def release_gather(self, lane: int, k: int) -> None:
+        """Consume the first ``k`` frames :meth:`poll_gather` returned."""
+        ln = self._rx[lane]
+        if ln is None or ln.cur < 0 or ln.ends[0] != ln.head or not 1 <= k < len(ln.ends):
+            raise _err(
+                InboxError,
+                errno.EINVAL,
+                f"release_gather({lane}, {k}) without poll_gather()",
+                self.name,
+            )
+        h = ln.ends[k]
+        ln.ends = [-1]
         ln.cur = -1
         ln.head = h
         ln.ctl[_HEAD] = h  # after the frames were read (load->store order)
