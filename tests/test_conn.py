@@ -508,19 +508,27 @@ def test_stream_reader_acks_each_quarter_ring(node: str) -> None:
 
 
 def test_stream_recv_returns_what_is_queued_whatever_bufsize(node: str) -> None:
-    """recv() takes the ring path (one buffer, two copies); without MSG_WAITALL it
-    returns what is queued at once and never sizes its buffer by an absurd bufsize;
-    with MSG_WAITALL it waits for the rest."""
+    """recv() reads straight from the ring; without MSG_WAITALL it returns what is
+    queued at once, messages of any sizes together, and never sizes a buffer by an
+    absurd bufsize; with MSG_WAITALL it waits for the rest; MSG_DONTWAIT never waits."""
     srv, c, b = pair(node, SOCK_STREAM)
     with srv, c, b:
         c.sendall(b"abc")
         assert b.recv(1 << 40) == b"abc"
+        c.sendall(b"0123456789")
+        assert b.recv(4) == b"0123"
+        assert b.recv(1 << 40) == b"456789"  # the rest of a split piece: the buffer path
         blob = random.Random(3).randbytes(300000)
         c.sendall(blob[:1000])
         t = threading.Timer(0.05, c.sendall, args=(blob[1000:],))
         t.start()
         assert b.recv(len(blob), MSG_WAITALL) == blob
         t.join()
+        with pytest.raises(BlockingIOError):
+            b.recv(10, MSG_DONTWAIT)
+        for piece in (b"a" * 10, b"b" * 20, b"c" * 30):
+            c.send(piece)
+        assert b.recv(1000, MSG_DONTWAIT) == b"a" * 10 + b"b" * 20 + b"c" * 30  # all queued
         c.sendall(b"xy")
         c.shutdown(2)
         assert b.recv(10, MSG_WAITALL) == b"xy"  # the end cuts a waiting recv short

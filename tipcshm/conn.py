@@ -768,26 +768,81 @@ class ConnSocket(Socket):
             if self._stream:
                 if (
                     bufsize
-                    and not flags & ~MSG_WAITALL
+                    and not flags & ~(MSG_WAITALL | MSG_DONTWAIT)
                     and not self._rxq
                     and self._conn.state is State.TIPC_ESTABLISHED
                 ):
-                    data = self._stream_bytes(bufsize, bool(flags & MSG_WAITALL))
+                    data = self._stream_bytes(bufsize, flags)
                     if data:
                         return data
                 return self._recv_stream(bufsize, flags, deadline, nonblock)
             return self._recv_message(flags, deadline, nonblock)[:bufsize]
 
-    def _stream_bytes(self, bufsize: int, waitall: bool) -> bytes:
-        """STREAM recv() through recv_into's path: copied once from the ring into an
-        uninitialised buffer, once more into the bytes returned (the general path below
-        copies every byte five times). Without MSG_WAITALL no more than the peer's lane
-        can hold is waiting, so the buffer is no bigger than that."""
+    def _stream_bytes(self, bufsize: int, flags: int) -> bytes:
+        """STREAM recv() straight from the ring (the general path below copies every byte
+        five times). What is queued when the call starts, or once it has waited, is
+        joined from the ring into the bytes returned: one copy (_gather). The rest of a
+        piece an earlier call split, and MSG_WAITALL's further waits, take recv_into's
+        path: one copy into an uninitialised buffer, one more into the bytes; without
+        MSG_WAITALL no more than the peer's lane holds can be waiting, so that buffer is
+        no bigger. b"" leaves the call to the general path."""
+        waitall = bool(flags & MSG_WAITALL)
+        data = b"" if self._partial else self._gather(bufsize, flags)
+        if len(data) == bufsize or (data and not waitall):
+            return data
+        want = bufsize - len(data)
         if not waitall:
-            bufsize = min(bufsize, self._inbox.lane_bytes + len(self._partial))
-        out = np.empty(bufsize, np.uint8)
-        got = self._stream_into(memoryview(out), waitall)
-        return out[:got].tobytes()
+            want = min(want, self._inbox.lane_bytes + len(self._partial))
+        out = np.empty(want, np.uint8)
+        got = self._stream_into(out.data, waitall, flags)
+        return data + out[:got].tobytes() if data else out[:got].tobytes()
+
+    def _gather(self, bufsize: int, flags: int) -> bytes:
+        """The payloads of the plain data messages queued in the peer's lane, up to
+        ``bufsize`` bytes, joined from the ring with one copy (Inbox.poll_gather);
+        waits for the first as recv() does. b"" when the next frame is not plain data
+        or the connection is no longer ESTABLISHED: the callers' other paths take those."""
+        inbox = self._inbox
+        conn = self._conn
+        deadline, nonblock = self._deadline(flags)
+        while True:
+            if self._rxq or self._closed or conn.state is not State.TIPC_ESTABLISHED:
+                return b""
+            r = inbox.poll()
+            if r is not None:
+                break
+            if not self._wait_ring(deadline, nonblock):
+                if nonblock:
+                    raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+                raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+        buf, off, _, lane = r
+        node, port = conn.peer_node, conn.peer_port
+        if not _plain_data_len(buf, off, node, port):
+            return b""
+        views = []
+        got = taken = k = 0
+        for off, length in inbox.poll_gather(lane, bufsize, _HS):
+            size = _plain_data_len(buf, off, node, port)
+            if not size:
+                break  # the general path's business, once these are consumed
+            k += 1
+            taken += size
+            room = bufsize - got
+            if size > room:  # keep the rest of this piece for the next call
+                views.append(buf[off + _HS : off + _HS + room])
+                self._partial = bytes(buf[off + _HS + room : off + length])
+                got = bufsize
+                break
+            views.append(buf[off + _HS : off + length])
+            got += size
+        data = b"".join(views)
+        inbox.release_gather(lane, k)
+        self._rx_msgs += k
+        self._rx_bytes += taken
+        ack = conn.consumed(k, taken)
+        if ack is not None:
+            self._send_ctl(ack)
+        return data
 
     def _recv_message(self, flags: int, deadline: float | None, nonblock: bool) -> bytes:
         """SEQPACKET: the next whole message's payload (b"" at end of stream)."""
@@ -866,17 +921,17 @@ class ConnSocket(Socket):
             target = target[:nbytes]
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv_into")
-        if self._stream and not flags & ~MSG_WAITALL and not self._closed:
+        if self._stream and not flags & ~(MSG_WAITALL | MSG_DONTWAIT) and not self._closed:
             with self._recv_lock:
                 if not self._rxq and self._conn.state == State.TIPC_ESTABLISHED:
-                    got = self._stream_into(target, bool(flags & MSG_WAITALL))
+                    got = self._stream_into(target, bool(flags & MSG_WAITALL), flags)
                     if got:
                         return got
         data = self.recv(len(target), flags)  # queued frames, endings, EOF, peeking
         target[: len(data)] = data
         return len(data)
 
-    def _stream_into(self, target: memoryview, waitall: bool) -> int:
+    def _stream_into(self, target: memoryview, waitall: bool, flags: int = 0) -> int:
         """STREAM data straight from the ring into the caller's buffer: one copy.
 
         The general path copies through bytes objects (frame, payload, accumulator,
@@ -885,7 +940,7 @@ class ConnSocket(Socket):
         """
         n = len(target)
         got = 0
-        deadline, nonblock = self._deadline(0)
+        deadline, nonblock = self._deadline(flags)
         inbox = self._inbox
         conn = self._conn
         while got < n:
