@@ -8,16 +8,17 @@
   of one immutable 1 MiB random ``bytes`` object; B reads every byte:
   ``numpy.frombuffer(buf, uint64).sum()`` over what it received, checked against the
   expected sum. rate = TOTAL / (B's clock after the last byte - A's clock before the first
-  write). B receives either with recv_into a reused 1 MiB bytearray (MSG_WAITALL, as the
-  reference's fixed-size framing), or, tipcshm only, zero-copy with ``recv_array()``
-  (sums the pieces in place in the ring, up to 1 MiB of them per block). AF_UNIX: a
-  SOCK_STREAM socketpair with 4 MiB buffers, recv_into. TOTAL is 2,000 MiB as the
+  write). B receives with recv_into a reused 1 MiB bytearray (MSG_WAITALL, as the
+  reference's fixed-size framing), or with ``recv(1 MiB)`` (whatever is there, as most
+  Python code reads), or, tipcshm only, zero-copy with ``recv_array()`` (sums the pieces
+  in place in the ring, up to 1 MiB of them per block). AF_UNIX: a SOCK_STREAM
+  socketpair with 4 MiB buffers, the same two ways. TOTAL is 2,000 MiB as the
   reference's definition; every row and round uses a new connection, whose first lap of
   its 4 MiB receive ring is slower (fresh shared-memory pages: a few ms), so a small
-  ``--mib`` measures that start-up as much as the steady state. The three STREAM rows run
-  ROUNDS times, interleaved (tipcshm, zero-copy, AF_UNIX, tipcshm, ...); a row shows the
-  median and the range, a ratio the median of the per-round ratios (one run swings 2-5x on
-  these VMs).
+  ``--mib`` measures that start-up as much as the steady state. The five STREAM rows run
+  ROUNDS times, interleaved (tipcshm x3, AF_UNIX x2, tipcshm x3, ...); a row shows the
+  median and the range, a ratio the median of the per-round ratios (one run swings 2-5x
+  on these VMs). The zero-copy row is compared with AF_UNIX's recv_into.
 
     python tools/bench/conn_bench.py [--rtt 5000] [--mib 2000] [--rounds 5] [--pin]
 """
@@ -120,6 +121,26 @@ def _bw_b_rows(sock: Any, total: int, out: mp.Queue) -> None:
     out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
 
 
+def _bw_b_recv(sock: Any, total: int, out: mp.Queue) -> None:
+    got = acc = 0
+    carry = b""  # bytes of an 8-byte word split between two reads
+    while got < total:
+        data = sock.recv(CHUNK)  # what is there, at most 1 MiB: the common way to read
+        if not data:
+            break
+        got += len(data)
+        if carry or len(data) & 7:
+            data = carry + data
+            k = len(data) & ~7
+            carry = data[k:]
+            data = data[:k]
+        acc += int(np.frombuffer(data, np.uint64).sum())
+    out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
+
+
+READERS = {"recv_into": _bw_b, "recv_array": _bw_b_rows, "recv": _bw_b_recv}
+
+
 def _tipc_client(kind: int, node: str, ready: mp.Event) -> socket.socket:
     import tipcshm
 
@@ -161,11 +182,11 @@ def tipc_bw_a(node: str, total: int, ready: mp.Event, out: mp.Queue) -> None:
     s.recv(1)  # wait for the reader's close before tearing down
 
 
-def tipc_bw_b(node: str, total: int, ready: mp.Event, zero_copy: bool, out: mp.Queue) -> None:
+def tipc_bw_b(node: str, total: int, ready: mp.Event, reader: str, out: mp.Queue) -> None:
     import tipcshm
 
     s = _tipc_server(tipcshm.SOCK_STREAM, node, ready)
-    (_bw_b_rows if zero_copy else _bw_b)(s, total, out)
+    READERS[reader](s, total, out)
     s.shutdown(2)
     s.close()
 
@@ -180,18 +201,23 @@ def _bandwidth(results: list[tuple], total: int) -> float:
     return total / ((end - start) / 1e9) / 1e6
 
 
+STREAM_ROWS = ("tipc", "zero", "unix", "tipc_recv", "unix_recv")
+
+
 def _stream_round(node: str, total: int, pin: bool) -> dict[str, float]:
-    """One round of the three STREAM rows, back to back (MB/s each)."""
+    """One round of the STREAM rows, back to back (MB/s each)."""
     ctx = mp.get_context("fork")
     out = {}
-    for key, zero_copy in (("tipc", False), ("zero", True)):
+    for key, reader in (("tipc", "recv_into"), ("zero", "recv_array"), ("tipc_recv", "recv")):
         ready = ctx.Event()
-        args_a, args_b = (node, total, ready), (node, total, ready, zero_copy)
+        args_a, args_b = (node, total, ready), (node, total, ready, reader)
         out[key] = _bandwidth(_run_pair(tipc_bw_a, tipc_bw_b, args_a, args_b, pin), total)
-    a, b = _unix(socket.SOCK_STREAM)
-    out["unix"] = _bandwidth(_run_pair(_bw_a, _bw_b, (a, total), (b, total), pin), total)
-    a.close()
-    b.close()
+    for key, reader in (("unix", "recv_into"), ("unix_recv", "recv")):
+        a, b = _unix(socket.SOCK_STREAM)
+        args_a, args_b = (a, total), (b, total)
+        out[key] = _bandwidth(_run_pair(_bw_a, READERS[reader], args_a, args_b, pin), total)
+        a.close()
+        b.close()
     return out
 
 
@@ -212,7 +238,7 @@ def measure(node: str, n: int, mib: int, pin: bool, rounds: int = 5) -> dict[str
     stream = [_stream_round(node, total, pin) for _ in range(rounds)]
     return {
         "rtt": {"tipc": (med, p99), "unix": (umed, up99)},
-        "stream": {k: [r[k] for r in stream] for k in ("tipc", "zero", "unix")},
+        "stream": {k: [r[k] for r in stream] for k in STREAM_ROWS},
     }
 
 
@@ -228,18 +254,22 @@ def report(m: dict[str, Any]) -> str:
         v = bw[k]
         return f"{statistics.median(v):12,.0f} ({min(v):,.0f}-{max(v):,.0f})"
 
-    def ratio(k: str) -> str:
-        r = [t / u for t, u in zip(bw[k], bw["unix"], strict=True)]
+    def ratio(k: str, base: str = "unix") -> str:
+        r = [t / u for t, u in zip(bw[k], bw[base], strict=True)]
         return f"{statistics.median(r):11.2f}x ({min(r):.2f}-{max(r):.2f})"
 
     (tm, tp), (um, up) = rtt["tipc"], rtt["unix"]
-    lines.append(f"{'tipcshm SEQPACKET / STREAM':36} {tm:14.2f} {tp:11.2f} {mbs('tipc')}")
-    lines.append(f"{'tipcshm STREAM, zero-copy read':36} {'-':>14} {'-':>11} {mbs('zero')}")
-    lines.append(f"{'AF_UNIX SEQPACKET / STREAM pair':36} {um:14.2f} {up:11.2f} {mbs('unix')}")
-    lines.append(
-        f"{'ratio tipcshm / AF_UNIX':36} {tm / um:13.2f}x {tp / up:10.2f}x {ratio('tipc')}"
-    )
-    lines.append(f"{'ratio zero-copy read / AF_UNIX':36} {'':14} {'':11} {ratio('zero')}")
+    no = f"{'-':>14} {'-':>11}"
+    lines += [
+        f"{'tipcshm SEQPACKET / STREAM recv_into':36} {tm:14.2f} {tp:11.2f} {mbs('tipc')}",
+        f"{'tipcshm STREAM, zero-copy recv_array':36} {no} {mbs('zero')}",
+        f"{'tipcshm STREAM, recv(1 MiB)':36} {no} {mbs('tipc_recv')}",
+        f"{'AF_UNIX SEQPACKET / STREAM recv_into':36} {um:14.2f} {up:11.2f} {mbs('unix')}",
+        f"{'AF_UNIX STREAM, recv(1 MiB)':36} {no} {mbs('unix_recv')}",
+        f"{'ratio tipcshm / AF_UNIX':36} {tm / um:13.2f}x {tp / up:10.2f}x {ratio('tipc')}",
+        f"{'ratio zero-copy / AF_UNIX recv_into':36} {'':14} {'':11} {ratio('zero')}",
+        f"{'ratio recv() / AF_UNIX recv()':36} {'':14} {'':11} {ratio('tipc_recv', 'unix_recv')}",
+    ]
     lines.append(
         "goals: RTT median <= 0.40x, STREAM bandwidth >= 1.50x "
         "(bandwidth ratios: median of the per-round ratios)"
