@@ -794,7 +794,12 @@ class ConnSocket(Socket):
         if not waitall:
             want = min(want, self._inbox.lane_bytes + len(self._partial))
         out = np.empty(want, np.uint8)
-        got = self._stream_into(out.data, waitall, flags)
+        try:
+            got = self._stream_into(out.data, waitall, flags)
+        except TipcError:
+            if not data:
+                raise
+            return data  # what was taken is never lost: a timeout, or the error, next call
         return data + out[:got].tobytes() if data else out[:got].tobytes()
 
     def _gather(self, bufsize: int, flags: int) -> bytes:
@@ -886,7 +891,12 @@ class ConnSocket(Socket):
                     # Return what we have unless more is already waiting.
                     if not self._pump(None, nonblock=True) or not rxq:
                         break
-                nxt = self._next(flags, deadline, nonblock)
+                try:
+                    nxt = self._next(flags, deadline, nonblock)
+                except Timeout:
+                    if out:
+                        break  # MSG_WAITALL timed out: what was taken is returned
+                    raise
                 if nxt is None:
                     if out:
                         break
