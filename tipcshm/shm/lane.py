@@ -1305,12 +1305,7 @@ class Inbox:
             raise _err(
                 InboxError, errno.EINVAL, f"release_run({lane}, {k}) without poll_run()", self.name
             )
-        h = ln.head + k * ((ln.cur + 15) & -8)
-        ln.cur = -1
-        ln.head = h
-        ln.ctl[_HEAD] = h  # after the frames were read (load->store order)
-        ln.nread += k
-        self._rr = ln.nxt
+        self._advance(ln, ln.head + k * ((ln.cur + 15) & -8), k)
 
     def poll_gather(self, lane: int, max_bytes: int, skip: int = 0) -> list[tuple[int, int]]:
         """After :meth:`poll` returned a frame on ``lane``: ``(offset, length)`` of that
@@ -1368,6 +1363,11 @@ class Inbox:
             )
         h = ln.ends[k]
         ln.ends = [-1]
+        self._advance(ln, h, k)
+
+    def _advance(self, ln: _RxLane, h: int, k: int) -> None:
+        """Consume k frames of ``ln`` up to ``h``: release_run's and release_gather's end
+        (release() spells it out: it is the per-frame hot path)."""
         ln.cur = -1
         ln.head = h
         ln.ctl[_HEAD] = h  # after the frames were read (load->store order)
