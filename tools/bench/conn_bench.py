@@ -102,39 +102,43 @@ def _bw_b(sock: socket.socket, total: int, out: mp.Queue) -> None:
     out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
 
 
+def _sum_words(carry: bytes, data: Any) -> tuple[int, bytes]:
+    """Sum of the 8-byte words of ``carry + data`` and the bytes left over (a read that
+    does not end on a word); only this rare case copies."""
+    if not carry and not len(data) & 7:
+        return int(np.frombuffer(data, np.uint64).sum()), b""
+    whole = carry + bytes(data)
+    k = len(whole) & ~7
+    return int(np.frombuffer(whole, np.uint64, k >> 3).sum()), whole[k:]
+
+
 def _bw_b_rows(sock: Any, total: int, out: mp.Queue) -> None:
     got = acc = 0
-    carry = b""  # bytes of an 8-byte word split between two pieces
+    carry = b""
     while got < total:
         with sock.recv_array(CHUNK) as rows:  # k pieces of one size, in place in the ring
             n = rows.size
             if not n:
                 break
             if carry or rows.shape[1] & 7:
-                data = carry + rows.tobytes()
-                k = len(data) & ~7
-                acc += int(np.frombuffer(data, np.uint64, k >> 3).sum())
-                carry = data[k:]
+                s, carry = _sum_words(carry, rows.tobytes())
             else:
-                acc += int(rows.view(np.uint64).sum())
+                s = int(rows.view(np.uint64).sum())  # the (k, size) rows as they lie
+        acc += s
         got += n
     out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
 
 
 def _bw_b_recv(sock: Any, total: int, out: mp.Queue) -> None:
     got = acc = 0
-    carry = b""  # bytes of an 8-byte word split between two reads
+    carry = b""
     while got < total:
         data = sock.recv(CHUNK)  # what is there, at most 1 MiB: the common way to read
         if not data:
             break
         got += len(data)
-        if carry or len(data) & 7:
-            data = carry + data
-            k = len(data) & ~7
-            carry = data[k:]
-            data = data[:k]
-        acc += int(np.frombuffer(data, np.uint64).sum())
+        s, carry = _sum_words(carry, data)
+        acc += s
     out.put(("end", time.perf_counter_ns(), got, acc & MASK64))
 
 
