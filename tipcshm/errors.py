@@ -131,3 +131,35 @@ class NotSupportedYet(NotImplementedError):
             f"{feature} is not supported by tipcshm yet (see README: Not yet supported)"
         )
         self.feature = feature
+
+
+class UntrustedObject(TipcError, PermissionError):
+    """A segment, FIFO, lock or log of a node that its owner did not make (EPERM).
+
+    Raised instead of using the object: another local user may have planted it, and root's
+    tools must never act on what someone else wrote. ``filename`` names the object.
+    """
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(_errno.EPERM, f"refusing to trust {path}: {why}")
+        self.filename = path
+
+
+class SharedMemoryFull(TipcError):
+    """/dev/shm has no room for a segment or lane (ENOSPC), with the advice to enlarge it."""
+
+    def __init__(self, what: str, needed: int) -> None:
+        super().__init__(
+            _errno.ENOSPC,
+            f"no space in /dev/shm for {what} ({needed >> 10} KiB): enlarge /dev/shm "
+            "(docker run --shm-size, or mount -o remount,size=...) or start the node with "
+            "smaller lanes (--lane-kib, --conn-lane-kib)",
+        )
+        self.needed = needed
+
+
+class LimitReached(TipcError):
+    """A fixed table of the node is full (ENOBUFS or ENOSPC); the message names the limit."""
+
+    def __init__(self, code: int, what: str) -> None:
+        super().__init__(code, what)

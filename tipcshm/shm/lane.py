@@ -1010,6 +1010,11 @@ class Inbox:
         """True once the consumer ran :meth:`mark_closed`."""
         return bool(self._hq[_CLOSED])
 
+    def ring(self) -> None:
+        """Ring the doorbell unconditionally: for work posted outside the lanes (control
+        requests in the socket table), whose poster cannot see ``armed``'s fence."""
+        _send_bell(self._nb_bell())
+
     def mark_closed(self) -> None:
         """Tell producers no more frames will be read, and wake a waiting consumer."""
         self._hq[_CLOSED] = 1
