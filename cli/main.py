@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
-import tempfile
 import time
 
 import click
 
+from tipcshm import rundir
 from tipcshm.cli.options import node_from_option, node_option
-from tipcshm.errors import NodeAlreadyRunning, NodeNotRunning
+from tipcshm.errors import NodeAlreadyRunning, NodeNotRunning, TipcError
+from tipcshm.rundir import log_path
 from tipcshm.shm.lane import MAX_LANE_BYTES, MAX_LANES
-from tipcshm.shm.layout import NodeSegment, NodeState, check_node_name
+from tipcshm.shm.layout import check_node_name
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-
-
-def log_path(node: str) -> str:
-    return os.path.join(tempfile.gettempdir(), f"tipcshm.{node}.log")
 
 
 @click.group()
@@ -112,10 +110,16 @@ def start(
     warning = shm_space_warning(conn_lane_kib * 1024)
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    if foreground:
-        sys.exit(serve(config, ready=lambda: click.echo(f"tipcshm node {node!r} ready")))
-    logfile = log_path(node)
-    with open(logfile, "ab") as log:
+    try:
+        if foreground:
+            ready = lambda addr: click.echo(f"tipcshm node {node!r} ready (address {addr:#010x})")  # noqa: E731
+            sys.exit(serve(config, ready=ready))
+        logfile = log_path(node)
+        logfd = rundir.open_log(node)
+    except (TipcError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    rfd, wfd = os.pipe()
+    try:
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -134,68 +138,112 @@ def start(
                 oct(mode)[2:],
                 "--gid",
                 str(gid),
+                "--ready-fd",
+                str(wfd),
             ],
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            stdout=logfd,
+            stderr=logfd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(wfd,),
         )
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if child.poll() is not None:
-            raise click.ClickException(
-                f"node {node!r} failed to start (exit {child.returncode}); see {logfile}"
-            )
-        try:
-            seg = NodeSegment.attach(node)
-            try:
-                if seg.state == NodeState.READY and seg.supervisor[0] == child.pid:
-                    addr = seg.addr
-                    break
-            finally:
-                seg.close()
-        except NodeNotRunning:
-            pass
-        if time.monotonic() > deadline:
-            child.kill()
-            raise click.ClickException(f"node {node!r} did not become ready; see {logfile}")
-        time.sleep(0.01)
-    click.echo(f"tipcshm node {node!r} started (address {addr:#010x}, supervisor pid {child.pid})")
+    finally:
+        os.close(wfd)
+        os.close(logfd)
+    with os.fdopen(rfd, "rb") as pipe:
+        answer = _read_answer(pipe, READY_TIMEOUT)
+    if answer.startswith("ready "):
+        addr = int(answer.split()[1])
+        click.echo(
+            f"tipcshm node {node!r} started (address {addr:#010x}, supervisor pid {child.pid})"
+        )
+        return
+    if answer.startswith("error "):
+        child.wait(READY_TIMEOUT)
+        raise click.ClickException(answer[6:])
+    if child.poll() is None:
+        child.kill()  # our own child, not yet reaped: the pid is still its
+        child.wait()
+        raise click.ClickException(f"node {node!r} did not become ready; see {logfile}")
+    raise click.ClickException(
+        f"node {node!r} failed to start (exit {child.returncode}); see {logfile}"
+    )
 
 
-def stop_node(node: str, timeout: float = STOP_TIMEOUT) -> bool:
-    """Stop ``node`` and remove everything it created. False if it was not running."""
+def _read_answer(pipe: object, timeout: float) -> str:
+    """The supervisor's one-line answer on the ready pipe ('' if it ended without one)."""
+    fd = pipe.fileno()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode(errors="replace") if b"\n" in data else ""
+
+
+def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = False) -> bool:
+    """Stop ``node`` and remove everything it created. False if it was not running.
+
+    The supervisor is found through its owner-only record (never through shared memory)
+    and signalled through a pidfd opened before its identity is checked, so a pid reused
+    meanwhile cannot be hit. Leftovers of a crashed node are removed; another user's are
+    refused (UntrustedObject).
+    """
+    import select as _select
     import signal
 
     from tipcshm import proc
     from tipcshm.workers.supervisor import clean_leftovers
 
+    found = False
+    record = rundir.read_record(node)
+    if record is not None:
+        pid, start = record
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                if proc.alive(pid, start):  # checked after the pidfd pinned the process
+                    found = True
+                    signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+                    if not _select.select([pidfd], [], [], timeout)[0]:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                        _select.select([pidfd], [], [], timeout)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(pidfd)
+    lock = rundir.try_lock(node, wait=True)
+    assert lock is not None
     try:
-        seg = NodeSegment.attach(node)
-    except NodeNotRunning:
-        return bool(clean_leftovers(node))
-    try:
-        pid, start = seg.supervisor
+        if rundir.read_record(node) is not None:
+            return found  # a new start won the name meanwhile: it is not ours to clean
+        found = bool(clean_leftovers(node)) or found
     finally:
-        seg.close()
-    if pid and proc.alive(pid, start):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while proc.alive(pid, start) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if proc.alive(pid, start):
-            os.kill(pid, signal.SIGKILL)
-    clean_leftovers(node)
-    return True
+        os.close(lock)
+    rundir.remove_files(node, keep_log=keep_log)
+    return found
 
 
 @main.command()
 @node_option
-def stop(name: str | None) -> None:
-    """Stop a node and remove its segments and queues."""
+@click.option("--keep-log", is_flag=True, help="Keep the node's log (it is removed otherwise).")
+def stop(name: str | None, keep_log: bool) -> None:
+    """Stop a node and remove its segments, queues and log."""
     node = node_from_option(name)
-    if stop_node(node):
+    try:
+        stopped = stop_node(node, keep_log=keep_log)
+    except (TipcError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if stopped:
         click.echo(f"tipcshm node {node!r} stopped")
     else:
         click.echo(f"tipcshm node {node!r} was not running")

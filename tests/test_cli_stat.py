@@ -523,6 +523,7 @@ def fake_node() -> Iterator[tuple[str, int, int]]:
     try:
         seg.set_identity(identity, addr)
         seg.set_supervisor(os.getpid(), proc.self_token()[1])
+        seg.set_started()
         seg.beat()
         seg.set_lane_geometry(4, 256 * 1024, 1 << 20)
         seg.register_process(child.pid, 1, ProcRole.CLIENT)  # start time 1: surely dead

@@ -12,10 +12,13 @@ the child and rebuilt on first use.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import threading
 import time
+import weakref
 
 from tipcshm import proc
 from tipcshm.core.nametable import NameTable, ReplicaFormatError
@@ -52,7 +55,8 @@ class NodeClient:
             state = self.seg.state
             if state != NodeState.READY and not (starting_ok and state == NodeState.STARTING):
                 raise NodeNotRunning(node, NodeState.NAMES.get(state, f"state {state}"))
-            if not proc.alive(*self.seg.supervisor):
+            self._sup_fd = _pin(*self.seg.supervisor)
+            if self._sup_fd < 0:
                 raise NodeNotRunning(node, "its supervisor died; `tipcshm start` cleans up")
             self.addr = self.seg.addr
             self.pid, self.start = proc.self_token()
@@ -61,6 +65,8 @@ class NodeClient:
             self.conn_lane_bytes = self.seg.conn_lane_bytes
             self.mode, _gid = self.seg.permissions
         except BaseException:
+            if getattr(self, "_sup_fd", -1) >= 0:
+                os.close(self._sup_fd)
             self.seg.close()
             raise
         self._seq_i = (REPLICA + R_SEQ) // 8
@@ -72,6 +78,36 @@ class NodeClient:
         self._worker: Producer | None = None
         self._worker_inbox: Inbox | None = None
         self._lock = threading.Lock()
+        #: this process's own inboxes on the node (its sockets'), closed if the node dies
+        self.own_inboxes: weakref.WeakSet[Inbox] = weakref.WeakSet()
+        #: set once the supervisor is seen dead: every call fails with NodeNotRunning
+        self.dead = False
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        threading.Thread(target=self._watch, name=f"tipcshm-watch-{node}", daemon=True).start()
+
+    # -- supervisor death ----------------------------------------------------------------
+    def _watch(self) -> None:
+        """Wait for the supervisor's end (its pidfd turns readable), then fail everything.
+
+        A killed supervisor cannot close the inboxes as ``stop`` does, so every process
+        does it for its own attachment: blocked receivers wake at once (their inbox is
+        closed), blocked senders too (the destination is), and later calls see ``dead``.
+        """
+        sup_fd, stop_r = self._sup_fd, self._stop_r
+        try:
+            ready = select.select([sup_fd, stop_r], [], [])[0]
+        finally:
+            os.close(stop_r)
+            os.close(sup_fd)
+        if sup_fd not in ready:
+            return  # closed by this process
+        self.dead = True
+        with self._lock:
+            inboxes = [*self.own_inboxes, *self._dest_inbox.values()]
+        for inbox in inboxes:
+            with contextlib.suppress(OSError, ValueError):
+                inbox.mark_closed()
+        log.warning("node %s: its supervisor died; sockets on it are closed", self.node)
 
     # -- name table ----------------------------------------------------------------
     def table(self) -> NameTable:
@@ -106,6 +142,8 @@ class NodeClient:
                 return p
             self.forget(port)
             return None
+        if self.dead:
+            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
         with self._lock:
             try:
                 inbox = Inbox.attach(inbox_name(self.node, port))
@@ -171,6 +209,8 @@ class NodeClient:
 
     def check_alive(self) -> None:
         """Raise NodeNotRunning if the node stopped or its supervisor died."""
+        if self.dead:
+            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
         state = self.seg.state
         if state != NodeState.READY and not (self.starting_ok and state == NodeState.STARTING):
             raise NodeNotRunning(self.node, "it stopped")
@@ -178,6 +218,9 @@ class NodeClient:
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
 
     def close(self) -> None:
+        if self._stop_w >= 0:
+            os.close(self._stop_w)  # ends the watcher thread, which closes its descriptors
+            self._stop_w = -1
         with self._lock:
             for inbox in self._dest_inbox.values():
                 inbox.detach()
@@ -192,6 +235,24 @@ class NodeClient:
         except (OSError, ValueError):
             pass
         self.seg.close()
+
+
+def _pin(pid: int, start: int) -> int:
+    """A pidfd of the process ``(pid, start)``, or -1 if it is not alive.
+
+    The identity is checked after the pidfd is open, so the descriptor cannot refer to a
+    process that reused the pid. Only ever waited on, never signalled.
+    """
+    if not 0 < pid < 1 << 22:
+        return -1
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return -1
+    if not proc.alive(pid, start):
+        os.close(fd)
+        return -1
+    return fd
 
 
 _clients: dict[str, NodeClient] = {}

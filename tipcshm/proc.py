@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["alive", "start_time", "self_token", "stat_state"]
+__all__ = ["alive", "start_time", "self_token", "stat_state", "die_with_parent"]
 
 
 def _read_stat(pid: int) -> tuple[str, int] | None:
@@ -86,3 +86,22 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``).
+
+    A node's workers use it so that a supervisor killed with -9 takes its workers along:
+    nobody ever has to signal a worker by a pid read from shared memory. If the parent is
+    already gone (it died before the call), exit at once.
+    """
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent_pid:
+        os._exit(1)

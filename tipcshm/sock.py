@@ -230,6 +230,7 @@ class Socket:
             except BaseException:
                 client.seg.free_socket(slot, port)
                 raise
+            client.own_inboxes.add(inbox)
             return port, slot, inbox
         raise TipcError(98, f"node {self.node!r}: could not allocate a free port")  # EADDRINUSE
 

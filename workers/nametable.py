@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import selectors
 import signal
 import sys
 import time
 from types import FrameType
 
-from tipcshm import proc, wire
+from tipcshm import proc, rundir, wire
 from tipcshm.client import attach_worker
 from tipcshm.constants import TIPC_CLUSTER_SCOPE, TIPC_NODE_STATE
 from tipcshm.core.nametable import (
@@ -49,6 +50,7 @@ from tipcshm.workers.topology import TopologyServer
 log = logging.getLogger("tipcshm.workers.nametable")
 
 HEARTBEAT_INTERVAL = 0.1
+SUPERVISOR_PID_ENV = "TIPCSHM_SUPERVISOR_PID"  # set by the supervisor for its workers
 
 
 class NameTableWorker:
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tipcshm.workers.nametable NODE", file=sys.stderr)
         return 2
     node = args[0]
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s nametable[{node}] %(message)s")
+    proc.die_with_parent(int(os.environ.get(SUPERVISOR_PID_ENV, os.getppid())))
+    rundir.setup_logging(f"nametable[{node}]")
     seg = NodeSegment.attach(node)
     inbox = Inbox.attach(nametable_inbox_name(node))
     worker = NameTableWorker(seg, inbox)

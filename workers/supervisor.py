@@ -21,6 +21,7 @@ import os
 import secrets
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -28,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from tipcshm import proc, wire
-from tipcshm.errors import NodeAlreadyRunning, NodeFailure
+from tipcshm import proc, rundir, wire
+from tipcshm.errors import NodeAlreadyRunning, NodeFailure, UntrustedObject
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox, Producer
 from tipcshm.shm.layout import (
@@ -40,7 +41,6 @@ from tipcshm.shm.layout import (
     check_node_name,
     inbox_name,
     nametable_inbox_name,
-    node_segment_exists,
     segment_name,
 )
 
@@ -76,71 +76,53 @@ def identity_for(text: str | None) -> bytes:
 
 # -- leftovers -----------------------------------------------------------------------
 def running_supervisor(node: str) -> int | None:
-    """Pid of the live supervisor of ``node``, or None."""
-    if not node_segment_exists(node):
-        return None
-    try:
-        seg = NodeSegment.attach(node)
-    except OSError:
-        return None
-    try:
-        pid, start = seg.supervisor
-        return pid if pid and proc.alive(pid, start) else None
-    finally:
-        seg.close()
+    """Pid of the live supervisor of ``node`` (from its owner-only record), or None."""
+    rec = rundir.read_record(node)
+    return None if rec is None else rec[0]
 
 
-def _stale_names(node: str) -> list[str]:
-    prefix = f"tipcshm.{node}.in."
+def _shm_names(node: str) -> list[str]:
+    """Names under /dev/shm of everything a node creates: its segment, inboxes and bells."""
+    seg = segment_name(node)[1:]
     try:
-        return sorted("/" + n for n in os.listdir("/dev/shm") if n.startswith(prefix))
+        return sorted(
+            "/" + n for n in os.listdir("/dev/shm") if n == seg or n.startswith(seg + ".in.")
+        )
     except FileNotFoundError:
         return []
 
 
 def clean_leftovers(node: str) -> list[str]:
-    """Remove what a crashed node left: its workers (by recorded pid), inboxes, segment."""
-    removed: list[str] = []
-    names = set(_stale_names(node))
-    if node_segment_exists(node):
+    """Remove what a crashed node left in /dev/shm, signalling nobody.
+
+    Call only while holding the node's lock (no supervisor runs). The segment must be ours:
+    one planted by another user is refused (UntrustedObject), not used or removed, so that
+    a start fails loudly instead of serving on someone else's memory. Inboxes and bells under
+    the node's prefix are unlinked by name (unlinking acts on no content), including those a
+    group member made; the workers of a crashed supervisor died with it (see
+    :func:`tipcshm.proc.die_with_parent`).
+    """
+    path = f"/dev/shm{segment_name(node)}"
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise UntrustedObject(
+                path,
+                f"a leftover of uid {st.st_uid}, not yours: its owner (or root) must remove it, "
+                "or pick another --name",
+            )
+    removed = []
+    for name in _shm_names(node):
         try:
-            seg = _map_raw(node)
-        except OSError:
-            seg = None
-        if seg is not None:
-            try:
-                for e in seg.sockets():
-                    names.add(inbox_name(node, e.port))
-                pid, start, _ = seg.nametable_worker
-                if pid and proc.alive(pid, start):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            finally:
-                seg.close()
-        NodeSegment.unlink(node)
-        removed.append(segment_name(node))
-    names.add(nametable_inbox_name(node))
-    for name in sorted(names):
-        existed = os.path.exists(f"/dev/shm{name}")
-        Inbox.unlink_name(name)
-        if existed:
-            removed.append(name)
+            os.unlink(f"/dev/shm{name}")
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise UntrustedObject(
+                f"/dev/shm{name}", "a leftover of another user that you may not remove"
+            ) from None
+        removed.append(name)
     return removed
-
-
-def _map_raw(node: str) -> NodeSegment:
-    """Map a segment whatever its state (for cleaning up a crashed node)."""
-    import posix_ipc
-
-    from tipcshm.shm.layout import SEGMENT_BYTES
-
-    shm = posix_ipc.SharedMemory(segment_name(node))
-    try:
-        if os.fstat(shm.fd).st_size < SEGMENT_BYTES:
-            raise OSError("segment truncated")
-        return NodeSegment(node, shm, False)
-    finally:
-        os.close(shm.fd)
 
 
 # -- the supervisor ------------------------------------------------------------------
@@ -158,23 +140,23 @@ class Supervisor:
         self.watched: dict[tuple[int, int], int] = {}  # (pid, start) -> pidfd
         self.pid, self.start = proc.self_token()
         self.scanned_generation = -1
+        self.lock_fd = -1  # the node's start lock, held for the supervisor's life
+        self.state = NodeState.STARTING
 
     # -- start ---------------------------------------------------------------------
     def create(self) -> None:
         cfg = self.config
-        pid = running_supervisor(self.node)
-        if pid is not None:
-            raise NodeAlreadyRunning(self.node, pid)
+        lock = rundir.try_lock(self.node)
+        if lock is None:
+            raise NodeAlreadyRunning(self.node, running_supervisor(self.node) or 0)
+        self.lock_fd = lock
         for name in clean_leftovers(self.node):
             log.info("removed leftover %s", name)
-        seg = NodeSegment.create(self.node, mode=cfg.mode)
+        seg = NodeSegment.create(self.node, mode=cfg.mode, gid=cfg.gid)
         self.seg = seg
-        if cfg.gid >= 0:
-            seg.set_group(cfg.gid)
-            os.fchown(seg._fd, -1, cfg.gid)
-        seg.set_identity(cfg.identity, wire.hash128to32(cfg.identity.ljust(16, b"\0")))
-        seg.set_lane_geometry(cfg.lanes, cfg.lane_bytes, cfg.conn_lane_bytes)
-        seg.set_supervisor(self.pid, self.start)
+        self.repair_header()
+        rundir.write_record(self.node, self.pid, self.start)
+        seg.set_started()
         self.worker_inbox = Inbox.create(
             nametable_inbox_name(self.node),
             lanes=cfg.lanes,
@@ -192,6 +174,7 @@ class Supervisor:
             [sys.executable, "-m", "tipcshm.workers.nametable", self.node],
             stdin=subprocess.DEVNULL,
             close_fds=True,
+            env={**os.environ, "TIPCSHM_SUPERVISOR_PID": str(self.pid)},
         )
         self.worker_started = time.monotonic()
         log.info("name-table worker started, pid %d", self.worker.pid)
@@ -207,6 +190,21 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise NodeFailure(self.node, "name-table worker did not become ready")
             time.sleep(0.005)
+
+    def repair_header(self) -> None:
+        """(Re)write the header fields only the supervisor owns.
+
+        Anyone attached to the node can write the segment; a scribbled identity, state or
+        geometry would mislead every later client, so the supervisor restores them from its
+        own copy with every heartbeat.
+        """
+        cfg, seg = self.config, self.seg
+        assert seg is not None
+        seg.set_identity(cfg.identity, wire.hash128to32(cfg.identity.ljust(16, b"\0")))
+        seg.set_lane_geometry(cfg.lanes, cfg.lane_bytes, cfg.conn_lane_bytes)
+        seg.set_supervisor(self.pid, self.start)
+        seg.set_permissions(cfg.mode, cfg.gid)
+        seg.restore_fixed(self.state)
 
     # -- watching processes ---------------------------------------------------------
     def _tokens(self) -> set[tuple[int, int]]:
@@ -327,14 +325,15 @@ class Supervisor:
         self.spawn_worker()
 
     # -- main loop ------------------------------------------------------------------
-    def serve(self, ready: Callable[[], None] | None = None) -> None:
+    def serve(self, ready: Callable[[int], None] | None = None) -> None:
         assert self.seg is not None
         self.spawn_worker()
         self.wait_worker_ready()
-        self.seg.state = NodeState.READY
+        self.state = NodeState.READY
+        self.seg.state = self.state
         log.info("node %s ready (address %#010x)", self.node, self.seg.addr)
         if ready is not None:
-            ready()
+            ready(self.seg.addr)
         last_beat = 0.0
         while not self.stopping:
             for key, _ in self.selector.select(SCAN_INTERVAL):
@@ -343,13 +342,17 @@ class Supervisor:
             self.check_worker()
             now = time.monotonic()
             if now - last_beat >= HEARTBEAT_INTERVAL:
+                self.repair_header()
                 self.seg.beat()
                 last_beat = now
 
     def shutdown(self) -> None:
+        if self.lock_fd < 0:
+            return  # create() never got the node: whatever is there belongs to another start
         seg = self.seg
+        self.state = NodeState.STOPPING
         if seg is not None:
-            seg.state = NodeState.STOPPING
+            seg.state = self.state
         if self.worker is not None and self.worker.poll() is None:
             self.worker.terminate()
             try:
@@ -375,13 +378,23 @@ class Supervisor:
             seg.u64[H_MAGIC // 8] = 0
             seg.close()
         NodeSegment.unlink(self.node)
-        for name in _stale_names(self.node):
-            Inbox.unlink_name(name)
+        for name in _shm_names(self.node):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"/dev/shm{name}")
+        with contextlib.suppress(OSError):
+            os.unlink(rundir.record_path(self.node))
+            os.unlink(rundir.lock_path(self.node))  # while still held: see rundir.try_lock
+        os.close(self.lock_fd)
+        self.lock_fd = -1
         log.info("node %s stopped", self.node)
 
 
-def serve(config: NodeConfig, ready: Callable[[], None] | None = None) -> int:
-    """Run a node until SIGTERM/SIGINT. Returns the exit status."""
+def serve(config: NodeConfig, ready: Callable[[int], None] | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT. Returns the exit status.
+
+    Raises NodeAlreadyRunning when another supervisor holds the name, UntrustedObject when
+    another user's leftovers sit under it, SharedMemoryFull when /dev/shm has no room.
+    """
     check_node_name(config.node)
     sup = Supervisor(config)
 
@@ -398,6 +411,12 @@ def serve(config: NodeConfig, ready: Callable[[], None] | None = None) -> int:
     return 0
 
 
+def _report(fd: int, text: str) -> None:
+    """One line to `tipcshm start`, which waits for it on a pipe."""
+    with contextlib.suppress(OSError):
+        os.write(fd, text.encode() + b"\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -409,10 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conn-lane-bytes", type=int, default=CONN_LANE_BYTES)
     parser.add_argument("--mode", type=lambda s: int(s, 8), default=0o600)
     parser.add_argument("--gid", type=int, default=-1)
+    parser.add_argument("--ready-fd", type=int, default=-1)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s supervisor[{args.node}] %(message)s"
-    )
+    rundir.setup_logging(f"supervisor[{args.node}]")
     config = NodeConfig(
         args.node,
         bytes.fromhex(args.identity_hex),
@@ -422,7 +440,18 @@ def main(argv: list[str] | None = None) -> int:
         args.gid,
         args.conn_lane_bytes,
     )
-    return serve(config)
+    fd = args.ready_fd
+    if fd < 0:
+        return serve(config)
+    try:
+        return serve(config, ready=lambda addr: _report(fd, f"ready {addr}"))
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        _report(fd, f"error {exc}")
+        return 1
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 if __name__ == "__main__":

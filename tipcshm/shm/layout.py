@@ -35,6 +35,7 @@ path; that lock dies with its holder, so a killed process cannot wedge the node.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -47,7 +48,8 @@ from dataclasses import dataclass
 import posix_ipc
 
 from tipcshm.core.nametable import encoded_size
-from tipcshm.errors import NodeNotRunning
+from tipcshm.errors import NodeNotRunning, SharedMemoryFull
+from tipcshm.shm.trust import Trust, node_trust
 
 MAGIC = 0x314D4853_43504954  # b"TIPCSHM1" little-endian
 LAYOUT_VERSION = 1
@@ -93,6 +95,7 @@ H_MODE = 160  # u32 permission bits for segments/queues
 H_GID = 164  # i32 group owning them, -1 = unchanged
 H_TABLE_GEN = 168  # u64 bumped whenever a process or socket registers (supervisor rescans)
 H_CONN_LANE_BYTES = 176  # u32 bytes per lane of SEQPACKET/STREAM inboxes (0: H_LANE_BYTES)
+H_TAG = 184  # u64 random incarnation tag: inboxes of another node of the same name differ
 H_COUNTERS = 512  # NODE_COUNTERS x u64
 NODE_COUNTERS = (
     "sockets_opened",
@@ -214,9 +217,18 @@ class SockEntry:
 class NodeSegment:
     """A mapping of a node's control segment (see the module docstring for the layout)."""
 
-    def __init__(self, node: str, shm: posix_ipc.SharedMemory, created: bool) -> None:
+    #: whose objects this process trusts on this node (see tipcshm.shm.trust)
+    trust: Trust
+
+    def __init__(
+        self, node: str, shm: posix_ipc.SharedMemory, created: bool, trust: Trust | None = None
+    ) -> None:
         self.node = node
         self._fd = shm.fd
+        st = os.fstat(shm.fd)
+        self._ino = (st.st_dev, st.st_ino)
+        self.trust = trust if trust is not None else node_trust(st, self.path)
+        self._tag = 0
         self._map = mmap.mmap(shm.fd, SEGMENT_BYTES)
         self.mv = memoryview(self._map)
         self.created = created
@@ -226,22 +238,54 @@ class NodeSegment:
         self.u64 = self.mv.cast("Q")
 
     # -- lifecycle ---------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return f"/dev/shm{segment_name(self.node)}"
+
     @classmethod
-    def create(cls, node: str, *, mode: int = 0o600) -> NodeSegment:
-        """Create the segment of a new node (supervisor). FileExistsError if present."""
+    def create(cls, node: str, *, mode: int = 0o600, gid: int = -1) -> NodeSegment:
+        """Create the segment of a new node (supervisor). FileExistsError if present.
+
+        Its memory is allocated here, so a full /dev/shm is SharedMemoryFull now rather
+        than SIGBUS in whoever first touches a page later.
+        """
         check_node_name(node)
-        shm = posix_ipc.SharedMemory(
-            segment_name(node), posix_ipc.O_CREX, mode=mode, size=SEGMENT_BYTES
-        )
-        os.fchmod(shm.fd, mode)  # the umask must not change what was asked for
-        seg = cls(node, shm, True)
-        seg.u64[H_MAGIC // 8] = 0  # readers treat the segment as absent until the magic is set
-        seg.u32[H_VERSION // 4] = LAYOUT_VERSION
-        seg.u32[H_STATE // 4] = NodeState.STARTING
-        seg.u32[H_MODE // 4] = mode
-        encoded = node.encode()
-        seg.mv[H_NAME : H_NAME + len(encoded)] = encoded
+        shm = posix_ipc.SharedMemory(segment_name(node), posix_ipc.O_CREX, mode=mode)
+        try:
+            os.fchmod(shm.fd, mode)  # the umask must not change what was asked for
+            if gid >= 0:
+                os.fchown(shm.fd, -1, gid)
+            try:
+                os.posix_fallocate(shm.fd, 0, SEGMENT_BYTES)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
+                    raise SharedMemoryFull(f"node {node!r}'s segment", SEGMENT_BYTES) from None
+                raise
+            seg = cls(node, shm, True, Trust(frozenset({os.geteuid()})))
+        except BaseException:
+            os.close(shm.fd)
+            posix_ipc.unlink_shared_memory(segment_name(node))
+            raise
+        seg._tag = int.from_bytes(os.urandom(8), "little") | 1
+        seg.restore_fixed(NodeState.STARTING, magic=False)
         return seg
+
+    def restore_fixed(self, state: int, *, magic: bool = True) -> None:
+        """Write the fields fixed for the node's life (creator only; see the supervisor)."""
+        if not magic:
+            self.u64[H_MAGIC // 8] = 0  # readers treat the segment as absent until it is set
+        self.u32[H_VERSION // 4] = LAYOUT_VERSION
+        self.u32[H_STATE // 4] = state
+        encoded = self.node.encode()
+        self.mv[H_NAME : H_NAME + 64] = encoded.ljust(64, b"\0")
+        self.u64[H_TAG // 8] = self._tag
+        if magic:
+            self.u64[H_MAGIC // 8] = MAGIC
+
+    @property
+    def tag(self) -> int:
+        """The node's incarnation tag, stamped into every inbox it has."""
+        return self.u64[H_TAG // 8]
 
     def publish_magic(self) -> None:
         self.u64[H_MAGIC // 8] = MAGIC
@@ -259,7 +303,7 @@ class NodeSegment:
         try:
             if os.fstat(shm.fd).st_size < SEGMENT_BYTES:
                 raise NodeNotRunning(node, "its segment is truncated or still being created")
-            seg = cls(node, shm, False)
+            seg = cls(node, shm, False)  # UntrustedObject unless its owner is trusted
         finally:
             os.close(shm.fd)
         if seg.u64[H_MAGIC // 8] != MAGIC:
@@ -291,9 +335,21 @@ class NodeSegment:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive lock for the rare table changes; released if the holder dies."""
-        fd = os.open(f"/dev/shm{segment_name(self.node)}", os.O_RDONLY)
+        """Exclusive lock for the rare table changes; released if the holder dies.
+
+        Taken on a fresh descriptor (a forked child must not share it) of the very file we
+        mapped: a name that now leads elsewhere (a symlink, a new node) is refused.
+        """
         try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NodeNotRunning(self.node, "its segment was removed") from None
+        except OSError as exc:
+            raise NodeNotRunning(self.node, f"its segment cannot be opened: {exc}") from None
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self._ino:
+                raise NodeNotRunning(self.node, "it was restarted (its segment was replaced)")
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
@@ -331,6 +387,8 @@ class NodeSegment:
     def set_supervisor(self, pid: int, start: int) -> None:
         self.u32[H_SUP_PID // 4] = pid
         self.u64[H_SUP_START // 8] = start
+
+    def set_started(self) -> None:
         self.u64[H_STARTED_NS // 8] = time.time_ns()
 
     @property
@@ -387,7 +445,8 @@ class NodeSegment:
         """(mode, gid) every object of the node is created with; gid -1 = unchanged."""
         return self.u32[H_MODE // 4], self.i32[H_GID // 4]
 
-    def set_group(self, gid: int) -> None:
+    def set_permissions(self, mode: int, gid: int) -> None:
+        self.u32[H_MODE // 4] = mode
         self.i32[H_GID // 4] = gid
 
     def bump(self, counter: str, n: int = 1) -> None:
