@@ -350,6 +350,9 @@ class Supervisor:
         if self.lock_fd < 0:
             return  # create() never got the node: whatever is there belongs to another start
         seg = self.seg
+        if seg is None:  # create() failed before making anything: remove nothing else
+            self._release_lock()
+            return
         self.state = NodeState.STOPPING
         if seg is not None:
             seg.state = self.state
@@ -381,12 +384,16 @@ class Supervisor:
         for name in _shm_names(self.node):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/dev/shm{name}")
+        self._release_lock()
+        log.info("node %s stopped", self.node)
+
+    def _release_lock(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(rundir.record_path(self.node))
+        with contextlib.suppress(OSError):
             os.unlink(rundir.lock_path(self.node))  # while still held: see rundir.try_lock
         os.close(self.lock_fd)
         self.lock_fd = -1
-        log.info("node %s stopped", self.node)
 
 
 def serve(config: NodeConfig, ready: Callable[[int], None] | None = None) -> int:
