@@ -55,7 +55,7 @@ class NodeClient:
             state = self.seg.state
             if state != NodeState.READY and not (starting_ok and state == NodeState.STARTING):
                 raise NodeNotRunning(node, NodeState.NAMES.get(state, f"state {state}"))
-            self._sup_fd = _pin(*self.seg.supervisor)
+            self._sup_fd = proc.pidfd_of(*self.seg.supervisor)
             if self._sup_fd < 0:
                 raise NodeNotRunning(node, "its supervisor died; `tipcshm start` cleans up")
             self.addr = self.seg.addr
@@ -235,24 +235,6 @@ class NodeClient:
         except (OSError, ValueError):
             pass
         self.seg.close()
-
-
-def _pin(pid: int, start: int) -> int:
-    """A pidfd of the process ``(pid, start)``, or -1 if it is not alive.
-
-    The identity is checked after the pidfd is open, so the descriptor cannot refer to a
-    process that reused the pid. Only ever waited on, never signalled.
-    """
-    if not 0 < pid < 1 << 22:
-        return -1
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return -1
-    if not proc.alive(pid, start):
-        os.close(fd)
-        return -1
-    return fd
 
 
 _clients: dict[str, NodeClient] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["alive", "start_time", "self_token", "stat_state", "die_with_parent"]
+__all__ = ["alive", "start_time", "self_token", "stat_state", "pidfd_of", "die_with_parent"]
 
 
 def _read_stat(pid: int) -> tuple[str, int] | None:
@@ -86,6 +86,28 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+PID_MAX = 1 << 22  # the kernel's ceiling for pid_max on 64-bit
+
+
+def pidfd_of(pid: int, start: int) -> int:
+    """A pidfd of the process ``(pid, start)``, or -1 if no such process is alive.
+
+    The identity is checked after the pidfd is open, so the descriptor cannot refer to a
+    process that reused the pid. Any value is accepted (it may come from shared memory):
+    out-of-range pids are simply not alive. Callers only wait on it, never signal.
+    """
+    if not 0 < pid < PID_MAX:
+        return -1
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return -1
+    if not alive(pid, start):
+        os.close(fd)
+        return -1
+    return fd
 
 
 def die_with_parent(parent_pid: int) -> None:

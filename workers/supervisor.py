@@ -50,6 +50,7 @@ SCAN_INTERVAL = 0.02  # new processes are noticed within this; deaths at once (p
 HEARTBEAT_INTERVAL = 0.1
 WORKER_READY_TIMEOUT = 15.0
 RESTART_BACKOFF = 0.2
+ERROR_LOG_INTERVAL = 1.0  # at most one traceback per second in the log
 # Connection sockets carry bulk streams: a ring this deep lets the sender run ahead of the
 # reader (measured, tools/bench/conn_bench.py: 256 KiB lanes gave 0.7x the bandwidth of
 # 1-4 MiB ones). Pages are touched only as a stream cycles through them.
@@ -205,6 +206,8 @@ class Supervisor:
         seg.set_supervisor(self.pid, self.start)
         seg.set_permissions(cfg.mode, cfg.gid)
         seg.restore_fixed(self.state)
+        if self.worker_inbox is not None and self.state != NodeState.STOPPING:
+            self.worker_inbox.restore_header()
 
     # -- watching processes ---------------------------------------------------------
     def _tokens(self) -> set[tuple[int, int]]:
@@ -223,14 +226,8 @@ class Supervisor:
             return  # nobody registered since the last scan
         self.scanned_generation = generation
         for token in self._tokens() - self.watched.keys():
-            pid, start = token
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                self.reap(token)
-                continue
-            if not proc.alive(pid, start):  # pid reused by another process
-                os.close(fd)
+            fd = proc.pidfd_of(*token)  # any pair: the tables are anyone's to scribble on
+            if fd < 0:
                 self.reap(token)
                 continue
             self.watched[token] = fd
@@ -335,11 +332,21 @@ class Supervisor:
         if ready is not None:
             ready(self.seg.addr)
         last_beat = 0.0
+        last_error = -ERROR_LOG_INTERVAL
         while not self.stopping:
-            for key, _ in self.selector.select(SCAN_INTERVAL):
-                self.reap(key.data)
-            self.scan()
-            self.check_worker()
+            try:
+                for key, _ in self.selector.select(SCAN_INTERVAL):
+                    self.reap(key.data)
+                self.scan()
+                self.check_worker()
+            except Exception:
+                # Whatever the tables held, the node must outlive it: its owner's tools and
+                # every other application depend on this process. Logged, rate-limited.
+                now = time.monotonic()
+                if now - last_error >= ERROR_LOG_INTERVAL:
+                    log.exception("error while serving the node (going on)")
+                    last_error = now
+                self.scanned_generation = -1  # rescan: the failed pass may have been partial
             now = time.monotonic()
             if now - last_beat >= HEARTBEAT_INTERVAL:
                 self.repair_header()

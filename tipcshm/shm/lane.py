@@ -1010,6 +1010,24 @@ class Inbox:
         """True once the consumer ran :meth:`mark_closed`."""
         return bool(self._hq[_CLOSED])
 
+    def restore_header(self) -> None:
+        """Rewrite the header fields fixed at creation from this mapping's own copy.
+
+        For the creator of a long-lived inbox (a worker's): any process that may send to it
+        can also scribble on its header, and producers refuse to attach to an inconsistent
+        one; the consumer's copy is what the header must say.
+        """
+        hq = self._hq
+        slots_off, data_off, _size = _layout(self.lanes, self.lane_bytes)
+        hq[_VERSION] = LAYOUT_VERSION
+        hq[_LANES] = self.lanes
+        hq[_LANE_BYTES] = self.lane_bytes
+        hq[_OWNER_PID], hq[_OWNER_START] = self._owner
+        hq[_SLOTS_OFF] = slots_off
+        hq[_DATA_OFF] = data_off
+        hq[_CLOSED] = 0
+        hq[_MAGIC] = MAGIC
+
     def ring(self) -> None:
         """Ring the doorbell unconditionally: for work posted outside the lanes (control
         requests in the socket table), whose poster cannot see ``armed``'s fence."""

@@ -597,7 +597,7 @@ class NodeSegment:
             s1 = self.u64[seq_i]
             if s1 & 1:
                 continue
-            active = self.u32[(REPLICA + R_ACTIVE) // 4]
+            active = self.u32[(REPLICA + R_ACTIVE) // 4] & 1  # any process may scribble
             length = self.u32[(REPLICA + (R_LEN1 if active else R_LEN0)) // 4]
             start = REPLICA_BUF0 + active * REPLICA_BUF
             image = bytes(self.mv[start : start + min(length, REPLICA_BUF)])
@@ -613,7 +613,7 @@ class NodeSegment:
         seq = self.u64[seq_i]
         if seq & 1:  # a previous writer died between its two bumps
             seq += 1
-        target = 1 - self.u32[(REPLICA + R_ACTIVE) // 4]
+        target = 1 - (self.u32[(REPLICA + R_ACTIVE) // 4] & 1)
         start = REPLICA_BUF0 + target * REPLICA_BUF
         self.mv[start : start + len(image)] = image
         self.u64[seq_i] = seq + 1
