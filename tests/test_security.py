@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import pwd
 import secrets
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import shm_leftovers
@@ -297,3 +298,93 @@ def test_runtime_dir_of_another_owner_is_refused(
         rundir.runtime_dir()
     with contextlib.suppress(OSError):
         os.rmdir(path)
+
+
+def as_user(pw: pwd.struct_passwd, fn: Callable[[], object], timeout: float = 30) -> object:
+    """Run ``fn`` in a forked child that became ``pw`` (a member of its own group only).
+
+    The interpreter lives under /root, which the user may not read: modules the child
+    imports lazily are imported here first.
+    """
+    import secrets  # noqa: F401
+    import selectors  # noqa: F401
+
+    import numpy.typing  # noqa: F401
+
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+
+    def target() -> None:
+        os.setgroups([pw.pw_gid])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+        try:
+            writer.send(("ok", fn()))
+        except BaseException as exc:  # noqa: BLE001 - carried to the test process
+            writer.send(("error", f"{type(exc).__name__}: {exc}"))
+
+    child = ctx.Process(target=target)
+    child.start()
+    try:
+        assert reader.poll(timeout), "the member process did not answer"
+        status, value = reader.recv()
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert status == "ok", value
+    return value
+
+
+def test_a_group_member_uses_the_node_but_cannot_turn_the_owners_tools(
+    node_name: str,
+    stranger: pwd.struct_passwd,
+    victim: subprocess.Popen[bytes],
+    tmp_path: object,
+) -> None:
+    precious = os.path.join(str(tmp_path), "precious")
+    with open(precious, "w") as f:
+        f.write("keep me")
+    start_node(node_name, "--group", str(stranger.pw_gid))
+    try:
+        server = tipcshm.socket(node=node_name)
+        server.bind((tipcshm.TIPC_ADDR_NAME, 6000, 1, 0))
+        server.settimeout(20)
+
+        def member() -> object:
+            s = tipcshm.socket(node=node_name)
+            s.bind((tipcshm.TIPC_ADDR_NAME, 6001, 1, 0))
+            with tipcshm.subscribe((tipcshm.TIPC_ADDR_NAME, 6000, 1, 0), node=node_name) as sub:
+                event = sub.get(10)
+                assert event is not None and event.kind == "published", event
+            s.sendto(b"from the member", (tipcshm.TIPC_ADDR_NAME, 6000, 1, 0))
+            s.settimeout(10)
+            reply = s.recv(100)
+            # Now turn hostile: name an innocent process in the node's tables, and put a
+            # symlink to a file of the owner's where the owner's tools remove inboxes.
+            seg = NodeSegment.attach(node_name)
+            start = proc.start_time(victim.pid)
+            assert start is not None
+            seg.register_process(victim.pid, start, 1)
+            seg.alloc_socket(0x0BADC0DE, victim.pid, start, tipcshm.SOCK_RDM)
+            seg.close()
+            os.symlink(precious, f"/dev/shm/tipcshm.{node_name}.in.0badc0de")
+            os.symlink(precious, f"/dev/shm/tipcshm.{node_name}.in.0badc0de.bell")
+            return reply
+
+        box: list[object] = []
+        runner = threading.Thread(target=lambda: box.append(as_user(stranger, member)))
+        runner.start()
+        data, sender = server.recvfrom(100)
+        assert data == b"from the member"
+        server.sendto(b"hello member", (tipcshm.TIPC_ADDR_NAME, 6001, 1, 0))
+        runner.join(60)
+        assert box == [b"hello member"]
+        server.close()
+    finally:
+        stop_node(node_name)
+    assert victim.poll() is None, "the owner's tools signalled a pid a member wrote"
+    with open(precious) as f:
+        assert f.read() == "keep me"
+    assert shm_leftovers(node_name) == []

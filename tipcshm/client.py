@@ -63,7 +63,7 @@ class NodeClient:
             self.proc_index = self.seg.register_process(self.pid, self.start, role)
             self.lanes, self.lane_bytes = self.seg.lane_geometry
             self.conn_lane_bytes = self.seg.conn_lane_bytes
-            self.mode, _gid = self.seg.permissions
+            self.mode, self.gid = self.seg.object_mode, self.seg.object_gid
         except BaseException:
             if getattr(self, "_sup_fd", -1) >= 0:
                 os.close(self._sup_fd)

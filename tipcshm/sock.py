@@ -222,6 +222,7 @@ class Socket:
                     if self._connection_type
                     else client.lane_bytes,
                     mode=client.mode,
+                    gid=client.gid,
                     owner=(client.pid, client.start),
                 )
             except FileExistsError:

@@ -163,6 +163,7 @@ class Supervisor:
             lanes=cfg.lanes,
             lane_bytes=cfg.lane_bytes,
             mode=cfg.mode,
+            gid=cfg.gid,
             owner=(self.pid, self.start),
         )
         seg.beat()

@@ -384,7 +384,7 @@ class _Doorbell:
         return f"/dev/shm{_bell_name(name)}"
 
     @classmethod
-    def create(cls, name: str, mode: int) -> _Doorbell:
+    def create(cls, name: str, mode: int, gid: int = -1) -> _Doorbell:
         path = cls.path(name)
         try:
             os.mkfifo(path, mode)
@@ -392,6 +392,8 @@ class _Doorbell:
             raise FileExistsError(errno.EEXIST, "doorbell exists", _bell_name(name)) from None
         bell = cls(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
         os.fchmod(bell.fd, mode)  # the umask must not change what was asked for
+        if gid >= 0:
+            os.fchown(bell.fd, -1, gid)
         return bell
 
     @classmethod
@@ -846,6 +848,7 @@ class Inbox:
         lane_bytes: int = 256 * 1024,
         mode: int = 0o600,
         owner: tuple[int, int] | None = None,
+        gid: int = -1,
     ) -> Inbox:
         """Create the inbox ``name`` (consumer side). FileExistsError if the name is taken.
 
@@ -878,7 +881,9 @@ class Inbox:
         bell: _Doorbell | None = None
         try:
             os.fchmod(shm.fd, mode)
-            bell = _Doorbell.create(name, mode)
+            if gid >= 0:  # a node opened to a group: its members send here too
+                os.fchown(shm.fd, -1, gid)
+            bell = _Doorbell.create(name, mode, gid)
             st = os.fstat(shm.fd)
             mm = mmap.mmap(shm.fd, size)
             hq = memoryview(mm)[:HEADER_BYTES].cast("Q")

@@ -228,6 +228,10 @@ class NodeSegment:
         st = os.fstat(shm.fd)
         self._ino = (st.st_dev, st.st_ino)
         self.trust = trust if trust is not None else node_trust(st, self.path)
+        #: mode and group for the objects this process creates on the node: the segment's
+        #: own (read from the file, not from the header anyone may write)
+        self.object_mode = st.st_mode & 0o660
+        self.object_gid = st.st_gid if self.object_mode & 0o060 else -1
         self._tag = 0
         self._map = mmap.mmap(shm.fd, SEGMENT_BYTES)
         self.mv = memoryview(self._map)
@@ -455,13 +459,6 @@ class NodeSegment:
     def counters(self) -> dict[str, int]:
         base = H_COUNTERS // 8
         return {name: self.u64[base + i] for i, name in enumerate(NODE_COUNTERS)}
-
-    def apply_permissions(self, path_or_fd: int) -> None:
-        """Give an object the node's mode and group (for `tipcshm start --group`)."""
-        mode, gid = self.permissions
-        os.fchmod(path_or_fd, mode)
-        if gid >= 0:
-            os.fchown(path_or_fd, -1, gid)
 
     # -- process table -----------------------------------------------------------
     def _proc_off(self, index: int) -> int:
