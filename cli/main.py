@@ -15,7 +15,7 @@ from tipcshm.cli.options import node_from_option, node_option
 from tipcshm.errors import NodeAlreadyRunning, NodeNotRunning, TipcError
 from tipcshm.rundir import log_path
 from tipcshm.shm.lane import MAX_LANE_BYTES, MAX_LANES
-from tipcshm.shm.layout import check_node_name
+from tipcshm.shm.layout import NODE_MIN_LANE_BYTES, check_node_name
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -100,10 +100,10 @@ def start(
     if not 1 <= lanes <= MAX_LANES:
         raise click.BadParameter(f"must be in 1..{MAX_LANES}", param_hint="--lanes")
     for hint, kib in (("--lane-kib", lane_kib), ("--conn-lane-kib", conn_lane_kib)):
-        if kib < 256 or kib & (kib - 1) or kib > MAX_LANE_BYTES >> 10:
+        low, high = NODE_MIN_LANE_BYTES >> 10, MAX_LANE_BYTES >> 10
+        if kib < low or kib & (kib - 1) or kib > high:
             raise click.BadParameter(
-                f"{kib} is not a power of two in 256..{MAX_LANE_BYTES >> 10} "
-                "(a lane holds two maximum messages)",
+                f"{kib} is not a power of two in {low}..{high} (a lane holds two maximum messages)",
                 param_hint=hint,
             )
     config = NodeConfig(node, ident, lanes, lane_kib * 1024, mode, gid, conn_lane_kib * 1024)

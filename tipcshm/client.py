@@ -24,8 +24,9 @@ from tipcshm import proc
 from tipcshm.core.nametable import NameTable, ReplicaFormatError
 from tipcshm.errors import NodeFailure, NodeNotRunning
 from tipcshm.shm import control
-from tipcshm.shm.lane import Inbox, Producer
+from tipcshm.shm.lane import MAX_LANE_BYTES, MAX_LANES, Inbox, Producer
 from tipcshm.shm.layout import (
+    NODE_MIN_LANE_BYTES,
     R_SEQ,
     REPLICA,
     S_CTL_ACK,
@@ -59,10 +60,15 @@ class NodeClient:
             if self._sup_fd < 0:
                 raise NodeNotRunning(node, "its supervisor died; `tipcshm start` cleans up")
             self.addr = self.seg.addr
-            self.pid, self.start = proc.self_token()
-            self.proc_index = self.seg.register_process(self.pid, self.start, role)
             self.lanes, self.lane_bytes = self.seg.lane_geometry
             self.conn_lane_bytes = self.seg.conn_lane_bytes
+            if not (
+                1 <= self.lanes <= MAX_LANES
+                and all(_lane_size_ok(n) for n in (self.lane_bytes, self.conn_lane_bytes))
+            ):  # scribbled by someone: the supervisor restores it within a heartbeat
+                raise NodeNotRunning(node, "its header is corrupt; retry shortly")
+            self.pid, self.start = proc.self_token()
+            self.proc_index = self.seg.register_process(self.pid, self.start, role)
             self.mode, self.gid = self.seg.object_mode, self.seg.object_gid
         except BaseException:
             if getattr(self, "_sup_fd", -1) >= 0:
@@ -235,6 +241,10 @@ class NodeClient:
         except (OSError, ValueError):
             pass
         self.seg.close()
+
+
+def _lane_size_ok(n: int) -> bool:
+    return NODE_MIN_LANE_BYTES <= n <= MAX_LANE_BYTES and n & (n - 1) == 0
 
 
 _clients: dict[str, NodeClient] = {}

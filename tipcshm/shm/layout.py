@@ -65,6 +65,7 @@ PROC_ENTRY = 32
 MAX_SOCKETS = 4096
 SOCK_ENTRY = 128
 MAX_BINDINGS = 65535
+NODE_MIN_LANE_BYTES = 256 << 10  # a lane holds two of TIPC's largest messages (66,060 B)
 REPLICA_CTL = 64
 REPLICA_BUF = (encoded_size(MAX_BINDINGS) + 4095) & ~4095
 
