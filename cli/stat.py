@@ -59,6 +59,7 @@ from tipcshm.shm.layout import (
     NodeSegment,
     NodeState,
     ProcRole,
+    SockState,
     inbox_name,
 )
 from tipcshm.wire import identity_to_str
@@ -166,6 +167,8 @@ def _sockets(
             by_port.setdefault(b.port, []).append(_binding_dict(b))
     out = []
     for e in seg.sockets():
+        if e.state != SockState.OPEN:
+            continue  # closed; the name-table worker is withdrawing its bindings
         row: dict[str, Any] = {
             "port": f"{e.port:#010x}",
             "pid": e.pid,
