@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scale check of one node (issue 9 targets: 1,000 processes, 10,000 sockets).
 
-* sockets: one process opens N sockets (what RLIMIT_NOFILE allows it, a helper the rest) (default 10,000) and times it; with all of them
+* sockets: one process opens N sockets (default 10,000; as many as RLIMIT_NOFILE allows,
+  a helper process the rest: a socket costs two descriptors) and times it; with all of them
   open, times a bind + unbind of one of them (median of 50); then closes them all and
   times until the name-table worker has freed every entry.
 * processes: P forked processes (default 1,000) each open a socket, bind a distinct
