@@ -16,13 +16,20 @@ import tipcshm
 from tests.conftest import shm_leftovers
 from tipcshm.client import get_client
 from tipcshm.constants import TIPC_CLUSTER_SCOPE, TIPC_NODE_SCOPE
+from tipcshm.core.nametable import NameTable, ReplicaFormatError
 from tipcshm.errors import TipcError
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
     MAX_SOCKETS,
+    R_ACTIVE,
+    R_LEN0,
+    R_LEN1,
+    REPLICA,
+    REPLICA_BUF,
     S_CTL_ACK,
     S_CTL_RESULT,
+    NodeSegment,
     SockState,
     nametable_inbox_name,
 )
@@ -251,3 +258,26 @@ def test_worker_survives_a_garbage_replica(node: str) -> None:
         s.bind((tipcshm.TIPC_ADDR_NAME, SERVICE, 8, 0))
         assert _bound(node, SERVICE, 8)
         assert seg.nametable_worker[2] == restarts + 1
+
+
+def test_replica_control_words_out_of_range_stay_inside_the_segment(node_name: str) -> None:
+    """The replica's active index and lengths are shared memory too: garbage there must
+    neither read nor write outside the two buffers."""
+    seg = NodeSegment.create(node_name)
+    try:
+        seg.u32[(REPLICA + R_ACTIVE) // 4] = 7
+        seg.u32[(REPLICA + R_LEN0) // 4] = 0xFFFFFFFF
+        seg.u32[(REPLICA + R_LEN1) // 4] = 0xFFFFFFFF
+        got = seg.read_replica()
+        assert got is not None and len(got[1]) == REPLICA_BUF
+        with pytest.raises(ReplicaFormatError):
+            NameTable.decode(got[1], 1)
+        tail = bytes(seg.mv[-16:])
+        seg.write_replica(b"abc")
+        assert bytes(seg.mv[-16:]) == tail
+        got = seg.read_replica()
+        assert got is not None and got[1] == b"abc"
+    finally:
+        seg.close()
+        NodeSegment.unlink(node_name)
+    assert shm_leftovers(node_name) == []
