@@ -37,6 +37,7 @@ from tipcshm.shm.layout import (
     MAGIC,
     NodeSegment,
     NodeState,
+    SockState,
     check_node_name,
     inbox_name,
     nametable_inbox_name,
@@ -251,7 +252,7 @@ class Supervisor:
                 inbox = Inbox.attach(name)
                 inbox.mark_closed()
                 inbox.detach()
-            if e.peer_port:
+            if e.peer_port and e.state == SockState.OPEN:  # a CLOSING one told its peer
                 self.abort_peer(e.port, e.peer_node, e.peer_port)
             # CLOSING refuses a bind still in flight; the worker withdraws the bindings
             # and only then frees the entry, so the port is not reused before.
