@@ -29,7 +29,8 @@ Snapshot shape (``schema`` 1)::
      "processes": [{"pid", "role", "alive", "cpu_percent", "rss_bytes"}],
      "sockets": [{"port": "0x...", "pid", "type", "binding_count",
                   "bindings": [{"type", "lower", "upper", "scope", "key"}],
-                  "inbox": {"used", "capacity", "percent", "stats"} | None,
+                  "inbox": {"used", "capacity", "percent", "allocated", "stats"} | None,
+                  "shm_bytes": allocated inbox bytes + socket-table entry | None,
                   "counters": {<SOCK_COUNTERS>: int}}],
      "totals": {"sockets", "bindings", "processes", "tx_msgs", "tx_bytes", "rx_msgs",
                 "rx_bytes", "drops", "returned"}}
@@ -40,6 +41,7 @@ Ages and uptime are ``None`` when the corresponding clock was never written.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,9 +58,11 @@ from tipcshm.errors import NodeFailure, NodeNotRunning
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
     SOCK_COUNTERS,
+    SOCK_ENTRY,
     NodeSegment,
     NodeState,
     ProcRole,
+    SockState,
     inbox_name,
 )
 from tipcshm.wire import identity_to_str
@@ -140,12 +144,15 @@ def _binding_dict(b: Binding) -> dict[str, Any]:
 
 
 def _inbox(node: str, port: int) -> dict[str, Any] | None:
-    """Fill of a socket's inbox; None if it is gone (the socket closed meanwhile)."""
+    """Fill of a socket's inbox and the shared memory it holds (allocated blocks, not its
+    sparse size); None if it is gone (the socket closed meanwhile)."""
+    name = inbox_name(node, port)
     try:
-        inbox = Inbox.attach(inbox_name(node, port))
+        inbox = Inbox.attach(name)
     except (OSError, ValueError):
         return None
     try:
+        allocated = os.stat(f"/dev/shm{name}").st_blocks * 512
         used, capacity = inbox.fill()
         stats = {k: v for k, v in inbox.stats().items() if isinstance(v, int | float)}
     except (OSError, ValueError):
@@ -153,7 +160,13 @@ def _inbox(node: str, port: int) -> dict[str, Any] | None:
     finally:
         inbox.detach()
     percent = round(100.0 * used / capacity, 1) if capacity else 0.0
-    return {"used": used, "capacity": capacity, "percent": percent, "stats": stats}
+    return {
+        "used": used,
+        "capacity": capacity,
+        "percent": percent,
+        "allocated": allocated,
+        "stats": stats,
+    }
 
 
 def _sockets(
@@ -166,6 +179,8 @@ def _sockets(
             by_port.setdefault(b.port, []).append(_binding_dict(b))
     out = []
     for e in seg.sockets():
+        if e.state != SockState.OPEN:
+            continue  # closed; the name-table worker is withdrawing its bindings
         row: dict[str, Any] = {
             "port": f"{e.port:#010x}",
             "pid": e.pid,
@@ -174,7 +189,10 @@ def _sockets(
             "bindings": by_port.get(e.port, []),
         }
         if with_inbox:
-            row["inbox"] = _inbox(seg.node, e.port)
+            inbox = _inbox(seg.node, e.port)
+            row["inbox"] = inbox
+            # What an idle socket costs the machine: its inbox's pages plus its table entry.
+            row["shm_bytes"] = None if inbox is None else inbox["allocated"] + SOCK_ENTRY
         row["counters"] = dict(e.counters)
         out.append(row)
     out.sort(key=lambda r: int(r["port"], 16))
@@ -473,6 +491,7 @@ def render_table(snap: dict[str, Any]) -> str:
                 str(s["binding_count"]),
                 "-" if inbox is None else f"{_human_bytes(inbox['used'])}",
                 "-" if inbox is None else f"{inbox['percent']:.1f}%",
+                "-" if s.get("shm_bytes") is None else _human_bytes(s["shm_bytes"]),
                 str(c.get("tx_msgs", 0)),
                 _human_bytes(c.get("tx_bytes", 0)),
                 str(c.get("rx_msgs", 0)),
@@ -484,10 +503,10 @@ def render_table(snap: dict[str, Any]) -> str:
         )
     if rows:
         headers = [
-            "PORT", "PID", "TYPE", "BINDS", "INBOX", "FILL", "TX MSGS", "TX BYTES",
+            "PORT", "PID", "TYPE", "BINDS", "INBOX", "FILL", "SHM", "TX MSGS", "TX BYTES",
             "RX MSGS", "RX BYTES", "DROPS", "RETURNED", "BOUND TO",
         ]  # fmt: skip
-        lines += _grid(headers, rows, right=(1, 3, 4, 5, 6, 7, 8, 9, 10, 11))
+        lines += _grid(headers, rows, right=(1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12))
     else:
         lines.append("  (none)")
 
@@ -612,6 +631,11 @@ def render_prometheus(snap: dict[str, Any]) -> str:
     binds = family("socket_bindings", "gauge", "Bindings held by the socket.")
     used = family("socket_inbox_used_bytes", "gauge", "Bytes queued in the socket's inbox.")
     cap = family("socket_inbox_capacity_bytes", "gauge", "Capacity of the socket's inbox.")
+    shm = family(
+        "socket_shm_bytes",
+        "gauge",
+        "Shared memory the socket holds: its inbox's allocated pages and its table entry.",
+    )
     per_counter = {
         key: family(metric, "counter", help)
         for key, (metric, help) in _SOCK_COUNTER_METRICS.items()
@@ -624,6 +648,8 @@ def render_prometheus(snap: dict[str, Any]) -> str:
         if inbox is not None:
             used.add(labels, inbox["used"])
             cap.add(labels, inbox["capacity"])
+        if s.get("shm_bytes") is not None:
+            shm.add(labels, s["shm_bytes"])
         for key, value in s["counters"].items():
             f = per_counter.get(key)
             if f is None:

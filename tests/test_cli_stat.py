@@ -741,6 +741,28 @@ def test_live_stat_json(live: tuple[str, tipcshm.Socket]) -> None:
     assert snap["totals"]["bindings"] >= 1
 
 
+def test_live_stat_shows_shared_memory_per_socket(live: tuple[str, tipcshm.Socket]) -> None:
+    """An idle socket holds its inbox's allocated pages (not its sparse size) and its entry."""
+    from tipcshm.shm.layout import SOCK_ENTRY, inbox_name
+
+    name, sock = live
+    _, port = _addr_port(sock)
+    snap = snapshot(name)
+    mine = next(s for s in snap["sockets"] if s["port"] == f"{port:#010x}")
+    blocks = os.stat(f"/dev/shm{inbox_name(name, port)}").st_blocks * 512
+    assert mine["inbox"]["allocated"] == blocks
+    assert mine["shm_bytes"] == blocks + SOCK_ENTRY
+    assert 0 < mine["shm_bytes"] < mine["inbox"]["capacity"]  # sparse: far below the rings
+    header, rows = _rows_after(render_table(snap).splitlines(), "PORT")
+    assert "SHM" in header.split()
+    row = next(r for r in rows if r.split()[0] == f"{port:#010x}")
+    start = header.index("SHM")
+    assert stat_mod._human_bytes(mine["shm_bytes"]) in row[start - 8 : start + 4]
+    res = CliRunner().invoke(main, ["stat", "--name", name, "--prometheus"])
+    assert res.exit_code == 0, res.output
+    assert f'tipcshm_socket_shm_bytes{{node="{name}",port="{port:#010x}"}} ' in res.output
+
+
 def test_live_stat_counts_traffic(live: tuple[str, tipcshm.Socket]) -> None:
     name, sock = live
     _, port = _addr_port(sock)

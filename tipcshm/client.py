@@ -3,7 +3,7 @@
 One :class:`NodeClient` exists per (process, node). Sockets share it: it maps the node
 segment, keeps the decoded name-table replica (refreshed only when the replica's sequence
 word moves: one shared-memory read per send), caches this process's lanes into destination
-inboxes, and sends control requests (bind, unbind, release) to the name-table worker.
+inboxes, and posts control requests (bind, unbind) to the name-table worker.
 
 After ``fork()`` the child must not reuse the parent's attachment (its lanes are the
 parent's SPSC lanes and its process-table entry is the parent's), so the cache is dropped in
@@ -30,7 +30,6 @@ from tipcshm.shm.layout import (
     R_SEQ,
     REPLICA,
     S_CTL_ACK,
-    S_CTL_REQ,
     S_CTL_RESULT,
     NodeSegment,
     NodeState,
@@ -81,7 +80,6 @@ class NodeClient:
         self._table_seq = -1
         self._dest: dict[int, Producer] = {}
         self._dest_inbox: dict[int, Inbox] = {}
-        self._worker: Producer | None = None
         self._worker_inbox: Inbox | None = None
         self._lock = threading.Lock()
         #: this process's own inboxes on the node (its sockets'), closed if the node dies
@@ -113,7 +111,9 @@ class NodeClient:
         for inbox in inboxes:
             with contextlib.suppress(OSError, ValueError):
                 inbox.mark_closed()
-        log.warning("node %s: its supervisor died; sockets on it are closed", self.node)
+        with contextlib.suppress(ValueError):  # mapping closed meanwhile: a stop, not a crash
+            if self.seg.state != NodeState.STOPPING:
+                log.warning("node %s: its supervisor died; sockets on it are closed", self.node)
 
     # -- name table ----------------------------------------------------------------
     def table(self) -> NameTable:
@@ -171,47 +171,48 @@ class NodeClient:
             inbox.detach()
 
     # -- control path ----------------------------------------------------------------
-    def _worker_producer(self) -> Producer:
-        if self._worker is None:
+    def _worker_bell(self) -> Inbox:
+        """The name-table worker's inbox, attached only to ring its doorbell: control
+        requests travel in the socket table, so this process takes none of its lanes."""
+        inbox = self._worker_inbox
+        if inbox is None:
             with self._lock:
-                if self._worker is None:
+                if self._worker_inbox is None:
                     try:
-                        inbox = Inbox.attach(nametable_inbox_name(self.node))
+                        self._worker_inbox = Inbox.attach(nametable_inbox_name(self.node))
                     except FileNotFoundError:
                         raise NodeNotRunning(self.node, "its name-table inbox is gone") from None
-                    self._worker_inbox = inbox
-                    self._worker = inbox.producer()
-        return self._worker
+                inbox = self._worker_inbox
+        return inbox
+
+    def wake_worker(self) -> None:
+        """Ring the name-table worker after posting in, or closing, a socket-table entry."""
+        self._worker_bell().ring()
 
     def control(self, req: control.Request) -> int:
-        """Send a request to the name-table worker and wait for its errno (0 = done)."""
-        p = self._worker_producer()
-        ack_i = (self.seg.sock_off(req.slot) + S_CTL_ACK) // 4 if req.slot != control.NO_ACK else -1
-        if ack_i >= 0:
-            self.seg.u32[(self.seg.sock_off(req.slot) + S_CTL_REQ) // 4] = req.seq
+        """Post ``req`` in its socket's mailbox and wait for the worker's errno (0 = done).
+
+        The caller serialises the requests of one socket (one in flight per entry).
+        """
+        seg = self.seg
+        control.post(seg, req)  # REQ stored before the ring (see tipcshm.shm.control)
+        self.wake_worker()
+        base = seg.sock_off(req.slot)
+        ack_i = (base + S_CTL_ACK) // 4
+        u32 = seg.u32
         deadline = time.monotonic() + CONTROL_TIMEOUT
-        with p.lock:
-            while True:
-                off = p.reserve(control.FRAME_SIZE)
-                if off is not None:
-                    break
-                if not p.wait_space(control.FRAME_SIZE, max(0.0, deadline - time.monotonic())):
-                    raise NodeFailure(self.node, "the name-table worker's inbox stayed full")
-            control.pack_request(p.buf, off, req, self.addr)
-            p.commit(control.FRAME_SIZE)
-        if ack_i < 0:
-            return 0
-        u32 = self.seg.u32
         pause = 0.00002
         while u32[ack_i] != req.seq:
             if time.monotonic() > deadline:
                 self.check_alive()
                 raise NodeFailure(
-                    self.node, f"no answer from the name-table worker to {control.OP_NAMES[req.op]}"
+                    self.node,
+                    f"no answer from the name-table worker to {control.OP_NAMES[req.op]} "
+                    f"of socket {req.port:#010x}",
                 )
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
-        return self.seg.i32[(self.seg.sock_off(req.slot) + S_CTL_RESULT) // 4]
+        return seg.i32[(base + S_CTL_RESULT) // 4]
 
     def check_alive(self) -> None:
         """Raise NodeNotRunning if the node stopped or its supervisor died."""
@@ -234,7 +235,6 @@ class NodeClient:
             self._dest_inbox.clear()
             if self._worker_inbox is not None:
                 self._worker_inbox.detach()
-            self._worker = None
             self._worker_inbox = None
         try:
             self.seg.free_process(self.proc_index)

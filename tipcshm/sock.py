@@ -19,6 +19,8 @@ tipcshm blocks the sender instead (RDM loses nothing); DGRAM drops and counts.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket as _stdlib_socket
 import struct
 import threading
@@ -71,6 +73,7 @@ from tipcshm.errors import (
     AddressFamilyNotSupported,
     HostUnreachable,
     InvalidArgument,
+    LimitReached,
     MessageTooLong,
     NodeNotRunning,
     NotSupportedYet,
@@ -83,6 +86,7 @@ from tipcshm.errors import (
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox, InboxClosed, Producer
 from tipcshm.shm.layout import (
+    MAX_BINDINGS,
     S_DROPS,
     S_RETURNED,
     S_RX_BYTES,
@@ -246,18 +250,19 @@ class Socket:
 
     @staticmethod
     def _release(client: NodeClient, port: int, slot: int, inbox: Inbox, withdraw: bool) -> None:
-        """Give back everything the socket holds (also run by the GC finaliser)."""
+        """Give back everything the socket holds (also run by the GC finaliser).
+
+        No request and no wait: the entry turns CLOSING and the name-table worker, rung,
+        withdraws the bindings and then frees the entry (tipcshm.shm.layout).
+        """
         try:
             inbox.mark_closed()
             _return_unread(client, inbox)
-            if withdraw:
-                try:
-                    client.control(
-                        control.Request(control.OP_RELEASE_PORT, port, 0, control.NO_ACK)
-                    )
-                except (OSError, ValueError):
-                    pass  # node gone: nothing left to withdraw from
-            client.seg.free_socket(slot, port)
+            if not withdraw:
+                client.seg.free_socket(slot, port)
+            elif client.seg.close_socket(slot, port):
+                with contextlib.suppress(OSError, ValueError):
+                    client.wake_worker()  # node gone: nothing left to withdraw from
         except (OSError, ValueError):
             pass
         finally:
@@ -321,8 +326,14 @@ class Socket:
             if key == self._port:
                 raise TipcError(98, f"socket {self._port:#010x} has used up its binding keys")
             err = self._control(control.OP_BIND, type_, lower, upper, scope, key)
+            if err == errno.ENOSPC:
+                raise LimitReached(
+                    err,
+                    f"bind {address} failed: the node's name table is full "
+                    f"(MAX_BINDINGS = {MAX_BINDINGS} bindings)",
+                )
             if err:
-                raise TipcError(err, f"bind {address} failed")
+                raise TipcError(err, f"bind {address} failed: {os.strerror(err)}")
             self._pub_count += 1
             self._bindings.append((type_, lower, upper, scope, key))
 
@@ -345,7 +356,7 @@ class Socket:
                 if (t, lo, up) == (type_, lower, upper) and (scope is None or sc == scope):
                     err = self._control(control.OP_UNBIND, t, lo, up, sc, key)
                     if err:
-                        raise TipcError(err, f"unbind {address} failed")
+                        raise TipcError(err, f"unbind {address} failed: {os.strerror(err)}")
                     del self._bindings[i]
                     return
         raise InvalidArgument(f"socket {self._port:#010x} has no binding {address}")

@@ -1,12 +1,20 @@
 """The name-table worker: single writer of the node's binding table and its replica.
 
-Loop: wait on the worker inbox, apply every control request found (bind, unbind, release
-port) to the sans-IO :class:`~tipcshm.core.nametable.NameTable`, publish the new replica
-image, then acknowledge each request in its socket's table entry, and only then release the
-request frames. A worker killed at any point therefore loses nothing: the replica it had
-published is intact (double buffering), and requests not yet released are read again by its
-successor; replaying a bind whose first pass completed meets DuplicateBinding and is
-acknowledged as done.
+Loop: wait on the doorbell of the worker inbox; drain it, then scan the socket table (numpy,
+one column compare) for control requests (``S_CTL_REQ != S_CTL_ACK``, see
+:mod:`tipcshm.shm.control`) and for CLOSING entries. Requests are validated (everything in
+shared memory is untrusted: a bad one costs its sender an errno and bumps ``bad_requests``)
+and applied to the sans-IO :class:`~tipcshm.core.nametable.NameTable`; the bindings of CLOSING
+sockets are withdrawn. Then the new replica is published, every request acknowledged, and
+only then are the CLOSING entries freed.
+
+A worker killed at any point loses nothing: the replica it had published is intact (double
+buffering), unacknowledged requests are still posted for its successor (a replayed bind
+meets DuplicateBinding and is acknowledged as done), and CLOSING entries are still CLOSING.
+The one exception is deliberate: before applying a request the worker records it in the
+segment header (``H_CTL_BUSY_*``), and a successor that finds its predecessor died *on* that
+request answers it EPROTO instead of applying it again, so no request can crash-loop the node.
+An exception while applying one request is caught, counted and answered EPROTO too.
 
 Run as ``python -m tipcshm.workers.nametable NODE`` by the supervisor.
 """
@@ -22,9 +30,14 @@ import sys
 import time
 from types import FrameType
 
-from tipcshm import proc, rundir, wire
+from tipcshm import proc, rundir
 from tipcshm.client import attach_worker
-from tipcshm.constants import TIPC_CLUSTER_SCOPE, TIPC_NODE_STATE
+from tipcshm.constants import (
+    TIPC_CLUSTER_SCOPE,
+    TIPC_NODE_SCOPE,
+    TIPC_NODE_STATE,
+    TIPC_RESERVED_TYPES,
+)
 from tipcshm.core.nametable import (
     Binding,
     BindingAdded,
@@ -33,16 +46,22 @@ from tipcshm.core.nametable import (
     NameTable,
     NameTableError,
     NoSuchBinding,
-    ReplicaFormatError,
 )
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
+    H_CTL_BUSY_SEQ,
+    H_CTL_BUSY_SLOT,
+    MAX_BINDINGS,
+    MAX_SOCKETS,
     S_CTL_ACK,
+    S_CTL_REQ,
     S_CTL_RESULT,
     S_NBIND,
     S_PORT,
+    S_STATE,
     NodeSegment,
+    SockState,
     nametable_inbox_name,
 )
 from tipcshm.workers.topology import TopologyServer
@@ -51,6 +70,29 @@ log = logging.getLogger("tipcshm.workers.nametable")
 
 HEARTBEAT_INTERVAL = 0.1
 SUPERVISOR_PID_ENV = "TIPCSHM_SUPERVISOR_PID"  # set by the supervisor for its workers
+LOG_INTERVAL = 5.0  # malformed input is logged at most once per this many seconds
+_SCOPES = (TIPC_CLUSTER_SCOPE, TIPC_NODE_SCOPE)
+
+
+class _RateLimitedLog:
+    """Log a message class at most once per interval, saying how many were suppressed: a
+    flood of bad requests must not fill the disk."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next = 0.0
+        self.suppressed = 0
+
+    def __call__(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            msg += f" ({self.suppressed} more suppressed)"
+            self.suppressed = 0
+        self.next = now + self.interval
+        log.log(level, msg, *args, exc_info=exc_info)
 
 
 class NameTableWorker:
@@ -58,21 +100,31 @@ class NameTableWorker:
         self.seg = seg
         self.inbox = inbox
         self.own = seg.addr
-        self.table = self._load()
         self.stopping = False
         self.events: list[BindingAdded | BindingRemoved] = []  # for the topology service
         self.topology: TopologyServer | None = None
+        self._bad_log = _RateLimitedLog(LOG_INTERVAL)
+        self._error_log = _RateLimitedLog(LOG_INTERVAL)
+        self._touched: set[int] = set()  # ports whose binding count changed
+        self.table = self._load()
+        self._answer_fatal_request()
 
+    # -- start ---------------------------------------------------------------------
     def _load(self) -> NameTable:
-        """The bindings that survived a restart, minus those of sockets that are gone."""
-        got = self.seg.read_replica()
+        """The bindings that survived a restart, minus those of sockets that are not OPEN
+        (gone, or CLOSING: their sweep resumes in the first :meth:`run_once`)."""
         table = NameTable(self.own)
+        got = self.seg.read_replica()
         if got is not None and got[1]:
             try:
                 table = NameTable.decode(got[1], self.own)
-            except ReplicaFormatError as exc:
+            except Exception as exc:  # untrusted image: any failure means "start empty"
                 log.error("replica unreadable, starting empty: %s", exc)
-        live = {e.port for e in self.seg.sockets()}
+                table = NameTable(self.own)
+        seg = self.seg
+        live = {
+            seg.u32[(seg.sock_off(i) + S_PORT) // 4] for i in seg.socket_indices(SockState.OPEN)
+        }
         for b in table.bindings():
             if b.node == self.own and b.port and b.port not in live:
                 table.remove_port(b.node, b.port)
@@ -83,89 +135,179 @@ class NameTableWorker:
             table.insert(node_binding)
         except DuplicateBinding:
             pass
-        self.seg.write_replica(table.encode())
-        self._recount(table)
+        seg.write_replica(table.encode())
+        self._recount_all(table)
         return table
 
-    def _recount(self, table: NameTable) -> None:
+    def _answer_fatal_request(self) -> None:
+        """If the predecessor died while applying a request, answer it EPROTO, unapplied."""
+        seg = self.seg
+        slot = seg.u32[H_CTL_BUSY_SLOT // 4] - 1
+        seq = seg.u32[H_CTL_BUSY_SEQ // 4]
+        seg.u32[H_CTL_BUSY_SLOT // 4] = 0
+        if not 0 <= slot < MAX_SOCKETS:
+            return
+        base = seg.sock_off(slot)
+        if seg.u32[(base + S_CTL_REQ) // 4] != seq or seg.u32[(base + S_CTL_ACK) // 4] == seq:
+            return  # answered before the death, or the socket moved on
+        seg.bump("request_errors")
+        log.error(
+            "the previous worker died applying request %d of socket %#010x: answered EPROTO",
+            seq,
+            seg.u32[(base + S_PORT) // 4],
+        )
+        self._ack(slot, seq, errno.EPROTO)
+
+    def _recount_all(self, table: NameTable) -> None:
         counts: dict[int, int] = {}
         for b in table.bindings():
             if b.node == self.own:
                 counts[b.port] = counts.get(b.port, 0) + 1
-        for e in self.seg.sockets():
-            self.seg.u32[(self.seg.sock_off(e.index) + S_NBIND) // 4] = counts.get(e.port, 0)
+        seg = self.seg
+        for i in seg.socket_indices():
+            off = seg.sock_off(i)
+            seg.u32[(off + S_NBIND) // 4] = counts.get(seg.u32[(off + S_PORT) // 4], 0)
+
+    # -- requests --------------------------------------------------------------------
+    def _bad(self, req: control.Request, err: int, why: str) -> int:
+        self.seg.bump("bad_requests")
+        self._bad_log(
+            logging.WARNING,
+            "refused control request %d of socket-table entry %d: %s",
+            req.seq,
+            req.slot,
+            why,
+        )
+        return err
 
     def apply(self, req: control.Request) -> int:
-        """Apply one request to the table; returns an errno (0 = done)."""
+        """Validate and apply one request read from a mailbox; returns an errno (0 = done)."""
         seg = self.seg
-        if req.op == control.OP_RELEASE_PORT:
-            self.events.extend(self.table.remove_port(self.own, req.port))
-            return 0
-        if req.slot == control.NO_ACK or req.slot >= 1 << 16:
-            return errno.EINVAL
-        # A socket freed (closed, or reaped after its process died) gets no new bindings.
-        if seg.u32[(seg.sock_off(req.slot) + S_PORT) // 4] != req.port:
-            return errno.EBADF
+        if not 0 <= req.slot < MAX_SOCKETS:
+            return self._bad(req, errno.EINVAL, "entry out of range")
+        base = seg.sock_off(req.slot)
+        port = seg.u32[(base + S_PORT) // 4]
+        state = seg.u32[(base + S_STATE) // 4]
+        if not port or req.port != port:
+            return self._bad(req, errno.EBADF, f"port {req.port:#010x} does not hold the entry")
+        if state != SockState.OPEN:
+            # Closed, or its process died (the supervisor marked it): a bind still in
+            # flight must not outlive the socket.
+            return self._bad(req, errno.EBADF, f"socket {port:#010x} is closing")
+        if req.op not in (control.OP_BIND, control.OP_UNBIND):
+            return self._bad(req, errno.EINVAL, f"unknown operation {req.op}")
+        if req.scope not in _SCOPES:
+            return self._bad(req, errno.EINVAL, f"scope {req.scope}")
+        if req.lower > req.upper:
+            return self._bad(req, errno.EINVAL, f"lower {req.lower} > upper {req.upper}")
+        if req.type < TIPC_RESERVED_TYPES:
+            return self._bad(req, errno.EACCES, f"reserved service type {req.type}")
         try:
             if req.op == control.OP_BIND:
+                if len(self.table) >= MAX_BINDINGS:
+                    self._bad_log(
+                        logging.WARNING, "name table full (%d bindings): bind refused", MAX_BINDINGS
+                    )
+                    return errno.ENOSPC
                 self.events.append(
                     self.table.insert(
-                        Binding(
-                            req.type, req.lower, req.upper, req.scope, self.own, req.port, req.key
-                        )
+                        Binding(req.type, req.lower, req.upper, req.scope, self.own, port, req.key)
                     )
                 )
                 seg.bump("bind_requests")
-            elif req.op == control.OP_UNBIND:
+            else:
                 self.events.append(
                     self.table.remove(req.type, req.lower, req.upper, self.own, req.key)
                 )
                 seg.bump("unbind_requests")
-            else:
-                return errno.EOPNOTSUPP
         except DuplicateBinding:
-            return 0  # a replay of a bind already done before a restart
+            return 0  # a replay of a bind done before a restart
         except NoSuchBinding:
             return errno.EINVAL
-        except NameTableError:
-            return errno.EINVAL
+        except NameTableError as exc:
+            return self._bad(req, errno.EINVAL, str(exc))
+        self._touched.add(port)
         return 0
 
-    def run_once(self) -> int:
-        """Serve the requests waiting now, without blocking; returns how many.
-
-        Each request is applied, published, acknowledged and only then released, so a
-        worker killed anywhere in between leaves the request for its successor.
-        """
-        inbox = self.inbox
-        served = 0
-        while (r := inbox.poll()) is not None:
-            buf, off, length, lane = r
-            try:
-                req = control.unpack_request(buf[off : off + length])
-            except wire.WireError as exc:
-                log.warning("dropping a malformed control frame: %s", exc)
-                inbox.release(lane)
-                continue
-            generation = self.table.generation
-            err = self.apply(req)
-            if self.table.generation != generation:
-                self.seg.write_replica(self.table.encode())
-                self._recount(self.table)
-            self._acknowledge(req, err)
-            inbox.release(lane)
-            served += 1
-        return served
-
-    def _acknowledge(self, req: control.Request, err: int) -> None:
-        if req.slot == control.NO_ACK or req.slot >= 1 << 16:
-            return
+    def _apply_guarded(self, req: control.Request) -> int:
         seg = self.seg
-        base = seg.sock_off(req.slot)
-        if seg.u32[(base + S_PORT) // 4] != req.port:
-            return  # the socket is gone; nobody waits
+        seg.u32[H_CTL_BUSY_SEQ // 4] = req.seq
+        seg.u32[H_CTL_BUSY_SLOT // 4] = req.slot + 1  # last: names a complete (slot, seq)
+        try:
+            return self.apply(req)
+        except Exception:
+            seg.bump("request_errors")
+            self._error_log(
+                logging.ERROR,
+                "failed on request %d of socket-table entry %d",
+                req.seq,
+                req.slot,
+                exc_info=True,
+            )
+            return errno.EPROTO
+        finally:
+            seg.u32[H_CTL_BUSY_SLOT // 4] = 0
+
+    def _ack(self, slot: int, seq: int, err: int) -> None:
+        seg = self.seg
+        base = seg.sock_off(slot)
         seg.i32[(base + S_CTL_RESULT) // 4] = err
-        seg.u32[(base + S_CTL_ACK) // 4] = req.seq  # last: the client reads the result after it
+        seg.u32[(base + S_CTL_ACK) // 4] = seq  # last: the client reads the result after it
+
+    def _drain_inbox(self) -> None:
+        """Drain the doorbell (before the scan: see tipcshm.shm.control) and discard any
+        frame someone wrote into the inbox's lanes: requests never come that way."""
+        inbox = self.inbox
+        while (r := inbox.poll()) is not None:
+            self.seg.bump("bad_requests")
+            self._bad_log(
+                logging.WARNING, "discarded a frame of %d bytes in the worker inbox", r[2]
+            )
+            inbox.release(r[3])
+
+    def run_once(self) -> int:
+        """Serve the requests and closings waiting now, without blocking; returns how many.
+
+        Applied, then published, then acknowledged (and CLOSING entries freed), so a
+        worker killed anywhere in between leaves the work for its successor.
+        """
+        self._drain_inbox()
+        seg = self.seg
+        generation = self.table.generation
+        answers: list[tuple[int, int, int]] = []
+        for slot in seg.pending_requests():
+            req = control.read(seg, slot)
+            answers.append((slot, req.seq, self._apply_guarded(req)))
+        closing: list[tuple[int, int]] = []
+        for slot in seg.socket_indices(SockState.CLOSING):
+            port = seg.u32[(seg.sock_off(slot) + S_PORT) // 4]
+            if port:
+                self.events.extend(self.table.remove_port(self.own, port))
+                closing.append((slot, port))
+        if not answers and not closing:
+            return 0
+        if self.table.generation != generation:
+            seg.write_replica(self.table.encode())
+            self._recount(self._touched)
+        self._touched.clear()
+        for slot, seq, err in answers:
+            self._ack(slot, seq, err)
+        for slot, port in closing:
+            seg.free_socket(slot, port)
+        return len(answers) + len(closing)
+
+    def _recount(self, ports: set[int]) -> None:
+        if not ports:
+            return
+        counts = dict.fromkeys(ports, 0)
+        for b in self.table.bindings():
+            if b.node == self.own and b.port in counts:
+                counts[b.port] += 1
+        seg = self.seg
+        for port, count in counts.items():
+            slot = seg.socket_index(port)
+            if slot is not None:
+                seg.u32[(seg.sock_off(slot) + S_NBIND) // 4] = count
 
     def start_topology(self) -> None:
         """Open the topology service; done before the worker announces itself ready, so a
@@ -174,7 +316,7 @@ class NameTableWorker:
         self.topology = TopologyServer(self.seg.name, self.own)
         self.events.append(self.table.insert(self.topology.binding))
         self.seg.write_replica(self.table.encode())
-        self._recount(self.table)
+        self._recount_all(self.table)
 
     def run(self) -> None:
         sel = selectors.DefaultSelector()

@@ -5,9 +5,10 @@
 * creates the node segment and the name-table worker's inbox, starts the worker and marks the
   node READY once the worker beats;
 * watches every process attached to the node through a pidfd (readable the instant the
-  process ends, kill -9 included): it closes the dead process's sockets, frees their table
-  entries *before* asking the name-table worker to withdraw their bindings (so a bind still in
-  flight from the dead process is refused), and unlinks their inboxes;
+  process ends, kill -9 included): it closes the dead process's sockets, marks their table
+  entries CLOSING (so a bind still in flight from the dead process is refused) and rings the
+  name-table worker, which withdraws their bindings and frees the entries; it unlinks their
+  inboxes;
 * restarts the name-table worker when it dies; bindings survive in the replica;
 * on SIGTERM (``tipcshm stop``) closes every inbox so blocked callers wake, stops the worker
   and unlinks every segment and queue of the node.
@@ -31,13 +32,13 @@ from types import FrameType
 
 from tipcshm import proc, rundir, wire
 from tipcshm.errors import NodeAlreadyRunning, NodeFailure, UntrustedObject
-from tipcshm.shm import control
-from tipcshm.shm.lane import Inbox, Producer
+from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
     H_MAGIC,
     MAGIC,
     NodeSegment,
     NodeState,
+    SockState,
     check_node_name,
     inbox_name,
     nametable_inbox_name,
@@ -136,7 +137,6 @@ class Supervisor:
         self.worker_inbox: Inbox | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_started = 0.0
-        self.to_worker: Producer | None = None
         self.selector = selectors.DefaultSelector()
         self.watched: dict[tuple[int, int], int] = {}  # (pid, start) -> pidfd
         self.pid, self.start = proc.self_token()
@@ -168,7 +168,6 @@ class Supervisor:
         )
         seg.beat()
         seg.publish_magic()
-        self.to_worker = self.worker_inbox.producer()
 
     def spawn_worker(self) -> None:
         assert self.seg is not None
@@ -213,8 +212,7 @@ class Supervisor:
     # -- watching processes ---------------------------------------------------------
     def _tokens(self) -> set[tuple[int, int]]:
         assert self.seg is not None
-        tokens = {(p.pid, p.start) for p in self.seg.processes()}
-        tokens.update((s.pid, s.owner_start) for s in self.seg.sockets())
+        tokens = self.seg.owner_tokens()
         tokens.discard((self.pid, self.start))
         if self.worker is not None:
             tokens = {t for t in tokens if t[0] != self.worker.pid}
@@ -244,22 +242,23 @@ class Supervisor:
             os.close(fd)
         seg = self.seg
         ports = []
-        for e in seg.sockets():
-            if e.pid == pid and e.owner_start == start:
-                name = inbox_name(self.node, e.port)
-                with contextlib.suppress(OSError):
-                    inbox = Inbox.attach(name)
-                    inbox.mark_closed()
-                    inbox.detach()
-                if e.peer_port:
-                    self.abort_peer(e.port, e.peer_node, e.peer_port)
-                seg.free_socket(e.index, e.port)  # first: a bind still in flight is refused
-                self.request(control.Request(control.OP_RELEASE_PORT, e.port, 0, control.NO_ACK))
-                Inbox.unlink_name(name)
-                ports.append(e.port)
-        for p in seg.processes():
-            if p.pid == pid and p.start == start:
-                seg.free_process(p.index)
+        for e in seg.sockets_of(pid, start):
+            name = inbox_name(self.node, e.port)
+            with contextlib.suppress(OSError):
+                inbox = Inbox.attach(name)
+                inbox.mark_closed()
+                inbox.detach()
+            if e.peer_port and e.state == SockState.OPEN:  # a CLOSING one told its peer
+                self.abort_peer(e.port, e.peer_node, e.peer_port)
+            # CLOSING refuses a bind still in flight; the worker withdraws the bindings
+            # and only then frees the entry, so the port is not reused before.
+            seg.close_socket(e.index, e.port)
+            Inbox.unlink_name(name)
+            ports.append(e.port)
+        if ports and self.worker_inbox is not None:
+            self.worker_inbox.ring()
+        for index in seg.process_indices(pid, start):
+            seg.free_process(index)
         seg.bump("processes_reaped")
         log.info("process %d ended; released %d socket(s)", pid, len(ports))
 
@@ -292,15 +291,6 @@ class Supervisor:
             pass  # closed meanwhile
         finally:
             inbox.detach()
-
-    def request(self, req: control.Request) -> None:
-        p = self.to_worker
-        assert p is not None and self.seg is not None
-        with p.lock:
-            while (off := p.reserve(control.FRAME_SIZE)) is None:
-                p.wait_space(control.FRAME_SIZE, 0.1)
-            control.pack_request(p.buf, off, req, self.seg.addr)
-            p.commit(control.FRAME_SIZE)
 
     def check_worker(self) -> None:
         assert self.worker is not None and self.seg is not None

@@ -1,29 +1,44 @@
-"""Node-internal control requests to the name-table worker.
+"""Control requests to the name-table worker: a mailbox in each socket's table entry.
 
-A request is a TIPC message of the node-internal pseudo user TOP_SRV (15, never sent on the
-wire) with an INT_H_SIZE header, travelling through the worker's inbox like any frame. The
-header's originating port is the requesting socket; the message type is the operation; the
-payload is one :data:`REQUEST` record. The worker answers by writing the request's sequence
-number and an errno into the requester's socket-table entry (S_CTL_ACK / S_CTL_RESULT), after
-it has published the new replica: a client that sees its ack also sees its binding.
+A socket posts its request (bind, unbind) in its own socket-table entry: the fields
+``S_CTL_OP .. S_CTL_PORT`` first, the request's sequence number ``S_CTL_REQ`` last, then it
+rings the worker's doorbell (:meth:`~tipcshm.shm.lane.Inbox.ring`). The worker, woken by the
+bell, drains the bell *before* it scans the table for entries whose ``S_CTL_REQ`` differs
+from ``S_CTL_ACK``; a request stored after that scan began is followed by a ring the worker
+has not drained yet, so no wake-up is lost. (Both sides cross a system call, a full
+barrier, between their store and the other side's load.) The worker validates the fields,
+applies them, publishes the replica, and answers ``S_CTL_RESULT`` (an errno, 0 = done),
+then ``S_CTL_ACK = seq`` last: a client that sees its ack sees its result and its binding.
+
+One request per socket is in flight: the owner waits for the ack (threads of one socket
+are serialised by the socket). So a node holds as many pending requests as it has sockets,
+and no process needs a lane into the worker (lanes are 64 per inbox).
+
+Releasing a socket's bindings is no request: the entry is marked CLOSING (see
+:mod:`tipcshm.shm.layout`) and the bell rung; the worker withdraws them and frees the entry.
+Everything here is read back from shared memory, so the worker treats it as untrusted.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-from tipcshm import wire
+from tipcshm.shm.layout import (
+    MAX_SOCKETS,
+    S_CTL_KEY,
+    S_CTL_LOWER,
+    S_CTL_OP,
+    S_CTL_PORT,
+    S_CTL_REQ,
+    S_CTL_SCOPE,
+    S_CTL_TYPE,
+    S_CTL_UPPER,
+    NodeSegment,
+)
 
-OP_BIND = 0
-OP_UNBIND = 1
-OP_RELEASE_PORT = 2  # withdraw every binding of a socket (close, dead process)
-OP_NAMES = {OP_BIND: "bind", OP_UNBIND: "unbind", OP_RELEASE_PORT: "release"}
-
-# seq, socket-table slot (or 0xFFFFFFFF: no ack wanted), type, lower, upper, scope, key
-REQUEST = struct.Struct(">7I")
-NO_ACK = 0xFFFFFFFF
-FRAME_SIZE = wire.INT_H_SIZE + REQUEST.size
+OP_BIND = 1
+OP_UNBIND = 2
+OP_NAMES = {OP_BIND: "bind", OP_UNBIND: "unbind"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,36 +54,37 @@ class Request:
     key: int = 0
 
 
-def pack_request(buf: memoryview, off: int, req: Request, own_node: int) -> None:
-    """Write the request frame (FRAME_SIZE bytes) at ``buf[off:]``."""
-    header = wire.Header(
-        user=wire.User.TOP_SRV,
-        hsize=wire.INT_H_SIZE,
-        size=FRAME_SIZE,
-        mtype=req.op,
-        prev_node=own_node,
-        orig_port=req.port,
-        orig_node=own_node,
-        dest_node=own_node,
-    )
-    wire.pack_header_into(buf, off, header)
-    REQUEST.pack_into(
-        buf,
-        off + wire.INT_H_SIZE,
-        req.seq,
-        req.slot,
-        req.type,
-        req.lower,
-        req.upper,
-        req.scope,
-        req.key,
-    )
+def post(seg: NodeSegment, req: Request) -> None:
+    """Write ``req`` into its socket's mailbox, sequence number last (owner only)."""
+    if not 0 <= req.slot < MAX_SOCKETS:
+        raise ValueError(f"socket-table index {req.slot} out of range")
+    base = seg.sock_off(req.slot) // 4
+    u32 = seg.u32
+    u32[base + S_CTL_OP // 4] = req.op
+    u32[base + S_CTL_TYPE // 4] = req.type
+    u32[base + S_CTL_LOWER // 4] = req.lower
+    u32[base + S_CTL_UPPER // 4] = req.upper
+    u32[base + S_CTL_SCOPE // 4] = req.scope
+    u32[base + S_CTL_KEY // 4] = req.key
+    u32[base + S_CTL_PORT // 4] = req.port
+    u32[base + S_CTL_REQ // 4] = req.seq  # last: the request is complete when it moves
 
 
-def unpack_request(frame: memoryview | bytes) -> Request:
-    """Decode a request frame; wire.WireError if it is not one."""
-    header = wire.decode_header(frame)
-    if header.user != wire.User.TOP_SRV or header.size != FRAME_SIZE or len(frame) < FRAME_SIZE:
-        raise wire.WireError(f"not a control request: user {header.user}, size {header.size}")
-    seq, slot, type_, lower, upper, scope, key = REQUEST.unpack_from(frame, header.hsize)
-    return Request(header.mtype, header.orig_port, seq, slot, type_, lower, upper, scope, key)
+def read(seg: NodeSegment, slot: int) -> Request:
+    """The request in entry ``slot``'s mailbox, as posted (unvalidated: the worker checks)."""
+    if not 0 <= slot < MAX_SOCKETS:
+        raise ValueError(f"socket-table index {slot} out of range")
+    base = seg.sock_off(slot) // 4
+    u32 = seg.u32
+    seq = u32[base + S_CTL_REQ // 4]  # first: the fields below are at least this recent
+    return Request(
+        op=u32[base + S_CTL_OP // 4],
+        port=u32[base + S_CTL_PORT // 4],
+        seq=seq,
+        slot=slot,
+        type=u32[base + S_CTL_TYPE // 4],
+        lower=u32[base + S_CTL_LOWER // 4],
+        upper=u32[base + S_CTL_UPPER // 4],
+        scope=u32[base + S_CTL_SCOPE // 4],
+        key=u32[base + S_CTL_KEY // 4],
+    )

@@ -10,7 +10,8 @@ CnC file and iceoryx2's management segment)::
                              node counters
     4096      MAX_PROCS*32   process table: every process attached to the node
     ...       MAX_SOCKETS*128 socket table: one entry per open socket (port, owner, type,
-                             control-request handshake with the name-table worker, counters)
+                             counters, and the socket's control-request mailbox to the
+                             name-table worker, see tipcshm.shm.control)
     ...       64 + 2*R       name-table replica: seqlock word, active buffer index, lengths,
                              then two buffers of R bytes (double-buffered, see below)
 
@@ -29,7 +30,14 @@ reloads its bindings from here: this is how bindings survive a worker restart. O
 so the reader's ``seq``/data/``seq`` sequence needs no fence; the seq re-check catches a flip.
 
 Tables (processes, sockets) change only under ``flock`` of the segment file, the rare control
-path; that lock dies with its holder, so a killed process cannot wedge the node.
+path; that lock dies with its holder, so a killed process cannot wedge the node. They are
+scanned through numpy views (a column compare over 16,384 entries costs microseconds; a
+Python loop over them, milliseconds), so nothing on a frequent path walks them entry by entry.
+
+A socket entry lives OPEN -> CLOSING -> FREE. Its owner (close) or the supervisor (the owner
+died) marks it CLOSING, which refuses further binds; only the name-table worker frees it, after
+it has withdrawn and unpublished every binding of the port. A port therefore stays taken (and
+cannot be handed to a new socket) while a binding of its previous owner may remain.
 """
 
 from __future__ import annotations
@@ -44,15 +52,17 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import posix_ipc
 
 from tipcshm.core.nametable import encoded_size
-from tipcshm.errors import NodeNotRunning, SharedMemoryFull
+from tipcshm.errors import LimitReached, NodeNotRunning, SharedMemoryFull
 from tipcshm.shm.trust import Trust, node_trust
 
 MAGIC = 0x314D4853_43504954  # b"TIPCSHM1" little-endian
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: 4096 processes, 16384 sockets, control mailboxes, CLOSING state
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 NODE_ENV = "TIPCSHM_NODE"
@@ -60,9 +70,11 @@ DEFAULT_NODE = "default"
 
 # Geometry.
 HEADER_BYTES = 4096
-MAX_PROCS = 256
+# Issue 9 targets 1,000 processes and 10,000 sockets per node; the tables hold four times
+# and 1.6 times that (untouched pages of the tables cost no memory).
+MAX_PROCS = 4096
 PROC_ENTRY = 32
-MAX_SOCKETS = 4096
+MAX_SOCKETS = 16384
 SOCK_ENTRY = 128
 MAX_BINDINGS = 65535
 NODE_MIN_LANE_BYTES = 256 << 10  # a lane holds two of TIPC's largest messages (66,060 B)
@@ -96,7 +108,9 @@ H_MODE = 160  # u32 permission bits for segments/queues
 H_GID = 164  # i32 group owning them, -1 = unchanged
 H_TABLE_GEN = 168  # u64 bumped whenever a process or socket registers (supervisor rescans)
 H_CONN_LANE_BYTES = 176  # u32 bytes per lane of SEQPACKET/STREAM inboxes (0: H_LANE_BYTES)
-H_TAG = 184  # u64 random incarnation tag: inboxes of another node of the same name differ
+H_CTL_BUSY_SLOT = 184  # u32 socket-table index + 1 of the request the worker is applying (0: none)
+H_CTL_BUSY_SEQ = 188  # u32 its sequence number: a successor answers it EPROTO (no crash loop)
+H_TAG = 192  # u64 random incarnation tag: inboxes of another node of the same name differ
 H_COUNTERS = 512  # NODE_COUNTERS x u64
 NODE_COUNTERS = (
     "sockets_opened",
@@ -107,6 +121,8 @@ NODE_COUNTERS = (
     "unbind_requests",
     "replica_updates",
     "messages_returned",
+    "bad_requests",  # control requests refused as malformed (bad op, scope, range, state...)
+    "request_errors",  # requests the worker failed on (exception or crash): answered EPROTO
 )
 COUNTER_INDEX = {name: i for i, name in enumerate(NODE_COUNTERS)}
 
@@ -136,6 +152,14 @@ S_PEER_NODE = 88  # u32 connection sockets: the peer's node (0 = not connected)
 S_PEER_PORT = 92  # u32 the peer's port; the supervisor aborts it when the owner dies
 S_LISTENING = 96  # u32 1 once a connection socket listens: connect() refuses one that does
 #                   not at once, as the kernel's tipc_sk_filter_connect rejects the SYN
+# Control mailbox (tipcshm.shm.control): written by the owner before it stores S_CTL_REQ.
+S_CTL_OP = 100  # u32 control.OP_*
+S_CTL_TYPE = 104  # u32
+S_CTL_LOWER = 108  # u32
+S_CTL_UPPER = 112  # u32
+S_CTL_SCOPE = 116  # u32
+S_CTL_KEY = 120  # u32
+S_CTL_PORT = 124  # u32 the port the owner believes it holds: a stale poster is refused
 SOCK_COUNTERS = ("tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes", "drops", "returned")
 
 # Replica control.
@@ -164,7 +188,8 @@ class ProcRole:
 class SockState:
     FREE = 0
     OPEN = 1
-    NAMES = {0: "free", 1: "open"}
+    CLOSING = 2  # bindings being withdrawn by the name-table worker, which then frees it
+    NAMES = {0: "free", 1: "open", 2: "closing"}
 
 
 def check_node_name(node: str) -> str:
@@ -241,6 +266,14 @@ class NodeSegment:
         self.u32 = self.mv.cast("I")
         self.i32 = self.mv.cast("i")
         self.u64 = self.mv.cast("Q")
+        # Table views for whole-column scans (see the module docstring). Built on the mmap
+        # itself and dropped by close(), which cannot unmap while they export its buffer.
+        self._procs: Any = np.ndarray(
+            (MAX_PROCS, PROC_ENTRY // 4), np.uint32, buffer=self._map, offset=PROC_TABLE
+        )
+        self._socks: Any = np.ndarray(
+            (MAX_SOCKETS, SOCK_ENTRY // 4), np.uint32, buffer=self._map, offset=SOCK_TABLE
+        )
 
     # -- lifecycle ---------------------------------------------------------------
     @property
@@ -325,6 +358,7 @@ class NodeSegment:
     def close(self) -> None:
         if self._map is None:
             return
+        self._procs = self._socks = None
         for view in (self.u32, self.i32, self.u64, self.mv):
             view.release()
         self._map.close()
@@ -465,39 +499,45 @@ class NodeSegment:
     def _proc_off(self, index: int) -> int:
         return PROC_TABLE + index * PROC_ENTRY
 
+    def _proc_starts(self) -> Any:
+        lo = self._procs[:, P_START // 4].astype(np.uint64)
+        return lo | (self._procs[:, P_START // 4 + 1].astype(np.uint64) << np.uint64(32))
+
     def register_process(self, pid: int, start: int, role: int) -> int:
         with self.lock():
-            free = -1
-            for i in range(MAX_PROCS):
-                off = self._proc_off(i)
-                entry_pid = self.u32[(off + P_PID) // 4]
-                if entry_pid == pid and self.u64[(off + P_START) // 8] == start:
-                    return i
-                if entry_pid == 0 and free < 0:
-                    free = i
-            if free < 0:
-                raise OSError(
-                    28, f"tipcshm node {self.node!r}: process table full ({MAX_PROCS} processes)"
+            pids = self._procs[:, P_PID // 4]
+            for i in np.flatnonzero(pids == pid).tolist():
+                if self.u64[(self._proc_off(i) + P_START) // 8] == start:
+                    return int(i)
+            free = np.flatnonzero(pids == 0)
+            if not len(free):
+                raise LimitReached(
+                    errno.ENOBUFS,
+                    f"tipcshm node {self.node!r}: process table full "
+                    f"(MAX_PROCS = {MAX_PROCS} processes attached)",
                 )
-            off = self._proc_off(free)
+            index = int(free[0])
+            off = self._proc_off(index)
             self.u32[(off + P_ROLE) // 4] = role
             self.u64[(off + P_START) // 8] = start
             self.u64[(off + P_SINCE_NS) // 8] = time.time_ns()
             self.u32[(off + P_PID) // 4] = pid  # last: the entry is complete when pid is set
             self.u64[H_TABLE_GEN // 8] += 1
-            return free
+            return index
 
     @property
     def table_generation(self) -> int:
         return self.u64[H_TABLE_GEN // 8]
 
     def free_process(self, index: int) -> None:
+        if not 0 <= index < MAX_PROCS:
+            raise ValueError(f"process-table index {index} out of range")
         with self.lock():
             self.u32[(self._proc_off(index) + P_PID) // 4] = 0
 
     def processes(self) -> list[ProcEntry]:
         out = []
-        for i in range(MAX_PROCS):
+        for i in np.flatnonzero(self._procs[:, P_PID // 4]).tolist():
             off = self._proc_off(i)
             pid = self.u32[(off + P_PID) // 4]
             if pid:
@@ -512,29 +552,75 @@ class NodeSegment:
                 )
         return out
 
+    def process_indices(self, pid: int, start: int) -> list[int]:
+        """Process-table entries of ``(pid, start)`` (one column scan)."""
+        hits = np.flatnonzero(self._procs[:, P_PID // 4] == pid).tolist()
+        return [i for i in hits if self.u64[(self._proc_off(i) + P_START) // 8] == start]
+
+    def owner_tokens(self) -> set[tuple[int, int]]:
+        """Every ``(pid, start)`` holding a process or socket entry (two column scans)."""
+        pids = self._procs[:, P_PID // 4]
+        used = np.flatnonzero(pids)
+        tokens = set(zip(pids[used].tolist(), self._proc_starts()[used].tolist(), strict=True))
+        socks = self._socks
+        used = np.flatnonzero(socks[:, S_PORT // 4])
+        lo = socks[used, S_OWNER_START // 4].astype(np.uint64)
+        hi = socks[used, S_OWNER_START // 4 + 1].astype(np.uint64)
+        starts = lo | (hi << np.uint64(32))
+        tokens.update(zip(socks[used, S_PID // 4].tolist(), starts.tolist(), strict=True))
+        return tokens
+
     # -- socket table ------------------------------------------------------------
     @staticmethod
     def sock_off(index: int) -> int:
         return SOCK_TABLE + index * SOCK_ENTRY
 
     def alloc_socket(self, port: int, pid: int, start: int, sock_type: int) -> int:
+        """A new OPEN entry for ``port``. FileExistsError if the port is still in the table
+        (even CLOSING: its bindings may not be withdrawn yet); LimitReached when full."""
         with self.lock():
-            for i in range(MAX_SOCKETS):
-                off = self.sock_off(i)
-                if self.u32[(off + S_PORT) // 4] == 0:
-                    self.mv[off : off + SOCK_ENTRY] = bytes(SOCK_ENTRY)
-                    self.u32[(off + S_PID) // 4] = pid
-                    self.u64[(off + S_OWNER_START) // 8] = start
-                    self.u32[(off + S_TYPE) // 4] = sock_type
-                    self.u32[(off + S_STATE) // 4] = SockState.OPEN
-                    self.u32[(off + S_PORT) // 4] = port
-                    self.u64[H_TABLE_GEN // 8] += 1
-                    self.bump("sockets_opened")
-                    return i
-        raise OSError(24, f"tipcshm node {self.node!r}: socket table full ({MAX_SOCKETS} sockets)")
+            ports = self._socks[:, S_PORT // 4]
+            if (ports == port).any():
+                raise FileExistsError(errno.EEXIST, f"port {port:#010x} is in use")
+            free = np.flatnonzero(ports == 0)
+            if not len(free):
+                raise LimitReached(
+                    errno.ENOBUFS,
+                    f"tipcshm node {self.node!r}: socket table full "
+                    f"(MAX_SOCKETS = {MAX_SOCKETS} sockets open)",
+                )
+            i = int(free[0])
+            off = self.sock_off(i)
+            self.mv[off : off + SOCK_ENTRY] = bytes(SOCK_ENTRY)
+            self.u32[(off + S_PID) // 4] = pid
+            self.u64[(off + S_OWNER_START) // 8] = start
+            self.u32[(off + S_TYPE) // 4] = sock_type
+            self.u32[(off + S_STATE) // 4] = SockState.OPEN
+            self.u32[(off + S_PORT) // 4] = port
+            self.u64[H_TABLE_GEN // 8] += 1
+            self.bump("sockets_opened")
+            return i
+
+    def close_socket(self, index: int, port: int) -> bool:
+        """Mark entry ``index`` CLOSING if it still holds ``port`` (binds are refused from
+        now on; the name-table worker withdraws its bindings, then frees it)."""
+        if not 0 <= index < MAX_SOCKETS:
+            return False
+        with self.lock():
+            off = self.sock_off(index)
+            if self.u32[(off + S_PORT) // 4] != port:
+                return False
+            self.u32[(off + S_STATE) // 4] = SockState.CLOSING
+            return True
 
     def free_socket(self, index: int, port: int) -> bool:
-        """Free entry ``index`` if it still holds ``port``; False if someone already did."""
+        """Free entry ``index`` if it still holds ``port``; False if someone already did.
+
+        Only for an entry that never had a binding (a socket whose construction failed) or
+        by the name-table worker once it withdrew them all.
+        """
+        if not 0 <= index < MAX_SOCKETS:
+            return False
         with self.lock():
             off = self.sock_off(index)
             if self.u32[(off + S_PORT) // 4] != port:
@@ -573,16 +659,48 @@ class NodeSegment:
         self.u32[(self.sock_off(index) + S_LISTENING) // 4] = 1
 
     def refuses_connections(self, port: int) -> bool:
-        """True if ``port`` is a connection socket that is not listening (rare path: scans)."""
-        for i in range(MAX_SOCKETS):
-            off = self.sock_off(i)
-            if self.u32[(off + S_PORT) // 4] == port:
-                kind = self.u32[(off + S_TYPE) // 4]
-                return kind in _CONNECTION_TYPES and not self.u32[(off + S_LISTENING) // 4]
-        return False
+        """True if ``port`` is a connection socket that is not listening."""
+        index = self.socket_index(port)
+        if index is None:
+            return False
+        off = self.sock_off(index)
+        kind = self.u32[(off + S_TYPE) // 4]
+        return kind in _CONNECTION_TYPES and not self.u32[(off + S_LISTENING) // 4]
+
+    def socket_index(self, port: int) -> int | None:
+        """The entry holding ``port`` (one column scan), or None."""
+        if not port:
+            return None
+        found = np.flatnonzero(self._socks[:, S_PORT // 4] == port)
+        return int(found[0]) if len(found) else None
+
+    def socket_indices(self, state: int | None = None) -> list[int]:
+        """Indices of used entries (in ``state`` if given): one column scan."""
+        socks = self._socks
+        used = socks[:, S_PORT // 4] != 0
+        if state is not None:
+            used &= socks[:, S_STATE // 4] == state
+        return np.flatnonzero(used).tolist()  # type: ignore[no-any-return]
+
+    def sockets_of(self, pid: int, start: int) -> list[SockEntry]:
+        """The entries owned by process ``(pid, start)``."""
+        socks = self._socks
+        out = []
+        for i in np.flatnonzero((socks[:, S_PID // 4] == pid) & (socks[:, S_PORT // 4] != 0)):
+            e = self.socket_entry(int(i))
+            if e is not None and e.owner_start == start:
+                out.append(e)
+        return out
+
+    def pending_requests(self) -> list[int]:
+        """Indices of used entries whose control request is not answered (REQ != ACK)."""
+        socks = self._socks
+        waiting = socks[:, S_CTL_REQ // 4] != socks[:, S_CTL_ACK // 4]
+        waiting &= socks[:, S_PORT // 4] != 0
+        return np.flatnonzero(waiting).tolist()  # type: ignore[no-any-return]
 
     def sockets(self) -> list[SockEntry]:
-        return [e for i in range(MAX_SOCKETS) if (e := self.socket_entry(i)) is not None]
+        return [e for i in self.socket_indices() if (e := self.socket_entry(i)) is not None]
 
     # -- replica -----------------------------------------------------------------
     def replica_seq(self) -> int:
