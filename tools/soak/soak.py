@@ -754,6 +754,7 @@ class Child:
 class Report:
     violations: list[str] = field(default_factory=list)
     stalls: list[str] = field(default_factory=list)
+    survivors: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -777,6 +778,7 @@ class Soak:
         self.known_node_pids: set[int] = set()
         self.report = Report()
         self.restart_windows: list[tuple[float, float]] = []
+        self.stops: list[tuple[float, float]] = []  # (supervisor killed, tipcshm stop done)
         self.exits: dict[int, float] = {}  # pid -> when it ended (any way)
         self.rdm_sent: dict[tuple[int, int], dict[str, Any]] = {}
         self.rdm_recv: collections.Counter[tuple[int, int]] = collections.Counter()
@@ -1022,6 +1024,7 @@ class Soak:
             psutil.Process(self.supervisor).wait(10)
         self.pump_for(self.rng.uniform(0.0, 1.0))
         self.stop_node("after supervisor kill")
+        self.stops.append((t_kill, time.monotonic()))
         left = self.shm_entries()
         if left:
             self.report.leaks.append(f"tipcshm stop after a supervisor kill left {left}")
@@ -1195,6 +1198,7 @@ class Soak:
                 )
         for _key in self.rdm_recv.keys() - self.rdm_sent.keys():
             self.rdm_unchecked += 1  # its sender was killed before it could say how many
+        self.check_survivors()
         peers = {"seq": ("seq-server", "seq-client"), "stream": ("stream-server", "stream-client")}
         for ev in self.conns:
             if ev["outcome"] != "aborted" or ev["why"] in ("stale", "timeout"):
@@ -1206,6 +1210,29 @@ class Soak:
                     f"{ev['kind']} {ev['side']} w{ev['wid']} conn {ev['key']}: aborted "
                     f"({ev['why']}) with no kill or restart to explain it"
                 )
+
+    def check_survivors(self) -> None:
+        """Traffic that went on through a node after its supervisor was killed and `tipcshm
+        stop` had removed it: the two processes still share the unlinked lanes, so nothing
+        fails, but the node they use is gone (its successor cannot see them)."""
+        spans = [
+            (ev["t0"], ev["t1"], f"{ev['kind']} connection {ev['key']}")
+            for ev in self.conns
+            if ev["outcome"] == "completed" and ev["side"] == "client"
+        ]
+        spans += [
+            (ev["t0"], ev["t1"], f"RDM stream {k}")
+            for k, ev in self.rdm_sent.items()
+            if ev["outcome"] == "closed"
+        ]
+        for t0, t1, what in spans:
+            for killed, stopped in self.stops:
+                if t0 < killed and t1 > stopped + 0.5:
+                    self.report.survivors.append(
+                        f"{what} completed normally {t1 - stopped:.1f}s after its node was "
+                        "killed and stopped (no NodeNotRunning/ConnectionError)"
+                    )
+                    break
 
     def totals(self) -> collections.Counter[str]:
         total: collections.Counter[str] = collections.Counter()
@@ -1256,6 +1283,7 @@ class Soak:
         for title, items in (
             ("violations", r.violations),
             ("stalls (hangs, timeouts with no cause)", r.stalls),
+            ("traffic that outlived its node", r.survivors),
             ("worker crashes", r.crashes),
             ("leaks", r.leaks),
             ("notes", r.notes),
@@ -1265,7 +1293,7 @@ class Soak:
                 lines.append("  - " + item.replace("\n", "\n    "))
         print("\n".join(lines), flush=True)
         failed = bool(r.violations or r.leaks or r.crashes)
-        if r.stalls and not self.args.tolerate_stalls:
+        if (r.stalls or r.survivors) and not self.args.tolerate_stalls:
             failed = True
         print("RESULT:", "FAIL" if failed else "PASS", flush=True)
         return 1 if failed else 0
@@ -1330,7 +1358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--tolerate-stalls",
         action="store_true",
-        help="report hangs and unexplained timeouts but do not fail on them",
+        help="report hangs, timeouts and traffic that outlived its node, but pass",
     )
     p.add_argument("--show", type=int, default=12, help="findings listed per category")
     p.add_argument("--quiet", action="store_true", help="only the summary")
