@@ -19,6 +19,7 @@ import collections
 import contextlib
 import errno
 import faulthandler
+import functools
 import json
 import os
 import random
@@ -59,6 +60,9 @@ STATS_EVERY = 0.5
 CLIENT_ROLES = ("rdm-sender", "seq-client", "stream-client")
 SERVER_ROLES = ("rdm-server", "seq-server", "stream-server")
 EXIT_WATCHDOG = 3
+# A worker's descriptors or mappings of removed segments may grow a little (an attachment
+# to a node that restarted); growth beyond this is reported as a leak.
+WORKER_GROWTH = 64
 
 
 # ======================================================================================
@@ -149,7 +153,7 @@ class Worker:
             self.rdm_unreported.clear()
         if rdm:
             self.emit(t="rdm_recv", wid=self.wid, streams=rdm)
-        self.emit(t="stats", wid=self.wid, role=self.role, stats=stats)
+        self.emit(t="stats", wid=self.wid, role=self.role, stats=stats, gauges=_gauges())
 
     def _watchdog(self) -> None:
         while True:
@@ -745,6 +749,8 @@ class Child:
     started: float
     buf: bytes = b""
     stats: dict[str, int] = field(default_factory=dict)
+    first_gauges: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, int] = field(default_factory=dict)
     killed: bool = False
     stopping: bool = False
     ended: float = 0.0
@@ -917,6 +923,9 @@ class Soak:
         who = f"w{child.wid} {child.role} pid {child.proc.pid}"
         if kind == "stats":
             child.stats = ev["stats"]
+            child.gauges = ev["gauges"]
+            if not child.first_gauges:
+                child.first_gauges = ev["gauges"]
         elif kind == "violation":
             self.report.violations.append(f"{who}: {ev['what']}")
             self.log(f"VIOLATION {who}: {ev['what']}")
@@ -1163,6 +1172,19 @@ class Soak:
         alive = self.node_pids_alive()
         if alive:
             self.report.leaks.append(f"node processes left running: {alive}")
+        for c in [*self.gone, *self.children.values()]:
+            grew = {
+                k: (c.first_gauges.get(k, 0), v)
+                for k, v in c.gauges.items()
+                if k in ("fds", "shm_deleted") and v - c.first_gauges.get(k, 0) > WORKER_GROWTH
+            }
+            if grew:
+                conns = sum(v for k, v in c.stats.items() if k.endswith("_completed"))
+                self.report.leaks.append(
+                    f"w{c.wid} {c.role} grew "
+                    + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grew.items())
+                    + f" over {conns} completed connections, {self.report.restarts} restarts"
+                )
         fds_after = _open_fds()
         extra = {fd: t for fd, t in fds_after.items() if fds_before.get(fd) != t}
         if extra:
@@ -1240,6 +1262,25 @@ class Soak:
             total.update(c.stats)
         return total
 
+    def resource_line(self) -> str:
+        """The worker whose holdings grew most (fds, shm mappings) and the most any held."""
+        workers = [c for c in [*self.gone, *self.children.values()] if c.gauges]
+        if not workers:
+            return "worker resources: no reports"
+
+        def grow(c: Child, k: str) -> int:
+            return c.gauges.get(k, 0) - c.first_gauges.get(k, 0)
+
+        parts = []
+        for k in ("fds", "shm", "shm_deleted", "threads"):
+            top = max(workers, key=functools.partial(grow, k=k))
+            most = max(c.gauges.get(k, 0) for c in workers)
+            parts.append(
+                f"{k} max {most}, most growth {grow(top, k):+d} (w{top.wid} {top.role}, "
+                f"{top.first_gauges.get(k, 0)} -> {top.gauges.get(k, 0)})"
+            )
+        return "worker resources: " + "; ".join(parts)
+
     def status_line(self) -> str:
         t = self.totals()
         return (
@@ -1280,6 +1321,7 @@ class Soak:
             f"waits for the node: {t['waits_for_node']}; socket() errors: {t['socket_errors']}; "
             f"timeouts: {t['timeouts']}; stale sockets after restart: {t['stale_after_restart']}"
         )
+        lines.append(self.resource_line())
         for title, items in (
             ("violations", r.violations),
             ("stalls (hangs, timeouts with no cause)", r.stalls),
@@ -1297,6 +1339,24 @@ class Soak:
             failed = True
         print("RESULT:", "FAIL" if failed else "PASS", flush=True)
         return 1 if failed else 0
+
+
+def _gauges() -> dict[str, int]:
+    """What a worker holds: descriptors, threads, and node segments it still maps (those of
+    a stopped node show as deleted): growth across restarts is a leak in the library."""
+    fds = len(os.listdir("/proc/self/fd"))
+    maps: set[str] = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "/dev/shm/tipcshm." in line:
+                maps.add(line.split(None, 5)[-1].strip())
+    deleted = sum(1 for m in maps if m.endswith("(deleted)"))
+    return {
+        "fds": fds,
+        "threads": threading.active_count(),
+        "shm": len(maps),
+        "shm_deleted": deleted,
+    }
 
 
 def _open_fds() -> dict[int, str]:
