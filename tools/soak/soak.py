@@ -238,6 +238,17 @@ class Worker:
         )
         return True
 
+    def noticed(self, epoch: int, exc: BaseException, doing: str) -> None:
+        """How long after a supervisor kill a call on the dead node's socket failed, and
+        how (the figure prompt NodeNotRunning is meant to shrink)."""
+        if epoch != self.epoch:
+            self.emit(
+                t="noticed",
+                delay=time.monotonic() - self.epoch_at,
+                exc=type(exc).__name__,
+                doing=doing,
+            )
+
     def payload(self) -> bytes:
         r = self.rng.random()
         if r < 0.02:
@@ -321,15 +332,14 @@ class Worker:
                         self.count("rdm_sent")
                         self.count("rdm_bytes_sent", len(msg))
                     self.stop.wait(self.rng.uniform(0, 0.01))
-            except tipcshm.NodeNotRunning:
+            except (tipcshm.NodeNotRunning, ConnectionError) as exc:
                 outcome = "aborted"
+                self.noticed(epoch, exc, "RDM sendto")
             except TimeoutError:
                 outcome = "aborted"
                 if not self.stale(epoch, "RDM sendto"):
                     self.count("timeouts")
                     self.stall(f"RDM sendto stream {cid}: timed out after {IO_TIMEOUT}s")
-            except ConnectionError:
-                outcome = "aborted"
             finally:
                 with contextlib.suppress(OSError):
                     s.close()
@@ -377,8 +387,9 @@ class Worker:
                             break
                         continue
                     self.rdm_check(data)
-            except (tipcshm.NodeNotRunning, ConnectionError):
+            except (tipcshm.NodeNotRunning, ConnectionError) as exc:
                 self.count("rdm_server_node_lost")
+                self.noticed(epoch, exc, "RDM recv")
             except TimeoutError:
                 if not self.stale(epoch, "RDM bind/unbind"):
                     self.stall(f"RDM bind/unbind timed out after {IO_TIMEOUT}s")
@@ -443,6 +454,7 @@ class Worker:
                 self.end_conn(kind, "client", (self.wid, cid), "completed", "", peer[0], t0)
             except (tipcshm.NodeNotRunning, ConnectionError) as exc:
                 self.end_conn(kind, "client", (self.wid, cid), "aborted", repr(exc), peer[0], t0)
+                self.noticed(epoch, exc, f"{kind} client I/O")
                 if isinstance(exc, tipcshm.NodeNotRunning):
                     self.stop.wait(0.05)
             except TimeoutError as exc:
@@ -670,8 +682,9 @@ class Worker:
                             break
                         continue
                     self.start_thread(self.serve_one, kind, c, epoch, serve)
-            except (tipcshm.NodeNotRunning, ConnectionError):
+            except (tipcshm.NodeNotRunning, ConnectionError) as exc:
                 self.count(f"{kind}_listener_lost")
+                self.noticed(epoch, exc, f"{kind} accept")
             except TimeoutError:
                 if not self.stale(epoch, f"{kind} bind"):
                     self.stall(f"{kind} bind timed out after {IO_TIMEOUT}s")
@@ -700,6 +713,7 @@ class Worker:
             self.end_conn(kind, "server", key, "completed", "", peer, t0)
         except (tipcshm.NodeNotRunning, ConnectionError) as exc:
             self.end_conn(kind, "server", key, "aborted", repr(exc), peer, t0)
+            self.noticed(epoch, exc, f"{kind} server I/O")
         except TimeoutError as exc:
             stale = self.stale(epoch, f"{kind} server I/O")
             if not stale:
@@ -790,6 +804,7 @@ class Soak:
         self.rdm_recv: collections.Counter[tuple[int, int]] = collections.Counter()
         self.conns: list[dict[str, Any]] = []
         self.rdm_server_deaths: list[float] = []
+        self.noticed: list[tuple[float, str]] = []  # (seconds after a supervisor kill, how)
         self.nametable_check: tuple[float, int] | None = None
 
     def log(self, text: str) -> None:
@@ -934,6 +949,8 @@ class Soak:
             self.log(f"stall {who}: {ev['what']}")
         elif kind == "note":
             self.report.notes.append(f"{who}: {ev['what']}")
+        elif kind == "noticed":
+            self.noticed.append((ev["delay"], f"{ev['doing']}: {ev['exc']}"))
         elif kind == "crash":
             pass  # the exit status tells; stderr holds the traceback
         elif kind == "rdm_sent":
@@ -1023,12 +1040,13 @@ class Soak:
         if worker is not None:
             self.known_node_pids.add(worker)
         self.log(f"kill -9 supervisor (pid {self.supervisor}), then tipcshm stop and start")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.supervisor, signal.SIGKILL)
-        self.report.kills["supervisor"] += 1
+        # Told first, so that a prompt NodeNotRunning is not taken for the old epoch's.
         self.epoch += 1
         for child in self.children.values():
             self.tell(child, f"epoch {self.epoch}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.supervisor, signal.SIGKILL)
+        self.report.kills["supervisor"] += 1
         with contextlib.suppress(psutil.Error):
             psutil.Process(self.supervisor).wait(10)
         self.pump_for(self.rng.uniform(0.0, 1.0))
@@ -1262,6 +1280,18 @@ class Soak:
             total.update(c.stats)
         return total
 
+    def notice_line(self) -> str:
+        if not self.noticed:
+            return "node deaths noticed by applications: none"
+        delays = sorted(d for d, _ in self.noticed)
+        how = collections.Counter(h for _, h in self.noticed)
+        return (
+            f"node deaths noticed by applications: {len(delays)} times, "
+            f"{delays[0] * 1000:.0f} ms / {delays[len(delays) // 2] * 1000:.0f} ms / "
+            f"{delays[-1] * 1000:.0f} ms (min/median/max after the kill), as "
+            + ", ".join(f"{h} x{n}" for h, n in how.most_common())
+        )
+
     def resource_line(self) -> str:
         """The worker whose holdings grew most (fds, shm mappings) and the most any held."""
         workers = [c for c in [*self.gone, *self.children.values()] if c.gauges]
@@ -1303,7 +1333,8 @@ class Soak:
             f"SEQPACKET {t['seq_requests']} requests / {t['seq_replies']} replies; "
             f"STREAM {t['stream_writes']} writes)",
             f"bytes sent: {nbytes} (STREAM {t['stream_bytes_sent']} sent / "
-            f"{t['stream_bytes_recv']} received)",
+            f"{t['stream_bytes_recv']} received; a killed worker's counts stop at its last "
+            f"report, up to {STATS_EVERY}s before the kill)",
             f"RDM streams: {len(self.rdm_sent)} reported, {self.rdm_unchecked} not checkable "
             "for loss (a receiver or the node died, or the sender was killed)",
         ]
@@ -1321,6 +1352,7 @@ class Soak:
             f"waits for the node: {t['waits_for_node']}; socket() errors: {t['socket_errors']}; "
             f"timeouts: {t['timeouts']}; stale sockets after restart: {t['stale_after_restart']}"
         )
+        lines.append(self.notice_line())
         lines.append(self.resource_line())
         for title, items in (
             ("violations", r.violations),
