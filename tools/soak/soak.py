@@ -77,6 +77,7 @@ class Worker:
         self.role: str = args.worker
         self.rng = random.Random(args.seed)
         self.watchdog_s: float = args.watchdog
+        self.inject: float = args.inject
         self.pid = os.getpid()
         self.stop = threading.Event()
         self.epoch = 0
@@ -238,6 +239,13 @@ class Worker:
         )
         return True
 
+    def injected(self) -> bool:
+        """--inject: this message goes wrong on purpose (to see the checks catch it)."""
+        if self.inject and self.rng.random() < self.inject:
+            self.count("injected")
+            return True
+        return False
+
     def noticed(self, epoch: int, exc: BaseException, doing: str) -> None:
         """How long after a supervisor kill a call on the dead node's socket failed, and
         how (the figure prompt NodeNotRunning is meant to shrink)."""
@@ -319,6 +327,11 @@ class Worker:
                         dest = (tipcshm.TIPC_ADDR_NAME, T_RDM, self.rng.randrange(100), 0)
                         self.tick("RDM sendto")
                         try:
+                            if self.injected():
+                                if self.rng.random() < 0.5:
+                                    seq += 1  # a "lost" message: counted, never sent
+                                    continue
+                                s.sendto(msg, dest)  # a duplicate
                             s.sendto(msg, dest)
                         except OSError as exc:
                             if exc.errno != errno.EHOSTUNREACH or isinstance(
@@ -504,7 +517,10 @@ class Worker:
             while seq < nreq and len(outstanding) < window:
                 body = self.payload()
                 self.tick("SEQ send")
-                s.send(self.pack(b"REQ1", self.wid, cid, seq, self.pid, body))
+                msg = self.pack(b"REQ1", self.wid, cid, seq, self.pid, body)
+                if self.injected():
+                    s.send(msg)  # a duplicate
+                s.send(msg)
                 outstanding.append((seq, _digest(body)))
                 self.count("seq_requests")
                 self.count("seq_bytes_sent", len(body) + MSG_HEAD)
@@ -603,7 +619,7 @@ class Worker:
             n = min(self.write_size(), total - sent)
             chunk = data.at(sent, n)
             self.tick("STREAM sendall")
-            s.sendall(chunk)
+            s.sendall(bytes([chunk[0] ^ 1]) + chunk[1:] if self.injected() else chunk)
             crc = zlib.crc32(chunk, crc)
             sent += n
             self.count("stream_bytes_sent", n)
@@ -889,6 +905,8 @@ class Soak:
                     str(self.rng.getrandbits(32)),
                     "--watchdog",
                     str(self.args.watchdog),
+                    "--inject",
+                    str(self.args.inject),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -1350,7 +1368,8 @@ class Soak:
         lines.append(f"kills: {kills}; supervisor restarts: {r.restarts}")
         lines.append(
             f"waits for the node: {t['waits_for_node']}; socket() errors: {t['socket_errors']}; "
-            f"timeouts: {t['timeouts']}; stale sockets after restart: {t['stale_after_restart']}"
+            f"timeouts: {t['timeouts']}; stale sockets after restart: {t['stale_after_restart']}; "
+            f"faults injected (--inject): {t['injected']}"
         )
         lines.append(self.notice_line())
         lines.append(self.resource_line())
@@ -1451,6 +1470,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tolerate-stalls",
         action="store_true",
         help="report hangs, timeouts and traffic that outlived its node, but pass",
+    )
+    p.add_argument(
+        "--inject",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="check the checks: lose, duplicate or corrupt each message with probability P",
     )
     p.add_argument("--show", type=int, default=12, help="findings listed per category")
     p.add_argument("--quiet", action="store_true", help="only the summary")
