@@ -998,7 +998,7 @@ class Soak:
             if child.role == "rdm-server" and not (rc == 0 and child.stopping):
                 self.rdm_server_deaths.append(child.ended)
             if rc == -signal.SIGKILL and child.killed:
-                pass
+                self.scan_stderr(child)
             elif rc == EXIT_WATCHDOG:
                 self.report.stalls.append(
                     f"w{child.wid} {child.role} pid {pid}: watchdog exit; stack:\n"
@@ -1009,8 +1009,18 @@ class Soak:
                     f"w{child.wid} {child.role} pid {pid} exited {rc}:\n" + _tail(child.errfile, 30)
                 )
                 self.log(f"worker w{child.wid} {child.role} exited {rc}")
+            elif rc == 0:
+                self.scan_stderr(child)
             if not child.stopping:
                 self.spawn(child.role)
+
+    def scan_stderr(self, child: Child) -> None:
+        """What the library logged or printed in a worker that ended normally or was killed
+        (warnings, an exception ignored in a finaliser): notes for the report."""
+        with contextlib.suppress(OSError), open(child.errfile, errors="replace") as f:
+            for line in f:
+                if re.search(r"warning|error|exception|traceback", line, re.I):
+                    self.report.notes.append(f"w{child.wid} {child.role} stderr: {line.strip()}")
 
     # -- chaos -------------------------------------------------------------------------
     def chance(self, dt: float, every: float) -> bool:
