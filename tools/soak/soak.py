@@ -693,6 +693,13 @@ class Worker:
                     self.tick(f"{kind} accept")
                     try:
                         c, _addr = ls.accept()
+                    except (ConnectionError, tipcshm.NodeNotRunning) as exc:
+                        # accept() answers the SYN; a client killed since makes it raise
+                        # (BrokenPipe): the listener itself is fine, unless the node is gone.
+                        if isinstance(exc, tipcshm.NodeNotRunning) or self.stop.is_set():
+                            raise
+                        self.count(f"{kind}_accept_failed")
+                        continue
                     except TimeoutError:
                         if self.stale(epoch, f"{kind} accept"):
                             break
@@ -1372,7 +1379,8 @@ class Soak:
                 f"{t[f'{kind}_client_aborted']} aborted, {t[f'{kind}_client_broken']} broken; "
                 f"server side {t[f'{kind}_server_completed']} completed, "
                 f"{t[f'{kind}_server_aborted']} aborted; refused/unreachable connects "
-                f"{t[f'{kind}_refused'] + t[f'{kind}_unreachable']}"
+                f"{t[f'{kind}_refused'] + t[f'{kind}_unreachable']}; accept() raised "
+                f"{t[f'{kind}_accept_failed']}"
             )
         kills = ", ".join(f"{k} {v}" for k, v in sorted(r.kills.items())) or "none"
         lines.append(f"kills: {kills}; supervisor restarts: {r.restarts}")
