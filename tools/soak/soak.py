@@ -696,7 +696,7 @@ class Worker:
                     except (ConnectionError, tipcshm.NodeNotRunning) as exc:
                         # accept() answers the SYN; a client killed since makes it raise
                         # (BrokenPipe): the listener itself is fine, unless the node is gone.
-                        if isinstance(exc, tipcshm.NodeNotRunning) or self.stop.is_set():
+                        if isinstance(exc, tipcshm.NodeNotRunning) or epoch != self.epoch:
                             raise
                         self.count(f"{kind}_accept_failed")
                         continue
