@@ -818,6 +818,7 @@ class Soak:
         self.next_wid = 0
         self.epoch = 0
         self.supervisor = 0
+        self.owned = False  # a node of that name that we did not start is not ours to stop
         self.known_node_pids: set[int] = set()
         self.report = Report()
         self.restart_windows: list[tuple[float, float]] = []
@@ -853,6 +854,7 @@ class Soak:
             raise SystemExit(f"tipcshm start printed no supervisor pid: {out.stdout!r}")
         self.supervisor = int(m.group(1))
         self.known_node_pids.add(self.supervisor)
+        self.owned = True
 
     def stop_node(self, why: str) -> None:
         try:
@@ -1185,14 +1187,16 @@ class Soak:
                 os.kill(c.proc.pid, signal.SIGKILL)
             c.proc.wait(10)
         self.reap()
-        self.stop_node("at the end")
+        if self.owned:
+            self.stop_node("at the end")
         self.sel.close()
         for c in self.gone:
             for stream in (c.proc.stdin, c.proc.stdout):
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
-        self.scan_log()
+        if self.owned:
+            self.scan_log()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def scan_log(self) -> None:
