@@ -395,7 +395,11 @@ class _Doorbell:
             raise FileExistsError(errno.EEXIST, "doorbell exists", _bell_name(name)) from None
         # Between mkfifo and open someone may have swapped the name for a symlink or a
         # FIFO of their own (the directory is sticky, but root's name can be raced).
-        fd = open_checked(path, os.O_RDWR | os.O_NONBLOCK, _self_only(), "fifo")
+        try:
+            fd = open_checked(path, os.O_RDWR | os.O_NONBLOCK, _self_only(), "fifo")
+        except BaseException:
+            cls.unlink(name)  # the name is ours (mkfifo made it), whatever now sits there
+            raise
         bell = cls(fd)
         os.fchmod(bell.fd, mode)  # the umask must not change what was asked for
         return bell
