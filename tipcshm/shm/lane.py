@@ -143,6 +143,34 @@ child claims a slot of its own. Detaching releases a slot (FREE if its ring is e
 else ownerless until drained). A sleeping consumer frees drained slots of dead producers
 (:meth:`Inbox.reap`, at most every 5 s) so that it does not keep polling them.
 
+The overflow lane
+-----------------
+After its ``lanes`` private slots every inbox has one more, the *overflow lane*, so that
+the number of sending processes is not capped (it was: the 65th got ENOBUFS). A process
+that finds no private slot free gets a producer on it (:class:`_OverflowProducer`); the
+slot turns SHARED at its first use and stays so, and only then does the consumer poll it
+(an idle inbox polls nothing). Its writers take turns under :attr:`Producer.lock`, which
+there is the thread lock plus an OFD lock (``F_OFD_SETLKW``) on one byte of the segment,
+held on a descriptor of the producer's own: the kernel drops it when the holder dies,
+even by SIGKILL, and a holder that died published nothing past its last ``tail`` store,
+so the next one simply overwrites its half-written record. Taking the lock re-reads
+``tail`` and ``head``, after which the SPSC code runs unchanged. Costs two ``fcntl``
+calls per locked section: ``tools/bench/overflow_bench.py`` compares the two kinds.
+
+Memory and trust
+----------------
+tmpfs allocates pages when first touched, and a write that finds /dev/shm full dies of
+SIGBUS. So :meth:`Inbox.create` allocates the header and slot table (``posix_fallocate``)
+and a claim allocates its lane before marking it taken; a full /dev/shm raises
+:class:`~tipcshm.errors.SharedMemoryFull` there instead (a lane stays allocated; calling
+fallocate again on one costs 8 us for 256 KiB, 0.27 ms for 4 MiB, the first call 0.09
+and 5 ms). :meth:`Inbox.attach` opens segment and doorbell without following symlinks
+and checks their owner, type and mode (:mod:`tipcshm.shm.trust`), and with ``tag=``
+refuses an inbox of another incarnation of the node. Every producer may write every
+slot and ring, so the consumer trusts none of it: a ``tail`` that is not 1..lane_bytes
+ahead of its head, or a record that would leave its lane or pass the tail, makes it skip
+that lane's queued bytes (``corrupt`` in :meth:`Inbox.stats`); other lanes are untouched.
+
 The doorbell was a POSIX message queue until Linux's limit of 256 queues per machine for
 unprivileged users (``/proc/sys/fs/mqueue/queues_max``) showed it would cap a node at
 about 250 sockets; a FIFO costs the same one system call per ring and has no such limit.
