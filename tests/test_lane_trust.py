@@ -193,6 +193,39 @@ def test_full_dev_shm_is_an_error_not_sigbus() -> None:
     assert r.stdout.strip() == "OK"
 
 
+def _allocated(name: str) -> int:
+    return os.stat("/dev/shm" + name).st_blocks * 512
+
+
+def test_lanes_are_allocated_when_claimed_and_freed_when_reaped(names) -> None:
+    lb = 64 * 1024
+    ib = Inbox.create(names(), lanes=2, lane_bytes=lb)
+    try:
+        base = _allocated(ib.name)
+        assert 0 < base < lb  # header and slot table only
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                p = Inbox.attach(ib.name).producer()
+                for _ in range(10):
+                    p.write(bytes(1000))
+            finally:
+                os._exit(0)
+        assert TL.join(pid) == 0
+        assert _allocated(ib.name) == base + lb  # the whole lane, at the claim
+        assert len(TL.drain(ib)) == 10
+        assert ib.reap() == 1
+        assert _allocated(ib.name) == base  # given back
+        a = Inbox.attach(ib.name)
+        a.producer().write(b"x")
+        assert _allocated(ib.name) == base + lb
+        assert TL.drain(ib) == [b"x"]
+        a.detach()  # drained: freed by its owner, pages too
+        assert _allocated(ib.name) == base
+    finally:
+        ib.detach()
+
+
 # ----------------------------------------------------------------------------------------
 # garbage in a live lane
 # ----------------------------------------------------------------------------------------
