@@ -226,6 +226,28 @@ def test_lanes_are_allocated_when_claimed_and_freed_when_reaped(names) -> None:
         ib.detach()
 
 
+def test_a_clobbered_head_heals_when_the_consumer_idles(make: Callable[..., Inbox]) -> None:
+    ib = make(lanes=1, lane_bytes=1024)
+    a = Inbox.attach(ib.name)
+    for _ in range(3):
+        assert a.producer().write(b"x" * 400)
+        assert TL.drain(ib) == [b"x" * 400]
+    a.detach()  # drained: the slot is free again
+    tail = ib._ctls[0][L._TAIL]
+    ib._ctls[0][L._HEAD] = tail - 1016  # someone makes the ring look full
+    b = Inbox.attach(ib.name)
+    try:
+        p = b.producer()
+        assert p.lane == 0
+        assert not p.wait_space(400, 0)
+        assert not ib.wait(0.01)  # the consumer idles, sleeping once
+        assert p.wait_space(400, 0)
+        assert p.write(b"y" * 400)
+        assert TL.drain(ib) == [b"y" * 400]
+    finally:
+        b.detach()
+
+
 # ----------------------------------------------------------------------------------------
 # garbage in a live lane
 # ----------------------------------------------------------------------------------------

@@ -1763,6 +1763,7 @@ class Inbox:
                     hq[_ARMED] = 0
                     return False
             hq[_SLEEPS] += 1
+            self._publish_reads()
             rung = bell.sleep(slice_)
             hq[_ARMED] = 0
             if self._pending():
@@ -1818,9 +1819,12 @@ class Inbox:
         return q, self.lanes * self.lane_bytes
 
     def _publish_reads(self) -> None:
-        """Copy the consumer's per-lane frame counts to the slots (done when idle)."""
+        """Copy the consumer's per-lane frame counts to the slots (done when idle), and
+        its heads: a ``head`` some producer overwrote would otherwise make the lane look
+        full to its writers for as long as the consumer finds nothing to release."""
         for ln in self._active:
             ln.ctl[_FRAMES_R] = ln.nread
+            ln.ctl[_HEAD] = ln.head
 
     def _lane_counts(self, i: int) -> tuple[int, int]:
         """(frames read, frames queued) of slot ``i``.
