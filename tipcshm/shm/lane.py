@@ -475,7 +475,7 @@ class _Doorbell:
             self.fd = -1
 
 
-def _self_only() -> Trust:  # noqa: N802 - reads as the constant it would be without setuid
+def _self_only() -> Trust:
     return Trust(frozenset({os.geteuid()}))
 
 
