@@ -143,12 +143,12 @@ def _binding_dict(b: Binding) -> dict[str, Any]:
     }
 
 
-def _inbox(node: str, port: int) -> dict[str, Any] | None:
+def _inbox(seg: NodeSegment, port: int) -> dict[str, Any] | None:
     """Fill of a socket's inbox and the shared memory it holds (allocated blocks, not its
     sparse size); None if it is gone (the socket closed meanwhile)."""
-    name = inbox_name(node, port)
+    name = inbox_name(seg.node, port)
     try:
-        inbox = Inbox.attach(name)
+        inbox = Inbox.attach(name, trust=seg.trust, tag=seg.tag)
     except (OSError, ValueError):
         return None
     try:
@@ -189,7 +189,7 @@ def _sockets(
             "bindings": by_port.get(e.port, []),
         }
         if with_inbox:
-            inbox = _inbox(seg.node, e.port)
+            inbox = _inbox(seg, e.port)
             row["inbox"] = inbox
             # What an idle socket costs the machine: its inbox's pages plus its table entry.
             row["shm_bytes"] = None if inbox is None else inbox["allocated"] + SOCK_ENTRY

@@ -498,7 +498,7 @@ def test_no_lane(make: Callable[..., Inbox], attach) -> None:
     assert a.producer() is pa  # cached per Inbox object
     assert {pa.lane, pb.lane} == {0, 1}
     with pytest.raises(InboxNoLane) as ei:
-        c.producer()
+        c.producer(overflow=False)
     assert ei.value.errno == errno.ENOBUFS
     assert ib.name in str(ei.value)
     assert isinstance(ei.value, InboxError) and isinstance(ei.value, OSError)
@@ -521,11 +521,11 @@ def test_dead_producer_frames_delivered_then_slot_reused(
     assert info["state"] == L.SLOT_ACTIVE and info["pid"] == pid
     late = attach(ib.name)
     with pytest.raises(InboxNoLane):  # dead but undrained: frames must not be lost
-        late.producer()
+        late.producer(overflow=False)
     assert ib.reap() == 0
     assert read_one(ib) == b"frame 0"
     with pytest.raises(InboxNoLane):
-        late.producer()
+        late.producer(overflow=False)
     assert drain(ib) == [b"frame %d" % i for i in range(1, 10)]
     p = late.producer()  # dead and drained: reclaimed
     assert p.lane == 0
@@ -566,7 +566,7 @@ def test_detach_releases_slot(make: Callable[..., Inbox]) -> None:
     assert ib.lane_info(0)["state"] == L.SLOT_ACTIVE and ib.lane_info(0)["pid"] == 0
     c = Inbox.attach(ib.name)
     with pytest.raises(InboxNoLane):
-        c.producer()
+        c.producer(overflow=False)
     assert drain(ib) == [b"left behind"]
     assert c.producer().lane == 0
     c.detach()

@@ -69,6 +69,8 @@ class NodeClient:
             self.pid, self.start = proc.self_token()
             self.proc_index = self.seg.register_process(self.pid, self.start, role)
             self.mode, self.gid = self.seg.object_mode, self.seg.object_gid
+            #: the node's incarnation: inboxes of a later node of the same name are refused
+            self.tag = self.seg.tag
         except BaseException:
             if getattr(self, "_sup_fd", -1) >= 0:
                 os.close(self._sup_fd)
@@ -152,7 +154,9 @@ class NodeClient:
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
         with self._lock:
             try:
-                inbox = Inbox.attach(inbox_name(self.node, port))
+                inbox = Inbox.attach(
+                    inbox_name(self.node, port), trust=self.seg.trust, tag=self.tag
+                )
             except FileNotFoundError:
                 return None
             if inbox.closed:
@@ -179,7 +183,9 @@ class NodeClient:
             with self._lock:
                 if self._worker_inbox is None:
                     try:
-                        self._worker_inbox = Inbox.attach(nametable_inbox_name(self.node))
+                        self._worker_inbox = Inbox.attach(
+                            nametable_inbox_name(self.node), trust=self.seg.trust, tag=self.tag
+                        )
                     except FileNotFoundError:
                         raise NodeNotRunning(self.node, "its name-table inbox is gone") from None
                 inbox = self._worker_inbox

@@ -227,6 +227,7 @@ class Socket:
                     else client.lane_bytes,
                     mode=client.mode,
                     gid=client.gid,
+                    tag=client.tag,
                     owner=(client.pid, client.start),
                 )
             except FileExistsError:

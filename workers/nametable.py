@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     proc.die_with_parent(int(os.environ.get(SUPERVISOR_PID_ENV, os.getppid())))
     rundir.setup_logging(f"nametable[{node}]")
     seg = NodeSegment.attach(node)
-    inbox = Inbox.attach(nametable_inbox_name(node))
+    inbox = Inbox.attach(nametable_inbox_name(node), trust=seg.trust, tag=seg.tag)
     worker = NameTableWorker(seg, inbox)
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

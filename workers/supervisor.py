@@ -164,6 +164,7 @@ class Supervisor:
             lane_bytes=cfg.lane_bytes,
             mode=cfg.mode,
             gid=cfg.gid,
+            tag=seg.tag,
             owner=(self.pid, self.start),
         )
         seg.beat()
@@ -245,7 +246,7 @@ class Supervisor:
         for e in seg.sockets_of(pid, start):
             name = inbox_name(self.node, e.port)
             with contextlib.suppress(OSError):
-                inbox = Inbox.attach(name)
+                inbox = Inbox.attach(name, trust=seg.trust, tag=seg.tag)
                 inbox.mark_closed()
                 inbox.detach()
             if e.peer_port and e.state == SockState.OPEN:  # a CLOSING one told its peer
@@ -279,7 +280,9 @@ class Supervisor:
             peer_port,
         )
         try:
-            inbox = Inbox.attach(inbox_name(self.node, peer_port))
+            inbox = Inbox.attach(
+                inbox_name(self.node, peer_port), trust=self.seg.trust, tag=self.seg.tag
+            )
         except OSError:
             return  # the peer is gone too
         try:
@@ -365,7 +368,7 @@ class Supervisor:
             for e in seg.sockets():
                 name = inbox_name(self.node, e.port)
                 with contextlib.suppress(OSError):
-                    inbox = Inbox.attach(name)
+                    inbox = Inbox.attach(name, trust=seg.trust, tag=seg.tag)
                     inbox.mark_closed()  # blocked callers wake and see the node stopped
                     inbox.detach()
                 Inbox.unlink_name(name)

@@ -143,6 +143,35 @@ child claims a slot of its own. Detaching releases a slot (FREE if its ring is e
 else ownerless until drained). A sleeping consumer frees drained slots of dead producers
 (:meth:`Inbox.reap`, at most every 5 s) so that it does not keep polling them.
 
+The overflow lane
+-----------------
+After its ``lanes`` private slots every inbox has one more, the *overflow lane*, so that
+the number of sending processes is not capped (it was: the 65th got ENOBUFS). A process
+that finds no private slot free gets a producer on it (:class:`_OverflowProducer`); the
+slot turns SHARED at its first use and stays so, and only then does the consumer poll it
+(an idle inbox polls nothing). Its writers take turns under :attr:`Producer.lock`, which
+there is the thread lock plus an OFD lock (``F_OFD_SETLKW``) on one byte of the segment,
+held on a descriptor of the producer's own: the kernel drops it when the holder dies,
+even by SIGKILL, and a holder that died published nothing past its last ``tail`` store,
+so the next one simply overwrites its half-written record. Taking the lock re-reads
+``tail`` and ``head``, after which the SPSC code runs unchanged. Costs two ``fcntl``
+calls per locked section: ``tools/bench/overflow_bench.py`` compares the two kinds.
+
+Memory and trust
+----------------
+tmpfs allocates pages when first touched, and a write that finds /dev/shm full dies of
+SIGBUS. So :meth:`Inbox.create` allocates the header and slot table (``posix_fallocate``)
+and a claim allocates its lane before marking it taken (a drained lane freed by
+:meth:`Inbox.reap` or a detach gives its pages back); a full /dev/shm raises
+:class:`~tipcshm.errors.SharedMemoryFull` there instead (a lane stays allocated; calling
+fallocate again on one costs 8 us for 256 KiB, 0.27 ms for 4 MiB, the first call 0.09
+and 5 ms). :meth:`Inbox.attach` opens segment and doorbell without following symlinks
+and checks their owner, type and mode (:mod:`tipcshm.shm.trust`), and with ``tag=``
+refuses an inbox of another incarnation of the node. Every producer may write every
+slot and ring, so the consumer trusts none of it: a ``tail`` that is not 1..lane_bytes
+ahead of its head, or a record that would leave its lane or pass the tail, makes it skip
+that lane's queued bytes (``corrupt`` in :meth:`Inbox.stats`); other lanes are untouched.
+
 The doorbell was a POSIX message queue until Linux's limit of 256 queues per machine for
 unprivileged users (``/proc/sys/fs/mqueue/queues_max``) showed it would cap a node at
 about 250 sockets; a FIFO costs the same one system call per ring and has no such limit.
@@ -170,6 +199,8 @@ import numpy as np
 import posix_ipc
 
 from tipcshm import proc
+from tipcshm.errors import SharedMemoryFull, UntrustedObject
+from tipcshm.shm.trust import Trust, default_trust, open_checked
 from tipcshm.wire import U32 as _U32BE
 
 __all__ = [
@@ -201,6 +232,7 @@ log = logging.getLogger("tipcshm.shm.lane")
 #   56  DATA_OFF      create      offset of lane 0's data (page aligned)
 #   64  CLOSED        consumer    1 once mark_closed() ran
 #   72  GENERATION    producers*  bumped on every slot claim / release (*under flock)
+#   80  TAG           create      the creating node's incarnation tag (attach(tag=) checks it)
 #  128  ARMED         consumer=1  producers clear it when they ring; alone on its line
 #  192  SLEEPS        consumer    sleeps in wait()
 #  200  WAKEUPS       consumer    sleeps ended by the bell that found a frame
@@ -208,8 +240,8 @@ log = logging.getLogger("tipcshm.shm.lane")
 #  216  SPURIOUS      consumer    sleeps ended by the bell that found nothing
 #  224  CORRUPT       consumer    records with an impossible length (lane was skipped)
 #
-#  Slot i header at SLOTS_OFF + i * 256
-#    0  STATE         claimer*    FREE=0, ACTIVE=1
+#  Slot i header at SLOTS_OFF + i * 256, for i in 0..LANES (slot LANES is the overflow lane)
+#    0  STATE         claimer*    FREE=0, ACTIVE=1, SHARED=2 (the overflow lane, once used)
 #    8  PID           claimer*    producer token; 0 = released by its owner
 #   16  START         claimer*
 #   24  CLAIMS        claimer*    how often the slot was claimed
@@ -220,19 +252,19 @@ log = logging.getLogger("tipcshm.shm.lane")
 #  136  FRAMES_R      consumer    frames released (published when the consumer idles)
 #  (192..255 unused: keeps HEAD's adjacent-line prefetch pair free of producer writes)
 #
-#  Data: lane i occupies [DATA_OFF + i * LANE_BYTES, + LANE_BYTES).
+#  Data: lane i occupies [DATA_OFF + i * LANE_BYTES, + LANE_BYTES), i in 0..LANES.
 #  Record: u64 length n (or WRAP), n frame bytes, zero..7 padding bytes to 8 alignment.
 # --------------------------------------------------------------------------------------
 
 MAGIC = int.from_bytes(b"TIPCINBX", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the overflow lane, TAG
 HEADER_BYTES = 256
 SLOT_BYTES = 256
 DATA_ALIGN = 4096  # lane data starts page aligned
 
 H_MAGIC, H_VERSION, H_LANES, H_LANE_BYTES = 0, 8, 16, 24
 H_OWNER_PID, H_OWNER_START, H_SLOTS_OFF, H_DATA_OFF = 32, 40, 48, 56
-H_CLOSED, H_GENERATION = 64, 72
+H_CLOSED, H_GENERATION, H_TAG = 64, 72, 80
 H_ARMED = 128
 H_SLEEPS, H_WAKEUPS, H_LATE, H_SPURIOUS, H_CORRUPT = 192, 200, 208, 216, 224
 
@@ -240,7 +272,7 @@ S_STATE, S_PID, S_START, S_CLAIMS = 0, 8, 16, 24
 S_TAIL, S_FULL_WAITS, S_BELLS = 64, 80, 88
 S_HEAD, S_FRAMES_R = 128, 136
 
-SLOT_FREE, SLOT_ACTIVE = 0, 1
+SLOT_FREE, SLOT_ACTIVE, SLOT_SHARED = 0, 1, 2
 WRAP = (1 << 64) - 1
 RECORD_HDR = 8
 _U64LE = struct.Struct("<Q")  # a record's length word
@@ -258,7 +290,7 @@ _MAGIC, _VERSION, _LANES, _LANE_BYTES = (
 )
 _OWNER_PID, _OWNER_START = H_OWNER_PID // 8, H_OWNER_START // 8
 _SLOTS_OFF, _DATA_OFF = H_SLOTS_OFF // 8, H_DATA_OFF // 8
-_CLOSED, _GEN, _ARMED = H_CLOSED // 8, H_GENERATION // 8, H_ARMED // 8
+_CLOSED, _GEN, _ARMED, _TAG = H_CLOSED // 8, H_GENERATION // 8, H_ARMED // 8, H_TAG // 8
 _SLEEPS, _WAKEUPS, _LATE = H_SLEEPS // 8, H_WAKEUPS // 8, H_LATE // 8
 _SPURIOUS, _CORRUPT = H_SPURIOUS // 8, H_CORRUPT // 8
 _STATE, _PID, _START, _CLAIMS = S_STATE // 8, S_PID // 8, S_START // 8, S_CLAIMS // 8
@@ -355,10 +387,10 @@ def _check_name(name: str) -> None:
 
 
 def _layout(lanes: int, lane_bytes: int) -> tuple[int, int, int]:
-    """(slots_off, data_off, total size) for a geometry."""
+    """(slots_off, data_off, total size) for a geometry: ``lanes`` private lanes + overflow."""
     slots_off = HEADER_BYTES
-    data_off = -(-(slots_off + lanes * SLOT_BYTES) // DATA_ALIGN) * DATA_ALIGN
-    return slots_off, data_off, data_off + lanes * lane_bytes
+    data_off = -(-(slots_off + (lanes + 1) * SLOT_BYTES) // DATA_ALIGN) * DATA_ALIGN
+    return slots_off, data_off, data_off + (lanes + 1) * lane_bytes
 
 
 class _Doorbell:
@@ -390,16 +422,23 @@ class _Doorbell:
             os.mkfifo(path, mode)
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "doorbell exists", _bell_name(name)) from None
-        bell = cls(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+        # Between mkfifo and open someone may have swapped the name for a symlink or a
+        # FIFO of their own (the directory is sticky, but root's name can be raced).
+        try:
+            fd = open_checked(path, os.O_RDWR | os.O_NONBLOCK, _self_only(), "fifo")
+        except BaseException:
+            cls.unlink(name)  # the name is ours (mkfifo made it), whatever now sits there
+            raise
+        bell = cls(fd)
         os.fchmod(bell.fd, mode)  # the umask must not change what was asked for
         if gid >= 0:
             os.fchown(bell.fd, -1, gid)
         return bell
 
     @classmethod
-    def open(cls, name: str) -> _Doorbell:
+    def open(cls, name: str, trust: Trust) -> _Doorbell:
         try:
-            return cls(os.open(cls.path(name), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            return cls(open_checked(cls.path(name), os.O_RDWR | os.O_NONBLOCK, trust, "fifo"))
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, "inbox has no doorbell", name) from None
 
@@ -436,6 +475,20 @@ class _Doorbell:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _self_only() -> Trust:
+    return Trust(frozenset({os.geteuid()}))
+
+
+def _allocate(fd: int, off: int, n: int, what: str) -> None:
+    """posix_fallocate, so that a full /dev/shm is an error here and not a SIGBUS later."""
+    try:
+        os.posix_fallocate(fd, off, n)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise SharedMemoryFull(what, n) from None
+        raise
 
 
 def _send_bell(bell: _Doorbell) -> None:
@@ -512,6 +565,9 @@ class Producer:
     )
 
     buf: memoryview
+    lock: Any  # threading.Lock, or the overflow lane's _OverflowLock
+    #: True for the shared overflow lane (see :class:`_OverflowProducer`)
+    overflow = False
 
     def __init__(self, inbox: Inbox, lane: int) -> None:
         self._inbox = inbox
@@ -737,7 +793,8 @@ class Producer:
         :attr:`Inbox.closed` / :meth:`Inbox.owner_alive`. A full receiver blocks the
         sender; nothing is dropped or overwritten.
         """
-        if self.reserve(n) is not None:
+        space = self._space
+        if space(n):
             return True
         hq = self._hq
         if hq[_CLOSED]:
@@ -748,7 +805,7 @@ class Producer:
         pc = time.perf_counter
         spin_end = pc() + self._inbox.spin
         while pc() < spin_end:
-            if self.reserve(n) is not None:
+            if space(n):
                 return True
             os.sched_yield()  # the reader may be waiting for this CPU to free the space
         delay = 20e-6
@@ -756,7 +813,7 @@ class Producer:
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                return self.reserve(n) is not None
+                return space(n)
             if hq[_CLOSED]:
                 return False
             if now >= next_check:
@@ -765,13 +822,133 @@ class Producer:
                     return False
             time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
             delay = min(delay * 2, 2e-3)
-            if self.reserve(n) is not None:
+            if space(n):
                 return True
+
+    def _space(self, n: int) -> bool:
+        return self.reserve(n) is not None
 
     def _invalidate(self) -> None:
         self._valid = False
         self._limit = -1  # forces every reserve() into the slow path, which raises
         self._arr = _NO_ARRAY  # drop the export of buf, so that detach() can unmap
+
+
+# struct flock on Linux x86-64 / AArch64: l_type, l_whence, pad, l_start, l_len, l_pid, pad
+_FLOCK = struct.Struct("hhxxxxqqixxxx")
+
+
+class _OverflowLock:
+    """:attr:`Producer.lock` of an overflow producer: this process's thread lock, then
+    an OFD lock on one byte of the segment, then a re-read of the shared counters.
+
+    Open-file-description locks belong to the producer's own descriptor of the segment,
+    so the kernel drops them when a holder dies (even by SIGKILL): a dead sender cannot
+    wedge the lane. They do not interact with the ``flock`` of the slot table.
+    """
+
+    __slots__ = ("_p", "_t")
+
+    def __init__(self, p: _OverflowProducer) -> None:
+        self._p = p
+        self._t = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._t.acquire(blocking, timeout):
+            return False
+        try:
+            if self._p._lock_lane(blocking):
+                return True
+        except BaseException:
+            self._t.release()
+            raise
+        self._t.release()
+        return False
+
+    def release(self) -> None:
+        try:
+            self._p._unlock_lane()
+        finally:
+            self._t.release()
+
+    def locked(self) -> bool:
+        return self._t.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _OverflowProducer(Producer):
+    """A producer on the inbox's shared overflow lane, for senders that found no free slot.
+
+    Many processes write this ring, one at a time under :attr:`lock` (see
+    :class:`_OverflowLock`). The hot-path methods are the SPSC ones: taking the lock
+    loads the shared ``tail`` and ``head`` into the producer's caches, so between
+    acquire and release this process is, for the ring, its only producer. A process
+    killed while holding the lock published nothing past the ``tail`` it last stored
+    (the tail store is the publication), so the next holder overwrites its half-written
+    record. Frames of one sender stay in order; frames of different senders interleave.
+    """
+
+    __slots__ = ("_fd", "_lk", "_unlk", "_held")
+    overflow = True
+
+    def __init__(self, inbox: Inbox, lane: int, fd: int) -> None:
+        super().__init__(inbox, lane)
+        self._fd = fd
+        at = inbox._slots_off + lane * SLOT_BYTES  # the byte locked: the slot's first
+        self._lk = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, at, 1, 0)
+        self._unlk = _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, at, 1, 0)
+        self._held = False
+        self.lock = _OverflowLock(self)
+        self._limit = -1  # nothing may be reserved without the lock
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<Producer", "<Producer overflow", 1)
+
+    def _lock_lane(self, blocking: bool) -> bool:
+        if not self._valid or self._fd < 0:
+            return True  # the caller gets ESTALE from the first reserve (_limit is -1)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW if blocking else fcntl.F_OFD_SETLK, self._lk)
+        except OSError as exc:
+            if not blocking and exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self._held = True
+        ctl = self._ctl
+        self._tail = ctl[_TAIL]
+        self._limit = ctl[_HEAD] + self._cap
+        return True
+
+    def _unlock_lane(self) -> None:
+        if self._held:
+            self._held = False
+            self._limit = -1
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, self._unlk)
+
+    def _space(self, n: int) -> bool:
+        """Room for an ``n``-byte frame now, from the shared counters; writes nothing
+        (wait_space() may run without the lock, and a WRAP word written then could land
+        on another process's record)."""
+        if not self._valid or not 0 <= n <= self._maxf:
+            self._reserve_slow(n)  # raises the error reserve() would
+        ctl = self._ctl
+        t = ctl[_TAIL]
+        rec = (n + 15) & -8
+        off = t & self._mask
+        need = rec if off + rec <= self._cap else self._cap - off + rec
+        return t + need <= ctl[_HEAD] + self._cap
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            self._held = False
+            os.close(fd)  # in a forked child the parent's descriptor keeps its lock
 
 
 # --------------------------------------------------------------------------------------
@@ -809,17 +986,24 @@ class Inbox:
         self.lane_bytes = lb = hq[_LANE_BYTES]
         self.max_frame = lb // 2 - RECORD_HDR
         self._mask = lb - 1
+        self._fit = lb - RECORD_HDR  # a record's frame ends at most here in its lane
+        #: index of the shared overflow lane (slot ``lanes``, after the private ones)
+        self.overflow_lane = lanes
+        nslots = self._nslots = lanes + 1
         slots_off, data_off = hq[_SLOTS_OFF], hq[_DATA_OFF]
+        self._slots_off = slots_off
         self._data_off = data_off
         self._owner = (hq[_OWNER_PID], hq[_OWNER_START])
+        #: the creating node's incarnation tag
+        self.tag: int = hq[_TAG]
         #: numpy uint8 view of every lane's data region (lane i at [i*lane_bytes, ...))
-        self.data = np.frombuffer(mm, np.uint8, count=lanes * lb, offset=data_off)
+        self.data = np.frombuffer(mm, np.uint8, count=nslots * lb, offset=data_off)
         self._ctls = [
             mv[slots_off + i * SLOT_BYTES : slots_off + (i + 1) * SLOT_BYTES].cast("Q")
-            for i in range(lanes)
+            for i in range(nslots)
         ]
         region: Any = self.data  # numpy exports the buffer protocol (stubs lag behind)
-        self._bufs = [memoryview(region[i * lb : (i + 1) * lb]) for i in range(lanes)]
+        self._bufs = [memoryview(region[i * lb : (i + 1) * lb]) for i in range(nslots)]
         self._qs = [b.cast("Q") for b in self._bufs]
         self._views: list[memoryview] = [mv, hq, *self._ctls, *self._bufs, *self._qs]
         self.spin = SPIN
@@ -828,12 +1012,13 @@ class Inbox:
         self._producer: Producer | None = None
         self._claim_lock = threading.RLock()
         # consumer side
-        self._rx: list[_RxLane | None] = [None] * lanes  # by slot index
+        self._rx: list[_RxLane | None] = [None] * nslots  # by slot index
         self._active: list[_RxLane] = []  # the round-robin cycle, in slot order
         self._rr: _RxLane | None = None  # where the next poll() starts
         self._gen = -1
         self._select = False
         self._next_reap = 0.0
+        self._odd_depth = 0
         self._detached = False
         _live_inboxes.add(self)
 
@@ -849,12 +1034,18 @@ class Inbox:
         mode: int = 0o600,
         owner: tuple[int, int] | None = None,
         gid: int = -1,
+        tag: int = 0,
     ) -> Inbox:
         """Create the inbox ``name`` (consumer side). FileExistsError if the name is taken.
 
         Both the segment and ``<name>.bell`` are created exclusively with exactly ``mode``
         (fchmod, so the umask neither widens nor narrows it). World-writable modes are
-        refused. ``owner`` defaults to the calling process.
+        refused. ``owner`` defaults to the calling process; ``tag`` (a u64) is the node
+        incarnation that :meth:`attach` can insist on.
+
+        The header and slot table are allocated now (the lanes when claimed), so a full
+        /dev/shm raises :class:`~tipcshm.errors.SharedMemoryFull` here and leaves nothing
+        behind, instead of a SIGBUS at the first write.
         """
         _check_name(name)
         if not 1 <= lanes <= MAX_LANES:
@@ -870,6 +1061,8 @@ class Inbox:
             )
         if mode & ~0o777 or mode & 0o002:
             raise ValueError(f"mode {mode:#o} must be permission bits without o+w")
+        if not 0 <= tag < 1 << 64:
+            raise ValueError(f"tag must be a u64, not {tag}")
         owner = owner or proc.self_token()
         slots_off, data_off, size = _layout(lanes, lane_bytes)
         try:
@@ -883,6 +1076,7 @@ class Inbox:
             os.fchmod(shm.fd, mode)
             if gid >= 0:  # a node opened to a group: its members send here too
                 os.fchown(shm.fd, -1, gid)
+            _allocate(shm.fd, 0, data_off, f"inbox {name}")
             bell = _Doorbell.create(name, mode, gid)
             st = os.fstat(shm.fd)
             mm = mmap.mmap(shm.fd, size)
@@ -893,6 +1087,7 @@ class Inbox:
             hq[_OWNER_PID], hq[_OWNER_START] = owner
             hq[_SLOTS_OFF] = slots_off
             hq[_DATA_OFF] = data_off
+            hq[_TAG] = tag
             hq[_MAGIC] = MAGIC  # last: attach() refuses a segment without it
             hq.release()
         except BaseException:
@@ -908,28 +1103,38 @@ class Inbox:
         return cls(name, mm, (st.st_dev, st.st_ino), bell)
 
     @classmethod
-    def attach(cls, name: str) -> Inbox:
-        """Open an existing inbox (producer side). FileNotFoundError if it does not exist."""
+    def attach(cls, name: str, *, trust: Trust | None = None, tag: int | None = None) -> Inbox:
+        """Open an existing inbox (producer side). FileNotFoundError if it does not exist.
+
+        The segment and its doorbell must pass ``trust`` (:func:`default_trust` when
+        None): a regular file and a FIFO, not symlinks, of a trusted owner, else
+        :class:`~tipcshm.errors.UntrustedObject`. With ``tag``, an inbox created with
+        another tag (by an earlier incarnation of the node) raises InboxError ``ESTALE``.
+        """
         _check_name(name)
+        trust = default_trust() if trust is None else trust
         try:
-            shm = posix_ipc.SharedMemory(name)
-        except posix_ipc.ExistentialError:
+            fd = open_checked(f"/dev/shm{name}", os.O_RDWR, trust, "file")
+        except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, "no such inbox", name) from None
-        except posix_ipc.PermissionsError as e:
+        except PermissionError as e:
+            if isinstance(e, UntrustedObject):
+                raise
             raise PermissionError(errno.EACCES, str(e), name) from None
         try:
-            st = os.fstat(shm.fd)
+            st = os.fstat(fd)
             if st.st_size < HEADER_BYTES:
                 raise _err(InboxError, errno.EPROTO, "segment too small for an inbox", name)
-            mm = mmap.mmap(shm.fd, st.st_size)
+            mm = mmap.mmap(fd, st.st_size)
         finally:
-            shm.close_fd()
+            os.close(fd)
         try:
             hq = memoryview(mm)[:HEADER_BYTES].cast("Q")
             try:
                 magic, version = hq[_MAGIC], hq[_VERSION]
                 lanes, lb = hq[_LANES], hq[_LANE_BYTES]
                 slots_off, data_off = hq[_SLOTS_OFF], hq[_DATA_OFF]
+                their_tag = hq[_TAG]
             finally:
                 hq.release()
             if magic != MAGIC:
@@ -949,7 +1154,15 @@ class Inbox:
             )
             if not ok:
                 raise _err(InboxError, errno.EPROTO, "inconsistent inbox header", name)
-            bell = _Doorbell.open(name)
+            if tag is not None and their_tag != tag:
+                raise _err(
+                    InboxError,
+                    errno.ESTALE,
+                    f"inbox {name} belongs to another incarnation of the node "
+                    f"(tag {their_tag:#x}, expected {tag:#x})",
+                    name,
+                )
+            bell = _Doorbell.open(name, trust)
         except BaseException:
             mm.close()
             raise
@@ -975,7 +1188,7 @@ class Inbox:
             self._release_slot(p)
         self._producer = None
         self._publish_reads()
-        self._rx = [None] * self.lanes
+        self._rx = [None] * self._nslots
         self._active = []
         self._rr = None
         if self._bell_nb is not None:
@@ -1030,6 +1243,7 @@ class Inbox:
         hq[_OWNER_PID], hq[_OWNER_START] = self._owner
         hq[_SLOTS_OFF] = slots_off
         hq[_DATA_OFF] = data_off
+        hq[_TAG] = self.tag
         hq[_CLOSED] = 0
         hq[_MAGIC] = MAGIC
 
@@ -1054,55 +1268,78 @@ class Inbox:
 
     # ---- slot control path -------------------------------------------------------
 
+    def _open_segment(self) -> int:
+        """A fresh descriptor of our segment (InboxClosed once the name left or moved on)."""
+        try:
+            shm = posix_ipc.SharedMemory(self.name)
+        except posix_ipc.ExistentialError:
+            raise _err(InboxClosed, errno.EPIPE, "inbox was removed", self.name) from None
+        fd: int = shm.fd
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if (st.st_dev, st.st_ino) != self._ino:
+            os.close(fd)
+            raise _err(InboxClosed, errno.EPIPE, "inbox was removed", self.name)
+        return fd
+
     @contextmanager
-    def _slot_table_locked(self) -> Iterator[None]:
-        """flock on a fresh descriptor of the segment (not shared with forked children)."""
+    def _slot_table_locked(self) -> Iterator[int]:
+        """flock on a fresh descriptor of the segment (not shared with forked children);
+        yields that descriptor."""
         with self._claim_lock:
+            fd = self._open_segment()
             try:
-                shm = posix_ipc.SharedMemory(self.name)
-            except posix_ipc.ExistentialError:
-                raise _err(InboxClosed, errno.EPIPE, "inbox was removed", self.name) from None
-            fd = shm.fd
-            try:
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != self._ino:
-                    raise _err(InboxClosed, errno.EPIPE, "inbox was removed", self.name)
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
+                yield fd
             finally:
                 os.close(fd)  # drops the flock
 
-    def producer(self) -> Producer:
+    def producer(self, *, overflow: bool = True) -> Producer:
         """This process's lane into the inbox, claimed on first use and cached.
 
-        Reuses a FREE slot, else one whose producer is dead and whose ring is empty.
-        Raises :class:`InboxNoLane` when every slot has a live (or undrained) producer,
-        :class:`InboxClosed` when the consumer closed the inbox.
+        Reuses a FREE slot, else one whose producer is dead and whose ring is empty. When
+        every private slot has a live (or undrained) producer, returns a producer on the
+        shared overflow lane (its :attr:`Producer.lock` also serialises processes), or
+        with ``overflow=False`` raises :class:`InboxNoLane`. Raises :class:`InboxClosed`
+        when the consumer closed the inbox, and
+        :class:`~tipcshm.errors.SharedMemoryFull` when /dev/shm has no room for the lane.
         """
         p = self._producer
-        if p is not None and p._valid:
+        if p is not None and p._valid and (overflow or not p.overflow):
             return p
         with self._claim_lock:
-            return self._claim()
+            return self._claim(overflow)
 
-    def _claim(self) -> Producer:
+    def _claim(self, overflow: bool) -> Producer:
         p = self._producer
         if p is not None and p._valid:  # another thread claimed meanwhile
-            return p
+            if overflow or not p.overflow:
+                return p
+            raise self._no_lane("this process already sends through the overflow lane")
         if self._detached:
             raise _err(InboxError, errno.EBADF, "inbox is detached", self.name)
         if self._hq[_CLOSED]:
             raise _err(InboxClosed, errno.EPIPE, "inbox closed by its consumer", self.name)
         me = proc.self_token()
-        with self._slot_table_locked():
+        with self._slot_table_locked() as fd:
             lane = self._find_slot()
             if lane is None:
-                raise _err(
-                    InboxNoLane,
-                    errno.ENOBUFS,
-                    f"all {self.lanes} lanes taken by live producers",
-                    self.name,
-                )
+                if not overflow:
+                    raise self._no_lane(f"all {self.lanes} lanes taken by live producers")
+                lane = self.overflow_lane
+                ctl = self._ctls[lane]
+                if ctl[_STATE] != SLOT_SHARED:
+                    self._allocate_lane(fd, lane)
+                    ctl[_STATE] = SLOT_SHARED
+                    self._hq[_GEN] += 1
+                ctl[_CLAIMS] += 1
+                own = self._open_segment()  # the OFD lock's own description
+                p = self._producer = _OverflowProducer(self, lane, own)
+                return p
+            self._allocate_lane(fd, lane)  # before ACTIVE: a full /dev/shm claims nothing
             ctl = self._ctls[lane]
             ctl[_PID], ctl[_START] = me
             ctl[_STATE] = SLOT_ACTIVE
@@ -1111,8 +1348,16 @@ class Inbox:
         p = self._producer = Producer(self, lane)
         return p
 
+    def _no_lane(self, why: str) -> InboxError:
+        return _err(InboxNoLane, errno.ENOBUFS, why, self.name)
+
+    def _allocate_lane(self, fd: int, lane: int) -> None:
+        """Back lane ``lane``'s data with memory now (a no-op where it already is)."""
+        lb = self.lane_bytes
+        _allocate(fd, self._data_off + lane * lb, lb, f"lane {lane} of inbox {self.name}")
+
     def _find_slot(self) -> int | None:
-        ctls = self._ctls
+        ctls = self._ctls[: self.lanes]
         for i, c in enumerate(ctls):
             if c[_STATE] == SLOT_FREE:
                 return i
@@ -1123,6 +1368,8 @@ class Inbox:
 
     def _release_slot(self, p: Producer) -> None:
         p._invalidate()
+        if p.overflow:
+            return  # the overflow lane has no owner to release
         ctl = self._ctls[p.lane]
         if (ctl[_PID], ctl[_START]) != proc.self_token():
             return  # not ours (e.g. inherited across fork)
@@ -1130,6 +1377,7 @@ class Inbox:
             with self._slot_table_locked():
                 if ctl[_HEAD] == ctl[_TAIL]:
                     ctl[_STATE] = SLOT_FREE
+                    self._discard_lane(p.lane)
                 ctl[_PID] = ctl[_START] = 0  # ownerless: reclaimable once drained
                 self._hq[_GEN] += 1
         except InboxClosed:
@@ -1144,7 +1392,7 @@ class Inbox:
         n = 0
         try:
             with self._slot_table_locked():
-                for c in self._ctls:
+                for i, c in enumerate(self._ctls[: self.lanes]):
                     if (
                         c[_STATE] == SLOT_ACTIVE
                         and c[_HEAD] == c[_TAIL]
@@ -1152,12 +1400,23 @@ class Inbox:
                     ):
                         c[_STATE] = SLOT_FREE
                         c[_PID] = c[_START] = 0
+                        self._discard_lane(i)
                         n += 1
                 if n:
                     self._hq[_GEN] += 1
         except InboxClosed:
             return 0
         return n
+
+    def _discard_lane(self, lane: int) -> None:
+        """Give a freed, drained lane's pages back to /dev/shm (the next claim allocates
+        them again). Call under the slot-table lock, so no claim runs meanwhile."""
+        lb = self.lane_bytes
+        mm = self._mm
+        if lb % mmap.PAGESIZE or mm is None:
+            return  # lanes smaller than a page share pages with their neighbours
+        with contextlib.suppress(OSError):  # a file system without hole punching
+            mm.madvise(mmap.MADV_REMOVE, self._data_off + lane * lb, lb)
 
     def _forget_producer_after_fork(self) -> None:
         p = self._producer
@@ -1180,7 +1439,8 @@ class Inbox:
         active: list[_RxLane] = []
         for i, c in enumerate(self._ctls):
             ln = rx[i]
-            if c[_STATE] == SLOT_ACTIVE or (ln is not None and ln.cur >= 0):
+            state = c[_STATE]
+            if state == SLOT_ACTIVE or state == SLOT_SHARED or (ln is not None and ln.cur >= 0):
                 if ln is None:
                     base = self._data_off + i * self.lane_bytes
                     ln = rx[i] = _RxLane(i, c, self._qs[i], self._bufs[i], base)
@@ -1200,16 +1460,22 @@ class Inbox:
 
         Round robin over active lanes, one frame per lane per turn. Calling it again
         before :meth:`release` returns the same frame.
+
+        Slot headers and rings are writable by every producer, so nothing read there is
+        trusted: a ``tail`` more than a ring ahead of (or behind) the head, or a record
+        that would leave its lane, skips the lane's queued bytes (counted in ``corrupt``).
         """
         ln = start = self._rr
         if ln is None:
             return self._poll_idle()
         while True:
             h = ln.head
-            if h != ln.tail:
+            if h < ln.tail:
                 break
             t = ln.ctl[_TAIL]
             if t != h:
+                if not 0 < t - h <= self.lane_bytes:
+                    return self._poll_odd(ln, -1)
                 ln.tail = t
                 if self._hq[_GEN] != self._gen:  # new producers: rescan, keep it fair
                     self._refresh()
@@ -1219,37 +1485,45 @@ class Inbox:
                 return self._poll_idle()
         off = h & self._mask
         m = ln.q[off >> 3]
-        if m > self.max_frame:
+        if m > self.max_frame or off + m > self._fit:
             return self._poll_odd(ln, m)
         ln.cur = m
         ln.run = 0
         return (ln.buf, off + 8, m, ln.idx)
 
     def _poll_odd(self, ln: _RxLane, m: int) -> tuple[memoryview, int, int, int] | None:
-        """A WRAP word (skip to offset 0 of the next lap) or a corrupt length."""
+        """A WRAP word (skip to offset 0 of the next lap), a corrupt length or tail (-1)."""
         if m == WRAP:
             h = ln.head
             h += self.lane_bytes - (h & self._mask)
-            ln.head = h
             m = ln.q[0]
-            if m <= self.max_frame:
+            # the WRAP word and the record after it were published by one tail store
+            if m <= self.max_frame and h + RECORD_HDR + m <= ln.tail:
+                ln.head = h
                 ln.cur = m
                 ln.run = 0
                 return (ln.buf, 8, m, ln.idx)
+            m = WRAP
         t = ln.ctl[_TAIL]
         log.error(
-            "%s lane %d: impossible record length %#x at %d; skipping %d bytes",
+            "%s lane %d: impossible %s at %d; skipping to tail %d",
             self.name,
             ln.idx,
-            m,
+            "tail" if m < 0 else f"record length {m:#x}",
             ln.head,
-            t - ln.head,
+            t,
         )
         self._hq[_CORRUPT] += 1
         ln.head = ln.tail = t
         ln.ctl[_HEAD] = t
         ln.cur = -1
-        return self.poll()
+        if self._odd_depth >= 4:  # a lane rewritten faster than we skip: report later
+            return None
+        self._odd_depth += 1
+        try:
+            return self.poll()
+        finally:
+            self._odd_depth -= 1
 
     def _poll_idle(self) -> tuple[memoryview, int, int, int] | None:
         self._publish_reads()
@@ -1271,14 +1545,14 @@ class Inbox:
         ln = self._rr
         if ln is not None:
             h = ln.head
-            if h == ln.tail:
+            if h >= ln.tail:
                 t = ln.ctl[_TAIL]
-                if t == h or self._hq[_GEN] != self._gen:
-                    return self._get_slow()
+                if not 0 < t - h <= self.lane_bytes or self._hq[_GEN] != self._gen:
+                    return self._get_slow()  # nothing, a rescan, or a corrupt tail
                 ln.tail = t
             off = h & self._mask
             m = ln.q[off >> 3]
-            if m <= self.max_frame:
+            if m <= self.max_frame and off + m <= self._fit:
                 start = ln.base + off + RECORD_HDR
                 frame = self._mm[start : start + m]  # type: ignore[index]
                 h += (m + 15) & -8
@@ -1311,18 +1585,24 @@ class Inbox:
         off = h & self._mask
         t = ln.tail
         if (t - h) // rec < limit:
-            t = ln.tail = ln.ctl[_TAIL]
+            t = ln.ctl[_TAIL]
+            if 0 < t - h <= self.lane_bytes:
+                ln.tail = t
+            else:
+                t = ln.tail  # corrupt: poll() skips the lane once this frame is released
         k = max(1, min(limit, (t - h) // rec, (self.lane_bytes - off) // rec))
         start = lane * self.lane_bytes + off
-        records = self.data[start : start + k * rec].reshape(k, rec)
         if k > 1:
+            records = self.data[start : start + k * rec].reshape(k, rec)
             prefixes = records[:, : RECORD_HDR + min(same, m)]
             match = (prefixes == prefixes[0]).all(axis=1)
             if not match.all():
                 k = int(match.argmin())  # the first that differs
                 records = records[:k]
+            run = records[:, RECORD_HDR : RECORD_HDR + m]
+        else:  # poll() checked that this one frame lies inside the lane
+            run = self.data[start + RECORD_HDR : start + RECORD_HDR + m].reshape(1, m)
         ln.run = k
-        run = records[:, RECORD_HDR : RECORD_HDR + m]
         run.flags.writeable = False
         return run
 
@@ -1352,8 +1632,10 @@ class Inbox:
         mask = self._mask
         q = ln.q
         maxf = self.max_frame
+        fit = self._fit
+        cap = self.lane_bytes
         m = ln.cur
-        h = ln.head
+        h = head = ln.head
         frames = [((h & mask) + RECORD_HDR, m)]
         ends = [h]
         h += (m + 15) & -8
@@ -1361,16 +1643,18 @@ class Inbox:
         total = m - skip
         t = ln.tail
         while total < max_bytes:
-            if h == t:
-                t = ln.tail = ln.ctl[_TAIL]
-                if h == t:
-                    break
+            if h >= t:
+                t = ln.ctl[_TAIL]
+                if h >= t or t - head > cap:
+                    t = ln.tail
+                    break  # nothing more, or a corrupt tail poll() will report
+                ln.tail = t
             off = h & mask
             m = q[off >> 3]
-            if m > maxf:
+            if m > maxf or off + m > fit or h + RECORD_HDR + m > t:
                 if m != WRAP:
                     break  # corrupt: poll() reports it when it gets there
-                h += self.lane_bytes - off
+                h += cap - off
                 continue
             frames.append((off + RECORD_HDR, m))
             h += (m + 15) & -8
@@ -1503,6 +1787,7 @@ class Inbox:
                     hq[_ARMED] = 0
                     return False
             hq[_SLEEPS] += 1
+            self._publish_reads()
             rung = bell.sleep(slice_)
             hq[_ARMED] = 0
             if self._pending():
@@ -1553,14 +1838,17 @@ class Inbox:
             self._bell_nb.ring()
 
     def fill(self) -> tuple[int, int]:
-        """(bytes queued over all lanes, total ring capacity). Read-only."""
+        """(bytes queued over all lanes, total ring capacity of the private lanes)."""
         q = sum(c[_TAIL] - c[_HEAD] for c in self._ctls)
         return q, self.lanes * self.lane_bytes
 
     def _publish_reads(self) -> None:
-        """Copy the consumer's per-lane frame counts to the slots (done when idle)."""
+        """Copy the consumer's per-lane frame counts to the slots (done when idle), and
+        its heads: a ``head`` some producer overwrote would otherwise make the lane look
+        full to its writers for as long as the consumer finds nothing to release."""
         for ln in self._active:
             ln.ctl[_FRAMES_R] = ln.nread
+            ln.ctl[_HEAD] = ln.head
 
     def _lane_counts(self, i: int) -> tuple[int, int]:
         """(frames read, frames queued) of slot ``i``.
@@ -1579,7 +1867,7 @@ class Inbox:
         tail = c[_TAIL]
         q, mask, cap, maxf = self._qs[i], self._mask, self.lane_bytes, self.max_frame
         queued = 0
-        steps = (tail - head) // 8 + 1
+        steps = min((tail - head) // 8 + 1, cap // 8 + 1)  # a garbage tail: stay bounded
         while head < tail and steps > 0:
             steps -= 1
             off = head & mask
@@ -1603,7 +1891,7 @@ class Inbox:
         cs = self._ctls
         queued, cap = self.fill()
         nread = nqueued = 0
-        for i in range(self.lanes):
+        for i in range(self._nslots):
             r, q = self._lane_counts(i)
             nread += r
             nqueued += q
@@ -1615,7 +1903,7 @@ class Inbox:
             "bytes_read": sum(c[_HEAD] for c in cs),
             "queued_bytes": queued,
             "capacity": cap,
-            "lanes_active": sum(1 for c in cs if c[_STATE] == SLOT_ACTIVE),
+            "lanes_active": sum(1 for c in cs if c[_STATE] in (SLOT_ACTIVE, SLOT_SHARED)),
             "claims": sum(c[_CLAIMS] for c in cs),
             "generation": hq[_GEN],
             "sleeps": hq[_SLEEPS],

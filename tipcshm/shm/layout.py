@@ -299,7 +299,7 @@ class NodeSegment:
                 if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
                     raise SharedMemoryFull(f"node {node!r}'s segment", SEGMENT_BYTES) from None
                 raise
-            seg = cls(node, shm, True, Trust(frozenset({os.geteuid()})))
+            seg = cls(node, shm, True, Trust(frozenset({os.geteuid()}), gid if gid >= 0 else None))
         except BaseException:
             os.close(shm.fd)
             posix_ipc.unlink_shared_memory(segment_name(node))
@@ -323,7 +323,7 @@ class NodeSegment:
     @property
     def tag(self) -> int:
         """The node's incarnation tag, stamped into every inbox it has."""
-        return self.u64[H_TAG // 8]
+        return self._tag or self.u64[H_TAG // 8]  # the creator trusts its own copy
 
     def publish_magic(self) -> None:
         self.u64[H_MAGIC // 8] = MAGIC
