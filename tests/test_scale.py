@@ -18,9 +18,8 @@ from tipcshm.client import get_client
 SERVER = 7000
 CHILD_SERVICE = 7001
 NPROC = 300
-# Senders per server socket stay within one inbox's 64 lanes until the overflow lane lands;
-# then one server socket can take all of them.
-NSERVERS = 6
+# One server socket takes every sender: 64 get private lanes, the rest share the overflow lane.
+NSERVERS = 1
 NSOCKETS = 3000
 
 
@@ -120,20 +119,15 @@ def test_300_processes_bind_distinct_services_and_send(node: str) -> None:
 
 
 def test_3000_sockets_in_one_process(node: str) -> None:
-    t0 = time.perf_counter()
     socks = [tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node) for _ in range(NSOCKETS)]
-    opened = time.perf_counter() - t0
     try:
         seg = socks[0]._client.seg
         assert len(seg.socket_indices()) >= NSOCKETS
         s = socks[NSOCKETS // 2]
-        t0 = time.perf_counter()
-        s.bind((tipcshm.TIPC_ADDR_NAME, SERVER, 1, 0))
+        s.bind((tipcshm.TIPC_ADDR_NAME, SERVER, 1, 0))  # timed in tools/bench/scale.py
+        assert get_client(node).table().overlapping(SERVER, 1, 1)
         s.unbind((tipcshm.TIPC_ADDR_NAME, SERVER, 1, 0))
-        bind_unbind = time.perf_counter() - t0
-        # Scans are column compares, not walks: generous bounds for a loaded 2-core box.
-        assert bind_unbind < 0.5, f"bind+unbind with {NSOCKETS} sockets open: {bind_unbind:.3f}s"
-        assert opened / NSOCKETS < 0.01, f"{opened / NSOCKETS * 1e3:.2f} ms per socket"
+        assert not get_client(node).table().overlapping(SERVER, 1, 1)
     finally:
         for sk in socks:
             sk.close()

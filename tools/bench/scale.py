@@ -6,8 +6,8 @@
   open, times a bind + unbind of one of them (median of 50); then closes them all and
   times until the name-table worker has freed every entry.
 * processes: P forked processes (default 1,000) each open a socket, bind a distinct
-  service and send one message to one of S server sockets (default: as few as the
-  64-lane inboxes allow without the overflow lane, ceil(P / 60)); times until every
+  service and send one message to one of S server sockets (default 1: 64 senders get
+  private lanes, the others share its overflow lane); times until every
   process has bound and sent, and until the servers received every message; then kills
   them all (kill -9) and times until every binding is withdrawn.
 * RSS of this process, the supervisor and the name-table worker, and the bytes of
@@ -219,9 +219,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sockets", type=int, default=10_000)
     ap.add_argument("--procs", type=int, default=1_000)
-    ap.add_argument("--servers", type=int, default=0)
+    ap.add_argument("--servers", type=int, default=1)
     args = ap.parse_args()
-    nservers = args.servers or -(-args.procs // 60)
+    nservers = max(1, args.servers)
     with running_node() as node:
         # Processes first: forking a process that held 10,000 sockets copies its page tables.
         if args.procs:
