@@ -249,9 +249,24 @@ def test_supervisor_death_ends_blocked_calls_at_once(node_name: str) -> None:
             while True:
                 sender.sendto(b"x" * 1000, dest)
 
+        listener = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=node_name)
+        listener.bind((tipcshm.TIPC_ADDR_NAME, 4101, 1, 0))
+        listener.listen()
+        client = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_STREAM, node=node_name)
+        stream_listener = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_STREAM, node=node_name)
+        stream_listener.bind((tipcshm.TIPC_ADDR_NAME, 4101, 2, 0))
+        stream_listener.listen()
+        accepted: list[tipcshm.Socket] = []
+        acceptor = threading.Thread(target=lambda: accepted.append(stream_listener.accept()[0]))
+        acceptor.start()
+        client.connect((tipcshm.TIPC_ADDR_NAME, 4101, 2, 0))
+        acceptor.join(10)
         threads = [
             threading.Thread(target=blocked, args=("recv", lambda: receiver.recv(10))),
             threading.Thread(target=blocked, args=("send", flood)),
+            threading.Thread(target=blocked, args=("accept", listener.accept)),
+            threading.Thread(target=blocked, args=("conn recv", lambda: accepted[0].recv(10))),
+            threading.Thread(target=blocked, args=("conn client recv", lambda: client.recv(10))),
         ]
         for t in threads:
             t.start()
@@ -261,7 +276,7 @@ def test_supervisor_death_ends_blocked_calls_at_once(node_name: str) -> None:
         for t in threads:
             t.join(10)
             assert not t.is_alive(), "a blocked call outlived the supervisor"
-        for what in ("recv", "send"):
+        for what in ("recv", "send", "accept", "conn recv", "conn client recv"):
             when, exc = ended[what]
             assert isinstance(exc, tipcshm.NodeNotRunning), (what, exc)
             assert when - killed < 0.5, f"{what} took {when - killed:.3f} s"
@@ -280,7 +295,7 @@ def test_supervisor_death_ends_blocked_calls_at_once(node_name: str) -> None:
             fresh.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 fresh.recv(10)
-        for s in (receiver, server, sender):
+        for s in (receiver, server, sender, listener, client, stream_listener, *accepted):
             s.close()
     finally:
         stop_node(node_name)

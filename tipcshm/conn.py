@@ -69,6 +69,7 @@ from tipcshm.errors import (
     HostUnreachable,
     InvalidArgument,
     MessageTooLong,
+    NodeNotRunning,
     NotConnected,
     SocketClosed,
     Timeout,
@@ -324,7 +325,9 @@ class ConnSocket(Socket):
             if got or not self._wait_ring(deadline, nonblock):
                 return got
 
-    def _node_stopped(self) -> None:
+    def _node_stopped(self) -> NoReturn:
+        if self._client.dead:  # killed, not stopped: nothing on this node works any more
+            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
         raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
 
     def _deadline(self, flags: int) -> tuple[float | None, bool]:
@@ -557,6 +560,8 @@ class ConnSocket(Socket):
 
     def _peer_gone(self) -> NoReturn:
         """The peer's inbox is closed: find its abort message if it came, then raise."""
+        if self._client.dead:
+            self._node_stopped()
         self._client.forget(self._conn.peer_port)
         self._peer_p = None
         if self._recv_lock.acquire(blocking=False):
