@@ -75,8 +75,19 @@ from tipcshm.errors import (
     TipcError,
     WouldBlock,
 )
-from tipcshm.shm.lane import InboxClosed, Producer
-from tipcshm.sock import _ANC_DESTNAME, _ANC_ERRINFO, _WAIT_SLICE, Socket, _post, _source
+from tipcshm.shm.lane import InboxClosed, InboxError, Producer
+from tipcshm.sock import (
+    _ANC_DESTNAME,
+    _ANC_ERRINFO,
+    _WAIT_SLICE,
+    Socket,
+    _post,
+    _source,
+    recv_args,
+    recv_target,
+    recvmsg_args,
+    shutdown_how,
+)
 
 _W01 = wire.HDR_W01
 _HDR24_FROM = wire.HDR24.unpack_from
@@ -255,11 +266,15 @@ class ConnSocket(Socket):
             return
         give_up = time.monotonic() + 5.0  # a peer that never reads cannot wedge us
         with p.lock:
-            while not p.write(frame):
-                if not p.wait_space(len(frame), _WAIT_SLICE):
-                    inbox = self._client._dest_inbox.get(c.peer_port)
-                    if inbox is None or inbox.closed or time.monotonic() > give_up:
-                        return
+            try:
+                while not p.write(frame):
+                    if not p.wait_space(len(frame), _WAIT_SLICE):
+                        inbox = self._client._dest_inbox.get(c.peer_port)
+                        if inbox is None or inbox.closed or time.monotonic() > give_up:
+                            return
+            except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
+                if e.errno != errno.ESTALE:
+                    raise
 
     # -- frames in -------------------------------------------------------------------
     def _handle(self, frame: bytes) -> None:
@@ -445,11 +460,16 @@ class ConnSocket(Socket):
             raise ConnectionRefused(f"connect to {addr}: no socket there")
         deadline = time.monotonic() + self._conn_timeout_ms / 1000
         with p.lock:
-            while not p.write(frame):
-                if self._timeout == 0.0:
-                    raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
-                if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
-                    raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+            try:
+                while not p.write(frame):
+                    if self._timeout == 0.0:
+                        raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
+                    if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
+                        raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+            except InboxError as e:  # ESTALE: forgotten (the listener went away) meanwhile
+                if e.errno != errno.ESTALE:
+                    raise
+                raise ConnectionRefused(f"connect to {addr}: no socket there") from None
         self._conn.connect()
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
@@ -684,6 +704,10 @@ class ConnSocket(Socket):
             k = p.put_run_locked(
                 self._head24, self._w0c | (_HS + size), whole, size, min(room, len(whole) // size)
             )
+        except InboxError as e:  # ESTALE: forgotten (the peer went away); _send_data says so
+            if e.errno != errno.ESTALE:
+                raise
+            k = 0
         finally:
             lock.release()
         if k:
@@ -757,10 +781,9 @@ class ConnSocket(Socket):
             self._send_ctl(ack)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        bufsize, flags = recv_args(bufsize, flags, "recv")
         if self._closed:
             raise SocketClosed(self._port)
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recv")
         deadline, nonblock = self._deadline(flags)
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv")
@@ -924,11 +947,9 @@ class ConnSocket(Socket):
         return bytes(out)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        target = memoryview(buffer).cast("B")
-        if target.readonly:
-            raise TypeError("recv_into() needs a writable buffer (bytearray, memoryview, array)")
-        if nbytes:
-            target = target[:nbytes]
+        return self._recv_into(*recv_target(buffer, nbytes, flags, "recv_into"))
+
+    def _recv_into(self, target: memoryview, flags: int) -> int:
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv_into")
         if self._stream and not flags & ~(MSG_WAITALL | MSG_DONTWAIT) and not self._closed:
@@ -1185,11 +1206,11 @@ class ConnSocket(Socket):
             self._partial = b""
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
-        data = self.recv(bufsize, flags)
+        data = self.recv(*recv_args(bufsize, flags, "recvfrom"))
         return data, (self._peer_addr() if self._conn.peer_port else None)
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        n = self.recv_into(buffer, nbytes, flags)
+        n = self._recv_into(*recv_target(buffer, nbytes, flags, "recvfrom_into"))
         return n, (self._peer_addr() if self._conn.peer_port else None)
 
     def recvmsg(
@@ -1204,10 +1225,9 @@ class ConnSocket(Socket):
         the kernel reports a peer's abort that way instead of raising ECONNRESET when
         the caller gave room for control data.
         """
+        bufsize, ancbufsize, flags = recvmsg_args(bufsize, ancbufsize, flags)
         if self._closed:
             raise SocketClosed(self._port)
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recvmsg")
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recvmsg")
         deadline, nonblock = self._deadline(flags)
@@ -1251,6 +1271,7 @@ class ConnSocket(Socket):
 
     # -- ending ----------------------------------------------------------------------
     def shutdown(self, how: int = 2) -> None:
+        shutdown_how(how)
         self._check_open()
         st = self._conn.state
         if st not in (State.TIPC_ESTABLISHED, State.TIPC_DISCONNECTING):
