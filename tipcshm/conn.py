@@ -895,56 +895,63 @@ class ConnSocket(Socket):
     def _recv_stream(
         self, bufsize: int, flags: int, deadline: float | None, nonblock: bool
     ) -> bytes:
-        peek = bool(flags & MSG_PEEK)
-        waitall = bool(flags & MSG_WAITALL) and not peek
+        if flags & MSG_PEEK:
+            return self._peek_stream(bufsize, flags, deadline, nonblock)
+        waitall = bool(flags & MSG_WAITALL)
         out = bytearray()
         if self._partial:
-            take = self._partial[:bufsize]
-            out += take
-            if not peek:
-                self._partial = self._partial[len(take) :]
-        queued = 0  # frames looked at while peeking
+            out += self._partial[:bufsize]
+            self._partial = self._partial[len(out) :]
         rxq = self._rxq
         while len(out) < bufsize:
-            if peek and queued < len(rxq):
-                frame = rxq[queued]
-                queued += 1
-            else:
-                if out and (peek or not waitall) and not rxq:
-                    # Return what we have unless more is already waiting.
-                    if not self._pump(None, nonblock=True) or not rxq:
-                        break
-                try:
-                    nxt = self._next(flags, deadline, nonblock)
-                except Timeout:
-                    if out:
-                        break  # MSG_WAITALL timed out: what was taken is returned
-                    raise
-                if nxt is None:
-                    if out:
-                        break
-                    raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                if not nxt:
-                    if not out and not peek:
-                        self._end_taken = True  # EOF now; with data, on the next call
+            if out and not waitall and not rxq:
+                # Return what we have unless more is already waiting.
+                if not self._pump(None, nonblock=True) or not rxq:
                     break
-                if peek:
-                    continue  # look at it through the queue
-                frame = nxt
-                self._consume()
+            try:
+                frame = self._next(flags, deadline, nonblock)
+            except Timeout:
+                if out:
+                    break  # MSG_WAITALL timed out: what was taken is returned
+                raise
+            if frame is None:
+                if out:
+                    break
+                raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+            if not frame:
+                if not out:
+                    self._end_taken = True  # EOF now; with data, on the next call
+                break
+            self._consume()
             data = frame[(_W01.unpack_from(frame)[0] >> 19) & 0x3C :]
             room = bufsize - len(out)
             if len(data) > room:
                 out += data[:room]
-                if not peek:
-                    self._partial = data[room:]
+                self._partial = data[room:]
             else:
                 out += data
-        n = len(out)
-        if not peek:
-            self._rx_bytes += n
-            self._rx_msgs += 1
+        self._rx_bytes += len(out)
+        self._rx_msgs += 1
         return bytes(out)
+
+    def _peek_stream(
+        self, bufsize: int, flags: int, deadline: float | None, nonblock: bool
+    ) -> bytes:
+        """STREAM MSG_PEEK as tipc_recvstream answers it: the unread bytes of the first
+        message only (never across messages, MSG_WAITALL or not), waiting for one as
+        recv does; an empty message before it is discarded, peeking or not."""
+        if self._partial:
+            return self._partial[:bufsize]
+        while True:
+            frame = self._next(flags, deadline, nonblock)
+            if frame is None:
+                raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+            if not frame:
+                return b""  # the end, left for the read that takes it
+            hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
+            if len(frame) > hs:
+                return frame[hs : hs + bufsize]
+            self._consume()
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         return self._recv_into(*recv_target(buffer, nbytes, flags, "recv_into"))

@@ -1181,8 +1181,8 @@ class Inbox:
     def poll(self) -> tuple[memoryview, int, int, int] | None:
         """Next frame as ``(lane buffer, offset, length, lane)`` without consuming it.
 
-        Round robin over active lanes, one frame per lane per turn. Calling it again
-        before :meth:`release` returns the same frame.
+        Round robin over active lanes, one frame per lane per turn. Calling it (or
+        :meth:`get`) again before :meth:`release` returns the same frame.
         """
         ln = start = self._rr
         if ln is None:
@@ -1200,6 +1200,10 @@ class Inbox:
             ln = ln.nxt
             if ln is start:
                 return self._poll_idle()
+        # The turn stays on this lane until release(): a poll that does not consume (a
+        # peek) and the read after it must see the same frame, even if an earlier lane
+        # got one meanwhile.
+        self._rr = ln
         off = h & self._mask
         m = ln.q[off >> 3]
         if m > self.max_frame:
