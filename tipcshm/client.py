@@ -122,6 +122,14 @@ class NodeClient:
             self._dest[port] = p
             return p
 
+    def gone(self, port: int) -> bool:
+        """True unless our lane into ``port`` is cached and its receiver still reads it."""
+        inbox = self._dest_inbox.get(port)
+        try:
+            return inbox is None or inbox.closed
+        except ValueError:
+            return True  # another thread's forget() detached it: its views are gone
+
     def forget(self, port: int) -> None:
         """Drop (and unmap) our lane into a receiver that went away.
 

@@ -269,8 +269,7 @@ class ConnSocket(Socket):
             try:
                 while not p.write(frame):
                     if not p.wait_space(len(frame), _WAIT_SLICE):
-                        inbox = self._client._dest_inbox.get(c.peer_port)
-                        if inbox is None or inbox.closed or time.monotonic() > give_up:
+                        if self._client.gone(c.peer_port) or time.monotonic() > give_up:
                             return
             except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
                 if e.errno != errno.ESTALE:
@@ -546,8 +545,7 @@ class ConnSocket(Socket):
         size = _HS + n
         while True:
             p = self._peer_p
-            inbox = self._client._dest_inbox.get(conn.peer_port)
-            if p is None or inbox is None or inbox.closed:
+            if p is None or self._client.gone(conn.peer_port):
                 self._peer_gone()  # raises
             if conn.state is not State.TIPC_ESTABLISHED:
                 self._not_sendable()
@@ -637,8 +635,7 @@ class ConnSocket(Socket):
                     raise WouldBlock(f"{self._addr_text()}: send window full")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"{self._addr_text()}: timed out waiting for the window")
-                inbox = self._client._dest_inbox.get(conn.peer_port)
-                if inbox is None or inbox.closed:
+                if self._client.gone(conn.peer_port):
                     self._peer_gone()
 
     def send(self, data: Any, flags: int = 0) -> int:

@@ -644,13 +644,14 @@ class Socket:
         words: tuple[int, ...],
     ) -> None:
         p = self._client.producer(port)
-        if p is None:
+        inbox = self._client._dest_inbox.get(port)  # None if another thread forgot it
+        if p is None or inbox is None:
             return
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
         w0 = self._w0_flags | (hsize << 19)
         head = hdr.pack(w0, *words)
-        self._routes[address] = _Route(seq, p, self._client._dest_inbox[port], head, hsize, w0)
+        self._routes[address] = _Route(seq, p, inbox, head, hsize, w0)
 
     def _deliver(
         self,
@@ -704,12 +705,11 @@ class Socket:
         self._flush_counters()
         timeout = self._timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        inbox = self._client._dest_inbox.get(port)
         while True:
             off = p.reserve(size)
             if off is not None:
                 return off
-            if inbox is None or inbox.closed:
+            if self._client.gone(port):
                 return None
             if self._closed:
                 raise SocketClosed(self._port)
