@@ -145,9 +145,12 @@ class NodeClient:
         """This process's lane into socket ``port``'s inbox; None if no such socket."""
         p = self._dest.get(port)
         if p is not None:
-            inbox = self._dest_inbox[port]
-            if not inbox.closed:
-                return p
+            inbox = self._dest_inbox.get(port)
+            try:
+                if inbox is not None and not inbox.closed:
+                    return p
+            except ValueError:
+                pass  # another thread's forget() detached it meanwhile: its views are gone
             self.forget(port)
             return None
         if self.dead:
@@ -167,12 +170,30 @@ class NodeClient:
             self._dest[port] = p
             return p
 
+    def gone(self, port: int) -> bool:
+        """True unless our lane into ``port`` is cached and its receiver still reads it."""
+        inbox = self._dest_inbox.get(port)
+        try:
+            return inbox is None or inbox.closed
+        except ValueError:
+            return True  # another thread's forget() detached it: its views are gone
+
     def forget(self, port: int) -> None:
+        """Drop (and unmap) our lane into a receiver that went away.
+
+        Sockets may still hold its producer (cached routes, other threads): the detach
+        runs under the producer's lock, which every send holds while it writes, and
+        leaves the producer reading as closed, so a send never meets a released view.
+        """
         with self._lock:
-            self._dest.pop(port, None)
+            p = self._dest.pop(port, None)
             inbox = self._dest_inbox.pop(port, None)
         if inbox is not None:
-            inbox.detach()
+            if p is None:
+                inbox.detach()
+            else:
+                with p.lock:
+                    inbox.detach()
 
     # -- control path ----------------------------------------------------------------
     def _worker_bell(self) -> Inbox:

@@ -76,8 +76,19 @@ from tipcshm.errors import (
     TipcError,
     WouldBlock,
 )
-from tipcshm.shm.lane import InboxClosed, Producer
-from tipcshm.sock import _ANC_DESTNAME, _ANC_ERRINFO, _WAIT_SLICE, Socket, _post, _source
+from tipcshm.shm.lane import InboxClosed, InboxError, Producer
+from tipcshm.sock import (
+    _ANC_DESTNAME,
+    _ANC_ERRINFO,
+    _WAIT_SLICE,
+    Socket,
+    _post,
+    _source,
+    recv_args,
+    recv_target,
+    recvmsg_args,
+    shutdown_how,
+)
 
 _W01 = wire.HDR_W01
 _HDR24_FROM = wire.HDR24.unpack_from
@@ -256,11 +267,14 @@ class ConnSocket(Socket):
             return
         give_up = time.monotonic() + 5.0  # a peer that never reads cannot wedge us
         with p.lock:
-            while not p.write(frame):
-                if not p.wait_space(len(frame), _WAIT_SLICE):
-                    inbox = self._client._dest_inbox.get(c.peer_port)
-                    if inbox is None or inbox.closed or time.monotonic() > give_up:
-                        return
+            try:
+                while not p.write(frame):
+                    if not p.wait_space(len(frame), _WAIT_SLICE):
+                        if self._client.gone(c.peer_port) or time.monotonic() > give_up:
+                            return
+            except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
+                if e.errno != errno.ESTALE:
+                    raise
 
     # -- frames in -------------------------------------------------------------------
     def _handle(self, frame: bytes) -> None:
@@ -448,11 +462,16 @@ class ConnSocket(Socket):
             raise ConnectionRefused(f"connect to {addr}: no socket there")
         deadline = time.monotonic() + self._conn_timeout_ms / 1000
         with p.lock:
-            while not p.write(frame):
-                if self._timeout == 0.0:
-                    raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
-                if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
-                    raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+            try:
+                while not p.write(frame):
+                    if self._timeout == 0.0:
+                        raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
+                    if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
+                        raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+            except InboxError as e:  # ESTALE: forgotten (the listener went away) meanwhile
+                if e.errno != errno.ESTALE:
+                    raise
+                raise ConnectionRefused(f"connect to {addr}: no socket there") from None
         self._conn.connect()
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
@@ -529,8 +548,7 @@ class ConnSocket(Socket):
         size = _HS + n
         while True:
             p = self._peer_p
-            inbox = self._client._dest_inbox.get(conn.peer_port)
-            if p is None or inbox is None or inbox.closed:
+            if p is None or self._client.gone(conn.peer_port):
                 self._peer_gone()  # raises
             if conn.state is not State.TIPC_ESTABLISHED:
                 self._not_sendable()
@@ -622,8 +640,7 @@ class ConnSocket(Socket):
                     raise WouldBlock(f"{self._addr_text()}: send window full")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"{self._addr_text()}: timed out waiting for the window")
-                inbox = self._client._dest_inbox.get(conn.peer_port)
-                if inbox is None or inbox.closed:
+                if self._client.gone(conn.peer_port):
                     self._peer_gone()
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -689,6 +706,10 @@ class ConnSocket(Socket):
             k = p.put_run_locked(
                 self._head24, self._w0c | (_HS + size), whole, size, min(room, len(whole) // size)
             )
+        except InboxError as e:  # ESTALE: forgotten (the peer went away); _send_data says so
+            if e.errno != errno.ESTALE:
+                raise
+            k = 0
         finally:
             lock.release()
         if k:
@@ -762,10 +783,9 @@ class ConnSocket(Socket):
             self._send_ctl(ack)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        bufsize, flags = recv_args(bufsize, flags, "recv")
         if self._closed:
             raise SocketClosed(self._port)
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recv")
         deadline, nonblock = self._deadline(flags)
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv")
@@ -877,63 +897,68 @@ class ConnSocket(Socket):
     def _recv_stream(
         self, bufsize: int, flags: int, deadline: float | None, nonblock: bool
     ) -> bytes:
-        peek = bool(flags & MSG_PEEK)
-        waitall = bool(flags & MSG_WAITALL) and not peek
+        if flags & MSG_PEEK:
+            return self._peek_stream(bufsize, flags, deadline, nonblock)
+        waitall = bool(flags & MSG_WAITALL)
         out = bytearray()
         if self._partial:
-            take = self._partial[:bufsize]
-            out += take
-            if not peek:
-                self._partial = self._partial[len(take) :]
-        queued = 0  # frames looked at while peeking
+            out += self._partial[:bufsize]
+            self._partial = self._partial[len(out) :]
         rxq = self._rxq
         while len(out) < bufsize:
-            if peek and queued < len(rxq):
-                frame = rxq[queued]
-                queued += 1
-            else:
-                if out and (peek or not waitall) and not rxq:
-                    # Return what we have unless more is already waiting.
-                    if not self._pump(None, nonblock=True) or not rxq:
-                        break
-                try:
-                    nxt = self._next(flags, deadline, nonblock)
-                except Timeout:
-                    if out:
-                        break  # MSG_WAITALL timed out: what was taken is returned
-                    raise
-                if nxt is None:
-                    if out:
-                        break
-                    raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                if not nxt:
-                    if not out and not peek:
-                        self._end_taken = True  # EOF now; with data, on the next call
+            if out and not waitall and not rxq:
+                # Return what we have unless more is already waiting.
+                if not self._pump(None, nonblock=True) or not rxq:
                     break
-                if peek:
-                    continue  # look at it through the queue
-                frame = nxt
-                self._consume()
+            try:
+                frame = self._next(flags, deadline, nonblock)
+            except Timeout:
+                if out:
+                    break  # MSG_WAITALL timed out: what was taken is returned
+                raise
+            if frame is None:
+                if out:
+                    break
+                raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+            if not frame:
+                if not out:
+                    self._end_taken = True  # EOF now; with data, on the next call
+                break
+            self._consume()
             data = frame[(_W01.unpack_from(frame)[0] >> 19) & 0x3C :]
             room = bufsize - len(out)
             if len(data) > room:
                 out += data[:room]
-                if not peek:
-                    self._partial = data[room:]
+                self._partial = data[room:]
             else:
                 out += data
-        n = len(out)
-        if not peek:
-            self._rx_bytes += n
-            self._rx_msgs += 1
+        self._rx_bytes += len(out)
+        self._rx_msgs += 1
         return bytes(out)
 
+    def _peek_stream(
+        self, bufsize: int, flags: int, deadline: float | None, nonblock: bool
+    ) -> bytes:
+        """STREAM MSG_PEEK as tipc_recvstream answers it: the unread bytes of the first
+        message only (never across messages, MSG_WAITALL or not), waiting for one as
+        recv does; an empty message before it is discarded, peeking or not."""
+        if self._partial:
+            return self._partial[:bufsize]
+        while True:
+            frame = self._next(flags, deadline, nonblock)
+            if frame is None:
+                raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
+            if not frame:
+                return b""  # the end, left for the read that takes it
+            hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
+            if len(frame) > hs:
+                return frame[hs : hs + bufsize]
+            self._consume()
+
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        target = memoryview(buffer).cast("B")
-        if target.readonly:
-            raise TypeError("recv_into() needs a writable buffer (bytearray, memoryview, array)")
-        if nbytes:
-            target = target[:nbytes]
+        return self._recv_into(*recv_target(buffer, nbytes, flags, "recv_into"))
+
+    def _recv_into(self, target: memoryview, flags: int) -> int:
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv_into")
         if self._stream and not flags & ~(MSG_WAITALL | MSG_DONTWAIT) and not self._closed:
@@ -1190,11 +1215,11 @@ class ConnSocket(Socket):
             self._partial = b""
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
-        data = self.recv(bufsize, flags)
+        data = self.recv(*recv_args(bufsize, flags, "recvfrom"))
         return data, (self._peer_addr() if self._conn.peer_port else None)
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        n = self.recv_into(buffer, nbytes, flags)
+        n = self._recv_into(*recv_target(buffer, nbytes, flags, "recvfrom_into"))
         return n, (self._peer_addr() if self._conn.peer_port else None)
 
     def recvmsg(
@@ -1209,10 +1234,9 @@ class ConnSocket(Socket):
         the kernel reports a peer's abort that way instead of raising ECONNRESET when
         the caller gave room for control data.
         """
+        bufsize, ancbufsize, flags = recvmsg_args(bufsize, ancbufsize, flags)
         if self._closed:
             raise SocketClosed(self._port)
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recvmsg")
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recvmsg")
         deadline, nonblock = self._deadline(flags)
@@ -1256,6 +1280,7 @@ class ConnSocket(Socket):
 
     # -- ending ----------------------------------------------------------------------
     def shutdown(self, how: int = 2) -> None:
+        shutdown_how(how)
         self._check_open()
         st = self._conn.state
         if st not in (State.TIPC_ESTABLISHED, State.TIPC_DISCONNECTING):

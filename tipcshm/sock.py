@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 import os
 import socket as _stdlib_socket
 import struct
@@ -84,7 +85,7 @@ from tipcshm.errors import (
     WouldBlock,
 )
 from tipcshm.shm import control
-from tipcshm.shm.lane import Inbox, InboxClosed, Producer
+from tipcshm.shm.lane import Inbox, InboxClosed, InboxError, Producer
 from tipcshm.shm.layout import (
     MAX_BINDINGS,
     S_DROPS,
@@ -98,6 +99,7 @@ from tipcshm.shm.layout import (
 
 _W01 = wire.HDR_W01
 _U32 = wire.U32
+_U32LE = struct.Struct("=I")  # a socket option's value, in the host's byte order
 _ANC_ERRINFO = struct.Struct("=II")
 _ANC_DESTNAME = struct.Struct("=III")
 _WAIT_SLICE = 0.25  # blocked calls re-check closure and node liveness this often (seconds)
@@ -402,31 +404,48 @@ class Socket:
     def getblocking(self) -> bool:
         return self._timeout != 0.0
 
-    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+    def setsockopt(
+        self, level: int, option: int, value: int | bytes | None, optlen: int | None = None
+    ) -> None:
+        """As tipc_setsockopt: the value is checked whole before anything changes."""
         self._check_open()
+        level, option = _c_int(level), _c_int(option)
+        word, length = _option_value(value, optlen)
+        if level == _IPPROTO_TCP and self.type == SOCK_STREAM:
+            return  # the kernel accepts and ignores TCP options on STREAM sockets
         if level != SOL_TIPC:
             raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            if len(value) < 4:
-                raise InvalidArgument(f"option {option}: value must be at least 4 bytes")
-            value = int(struct.unpack_from("=I", value)[0])
-        assert isinstance(value, int)
+        if option in _VALUE_OPTIONS:
+            if length < 4:
+                raise InvalidArgument(f"option {option}: the value must be at least 4 bytes")
+            if word is None:
+                raise TipcError(errno.EFAULT, f"option {option}: no value (NULL, {length})")
+        elif option == TIPC_GROUP_JOIN:
+            if length < 16:
+                raise InvalidArgument("TIPC_GROUP_JOIN: the value must be a 16-byte request")
+            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+        elif value is not None or length:
+            raise InvalidArgument(f"option {option} takes no value (None, 0)")
         if option == TIPC_IMPORTANCE:
-            if not 0 <= value <= TIPC_CRITICAL_IMPORTANCE:
-                raise InvalidArgument(f"TIPC_IMPORTANCE {value} is not 0..3")
-            self._importance = value
+            assert word is not None
+            if word > TIPC_CRITICAL_IMPORTANCE:
+                raise InvalidArgument(f"TIPC_IMPORTANCE {word} is not 0..3")
+            self._importance = word
         elif option == TIPC_SRC_DROPPABLE:
-            self._src_droppable = bool(value)
+            if self.type == SOCK_STREAM:
+                raise ProtocolOptionError(level, option, "not on SOCK_STREAM")
+            self._src_droppable = bool(word)
         elif option == TIPC_DEST_DROPPABLE:
-            self._dest_droppable = bool(value)
+            self._dest_droppable = bool(word)
         elif option == TIPC_CONN_TIMEOUT:
-            self._conn_timeout_ms = int(value)
+            assert word is not None
+            self._conn_timeout_ms = word
         elif option in (TIPC_MCAST_BROADCAST, TIPC_MCAST_REPLICAST, TIPC_NODELAY):
             pass  # transmission-method hints: one node has one method
-        elif option in (TIPC_GROUP_JOIN, TIPC_GROUP_LEAVE):
+        elif option == TIPC_GROUP_LEAVE:
             raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
         else:
-            raise ProtocolOptionError(level, option)
+            raise InvalidArgument(f"no SOL_TIPC option {option}")
         self._update_w0()
         self._routes.clear()  # their header words carry the old flags
 
@@ -501,7 +520,8 @@ class Socket:
             )
         finally:
             lock.release()  # also the fence that notify() relies on
-        if not sent:  # full, closed or too long: the general path sorts it out
+        if not sent:  # full, closed, gone or too long: the general path sorts it out
+            del self._routes[address]  # it re-resolves, and re-caches a live lane
             return self._send(data, flags, address)
         p.notify()
         self._tx_msgs += 1
@@ -537,6 +557,9 @@ class Socket:
         """The general path: resolve, (re)build the route, deliver; may block."""
         if self._closed:
             raise SocketClosed(self._port)
+        if data.__class__ is not bytes and data.__class__ is not bytearray:
+            data = _bytes_view(data)
+        flags = _c_int(flags)
         addr = parse_address(address)
         n = len(data)
         if n > TIPC_MAX_USER_MSG_SIZE:
@@ -634,13 +657,14 @@ class Socket:
         words: tuple[int, ...],
     ) -> None:
         p = self._client.producer(port)
-        if p is None:
+        inbox = self._client._dest_inbox.get(port)  # None if another thread forgot it
+        if p is None or inbox is None:
             return
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
         w0 = self._w0_flags | (hsize << 19)
         head = hdr.pack(w0, *words)
-        self._routes[address] = _Route(seq, p, self._client._dest_inbox[port], head, hsize, w0)
+        self._routes[address] = _Route(seq, p, inbox, head, hsize, w0)
 
     def _deliver(
         self,
@@ -672,15 +696,20 @@ class Socket:
                             f"receiving socket <{self._own:#010x}:{port:#010x}> is full"
                         )
                     off = self._wait_space(p, port, size)
-            except InboxClosed:
+            except InboxError as e:
+                # Closed, or the lane was detached since producer() returned it (another
+                # thread forgot the port: ESTALE); either way the receiver went away.
+                if not isinstance(e, InboxClosed) and e.errno != errno.ESTALE:
+                    raise
                 off = None
-            if off is None:  # the receiver closed: the message is undeliverable
-                self._client.forget(port)
-                self._undeliverable(hdr, w0, words, data, missing_err)
-                return
-            hdr.pack_into(p.buf, off, w0, *words)
-            p.buf[off + hsize : off + size] = data
-            p.commit(size)
+            if off is not None:
+                hdr.pack_into(p.buf, off, w0, *words)
+                p.buf[off + hsize : off + size] = data
+                p.commit(size)
+        if off is None:  # the receiver closed: the message is undeliverable
+            self._client.forget(port)  # not under p.lock: forget() takes it to detach
+            self._undeliverable(hdr, w0, words, data, missing_err)
+            return
         self._tx_msgs += 1
         self._tx_bytes += n
         self._flush_counters()
@@ -689,12 +718,11 @@ class Socket:
         self._flush_counters()
         timeout = self._timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        inbox = self._client._dest_inbox.get(port)
         while True:
             off = p.reserve(size)
             if off is not None:
                 return off
-            if inbox is None or inbox.closed:
+            if self._client.gone(port):
                 return None
             if self._closed:
                 raise SocketClosed(self._port)
@@ -774,8 +802,13 @@ class Socket:
             self._flush_counters()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        if flags:
-            return self._recv_polled(bufsize, flags)[0]
+        if (  # anything but plain ints (0 flags, a size of 1 .. SSIZE_MAX) is checked there
+            flags
+            or flags.__class__ is not int
+            or bufsize.__class__ is not int
+            or not 0 < bufsize <= 0x7FFFFFFFFFFFFFFF
+        ):
+            return self._recv_polled(bufsize, flags, "recv")[0]
         lock = self._recv_lock
         lock.acquire()
         try:
@@ -798,8 +831,13 @@ class Socket:
         self, bufsize: int, flags: int = 0
     ) -> tuple[bytes, tuple[int, int, int, int, int]]:
         # recv's body again, on purpose: a shared helper costs a call on every message.
-        if flags:
-            return self._recv_polled(bufsize, flags)
+        if (  # anything but plain ints (0 flags, a size of 1 .. SSIZE_MAX) is checked there
+            flags
+            or flags.__class__ is not int
+            or bufsize.__class__ is not int
+            or not 0 < bufsize <= 0x7FFFFFFFFFFFFFFF
+        ):
+            return self._recv_polled(bufsize, flags, "recvfrom")
         lock = self._recv_lock
         lock.acquire()
         try:
@@ -844,9 +882,11 @@ class Socket:
             frame = self._inbox.get() or self._get_blocking()  # not a data message: skip
 
     def _recv_polled(
-        self, bufsize: int, flags: int
+        self, bufsize: Any, flags: Any, what: str
     ) -> tuple[bytes, tuple[int, int, int, int, int]]:
-        """recv/recvfrom with flags (MSG_PEEK, MSG_DONTWAIT): read in place, maybe keep."""
+        """recv/recvfrom with flags (MSG_PEEK, MSG_DONTWAIT) or odd arguments: checked,
+        then read in place, maybe kept."""
+        bufsize, flags = recv_args(bufsize, flags, what)
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
             hsize = (w0 >> 19) & 0x3C
@@ -867,13 +907,13 @@ class Socket:
         c[self._c_rx_bytes] = self._rx_bytes
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        target = memoryview(buffer).cast("B")
+        target, flags = recv_target(buffer, nbytes, flags, "recv_into")
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
             if w1 & _ERRCODE_MASK:
                 n = 0
             else:
-                n = min(dlen, nbytes or len(target), len(target))
+                n = min(dlen, len(target))
                 start = off + ((w0 >> 19) & 0x3C)
                 target[:n] = buf[start : start + n]
             self._consumed(lane, dlen, flags, w1)
@@ -882,11 +922,11 @@ class Socket:
     def recvfrom_into(
         self, buffer: Any, nbytes: int = 0, flags: int = 0
     ) -> tuple[int, tuple[int, int, int, int, int]]:
-        target = memoryview(buffer).cast("B")
+        target, flags = recv_target(buffer, nbytes, flags, "recvfrom_into")
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
             hsize = (w0 >> 19) & 0x3C
-            n = 0 if w1 & _ERRCODE_MASK else min(dlen, nbytes or len(target), len(target))
+            n = 0 if w1 & _ERRCODE_MASK else min(dlen, len(target))
             target[:n] = buf[off + hsize : off + hsize + n]
             addr = _source(buf, off, hsize)
             self._consumed(lane, dlen, flags, w1)
@@ -897,6 +937,7 @@ class Socket:
     ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[int, int, int, int, int]]:
         """Like socket.recvmsg; with ancbufsize > 0 it carries TIPC_ERRINFO, TIPC_RETDATA
         (returned messages) and TIPC_DESTNAME (messages sent to a service address)."""
+        bufsize, ancbufsize, flags = recvmsg_args(bufsize, ancbufsize, flags)
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
             hsize = (w0 >> 19) & 0x3C
@@ -948,6 +989,133 @@ class Socket:
         }
 
 
+# -- arguments, checked as socket.socket and the kernel check them, before any data moves --
+_C_INT_MIN, _C_INT_MAX = -(1 << 31), (1 << 31) - 1
+_SSIZE_MAX = (1 << 63) - 1
+
+
+def _c_int(value: Any) -> int:
+    """An argument the stdlib parses as a C int: TypeError unless an integer, OverflowError
+    outside the C range."""
+    v = operator.index(value)
+    if v > _C_INT_MAX:
+        raise OverflowError("signed integer is greater than maximum")
+    if v < _C_INT_MIN:
+        raise OverflowError("signed integer is less than minimum")
+    return v
+
+
+def _ssize(value: Any) -> int:
+    v = operator.index(value)
+    if not -_SSIZE_MAX - 1 <= v <= _SSIZE_MAX:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return v
+
+
+_IPPROTO_TCP = 6
+_VALUE_OPTIONS = frozenset(
+    (TIPC_IMPORTANCE, TIPC_SRC_DROPPABLE, TIPC_DEST_DROPPABLE, TIPC_CONN_TIMEOUT, TIPC_NODELAY)
+)
+
+
+def _option_value(value: Any, optlen: Any) -> tuple[int | None, int]:
+    """setsockopt()'s value as the kernel receives it: (its first word as a u32 or None,
+    its length). The stdlib's forms: a C int (sent as 4 bytes), a bytes-like object, or
+    None with an explicit optlen; anything else is its TypeError."""
+    if optlen is not None:
+        if value is not None:
+            raise TypeError("setsockopt() takes None as the value when an optlen is given")
+        length = _c_int(optlen)
+        if length < 0:
+            raise OverflowError("optlen must not be negative")
+        return None, length
+    if isinstance(value, int):
+        try:
+            return _c_int(value) & 0xFFFFFFFF, 4
+        except OverflowError:
+            pass  # the stdlib then tries the bytes form, and says so
+    try:
+        raw = memoryview(value).cast("B")
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'") from None
+    if len(raw) < 4:
+        return None, len(raw)
+    return int(_U32LE.unpack_from(raw)[0]), len(raw)
+
+
+def _bytes_view(data: Any) -> memoryview:
+    """Data to send as bytes (a view), or the stdlib's TypeError: len() of a view of
+    wider items would count items, not bytes."""
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+
+
+def recv_args(bufsize: Any, flags: Any, what: str) -> tuple[int, int]:
+    """(bufsize, flags) of a recv/recvfrom/recvmsg call, or the error the stdlib raises for
+    them (TypeError, OverflowError, ValueError), or EINVAL for a zero size as
+    tipc_recvmsg/tipc_recvstream give it."""
+    n = _ssize(bufsize)
+    f = _c_int(flags)
+    if n < 0:
+        raise ValueError(
+            "negative buffer size in recvmsg()"
+            if what == "recvmsg"
+            else f"negative buffersize in {what}"
+        )
+    if n == 0:
+        raise InvalidArgument(f"{what}: a buffer of 0 bytes (the kernel's EINVAL)")
+    return n, f
+
+
+def recvmsg_args(bufsize: Any, ancbufsize: Any, flags: Any) -> tuple[int, int, int]:
+    """recvmsg()'s sizes and flags, checked as the stdlib and then the kernel check them."""
+    n = _ssize(bufsize)
+    anc = _ssize(ancbufsize)
+    f = _c_int(flags)
+    if anc < 0:
+        raise ValueError("invalid ancillary data buffer length")
+    n, _ = recv_args(n, f, "recvmsg")
+    return n, anc, f
+
+
+def recv_target(buffer: Any, nbytes: Any, flags: Any, what: str) -> tuple[memoryview, int]:
+    """(the writable bytes to fill, flags) of a recv_into/recvfrom_into call, checked as
+    the stdlib and then the kernel check them."""
+    try:
+        target = memoryview(buffer)
+    except TypeError:
+        target = None
+    if target is None or target.readonly:
+        raise TypeError(
+            f"{what}() argument 1 must be read-write bytes-like object, not {type(buffer).__name__}"
+        )
+    target = target.cast("B")
+    n = _ssize(nbytes)
+    f = _c_int(flags)
+    if n < 0:
+        raise ValueError(f"negative buffersize in {what}")
+    if n > len(target):
+        raise ValueError(
+            "buffer too small for requested bytes"
+            if what == "recv_into"
+            else "nbytes is greater than the length of the buffer"
+        )
+    if n:
+        target = target[:n]
+    elif not len(target):
+        raise InvalidArgument(f"{what}: a buffer of 0 bytes (the kernel's EINVAL)")
+    return target, f
+
+
+def shutdown_how(how: Any) -> None:
+    """shutdown()'s argument: an integer (TypeError, as the stdlib), and SHUT_RDWR, the
+    only one tipc_shutdown takes (EINVAL otherwise)."""
+    if _c_int(how) != _stdlib_socket.SHUT_RDWR:
+        raise InvalidArgument(f"shutdown({how}): TIPC sockets only shut down both ways (2)")
+
+
 def _source(buf: memoryview | bytes, off: int, hsize: int) -> tuple[int, int, int, int, int]:
     """The sender's socket address, as recvfrom gives it: (TIPC_ADDR_ID, node, port, 0, 0)."""
     port = _U32.unpack_from(buf, off + 16)[0]
@@ -961,7 +1129,12 @@ def _post(client: NodeClient, port: int, frame: bytes) -> bool:
     if p is None:
         return False
     with p.lock:
-        if not p.write(frame):
+        try:
+            if not p.write(frame):
+                return False
+        except InboxError as e:  # the lane was detached meanwhile: the sender is gone
+            if e.errno != errno.ESTALE:
+                raise
             return False
     client.seg.bump("messages_returned")
     return True

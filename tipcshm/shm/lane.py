@@ -291,6 +291,8 @@ _MAGIC, _VERSION, _LANES, _LANE_BYTES = (
 _OWNER_PID, _OWNER_START = H_OWNER_PID // 8, H_OWNER_START // 8
 _SLOTS_OFF, _DATA_OFF = H_SLOTS_OFF // 8, H_DATA_OFF // 8
 _CLOSED, _GEN, _ARMED, _TAG = H_CLOSED // 8, H_GENERATION // 8, H_ARMED // 8, H_TAG // 8
+_GONE_HQ = memoryview(bytearray(8 * (max(_CLOSED, _GEN, _ARMED) + 1))).cast("Q")
+_GONE_HQ[_CLOSED] = 1  # what an invalidated producer reads instead of the inbox header
 _SLEEPS, _WAKEUPS, _LATE = H_SLEEPS // 8, H_WAKEUPS // 8, H_LATE // 8
 _SPURIOUS, _CORRUPT = H_SPURIOUS // 8, H_CORRUPT // 8
 _STATE, _PID, _START, _CLAIMS = S_STATE // 8, S_PID // 8, S_START // 8, S_CLAIMS // 8
@@ -626,7 +628,8 @@ class Producer:
 
     def put_locked(self, head: bytes, first_word: int, data: bytes | bytearray) -> bool:
         """Write one frame ``head + data`` and publish it; False (nothing written) when the
-        ring is full or the inbox is closed. The send hot path in one call.
+        ring is full, the inbox is closed or this producer was invalidated (detach, fork).
+        The send hot path in one call.
 
         Call with :attr:`lock` held, then release the lock, then call :meth:`notify`:
         releasing the lock is a locked instruction (sem_post / PyMutex cmpxchg), which is
@@ -832,6 +835,9 @@ class Producer:
         self._valid = False
         self._limit = -1  # forces every reserve() into the slow path, which raises
         self._arr = _NO_ARRAY  # drop the export of buf, so that detach() can unmap
+        # A sender still holding this producer (a cached route, another thread) must see
+        # "closed" from put_locked()/notify(), not touch views detach() is about to release.
+        self._hq = _GONE_HQ
 
 
 # struct flock on Linux x86-64 / AArch64: l_type, l_whence, pad, l_start, l_len, l_pid, pad
@@ -1458,8 +1464,8 @@ class Inbox:
     def poll(self) -> tuple[memoryview, int, int, int] | None:
         """Next frame as ``(lane buffer, offset, length, lane)`` without consuming it.
 
-        Round robin over active lanes, one frame per lane per turn. Calling it again
-        before :meth:`release` returns the same frame.
+        Round robin over active lanes, one frame per lane per turn. Calling it (or
+        :meth:`get`) again before :meth:`release` returns the same frame.
 
         Slot headers and rings are writable by every producer, so nothing read there is
         trusted: a ``tail`` more than a ring ahead of (or behind) the head, or a record
@@ -1483,6 +1489,10 @@ class Inbox:
             ln = ln.nxt
             if ln is start:
                 return self._poll_idle()
+        # The turn stays on this lane until release(): a poll that does not consume (a
+        # peek) and the read after it must see the same frame, even if an earlier lane
+        # got one meanwhile.
+        self._rr = ln
         off = h & self._mask
         m = ln.q[off >> 3]
         if m > self.max_frame or off + m > self._fit:
