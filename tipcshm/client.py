@@ -318,6 +318,12 @@ def drop_client(node: str) -> None:
 
 def _after_fork_in_child() -> None:
     # The parent's mappings stay valid in the child but its lanes are the parent's: start over.
+    # The supervisor watchers are the parent's threads; their descriptors are of no use here.
+    for client in _clients.values():
+        for fd in (client._sup_fd, client._stop_r, client._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        client._stop_w = -1
     _clients.clear()
 
 

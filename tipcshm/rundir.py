@@ -205,7 +205,8 @@ class CappedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             fd = self.stream.fileno()
-            if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size > self.limit:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size > self.limit:
                 self.stream.flush()
                 os.ftruncate(fd, 0)
                 self.stream.write(f"[log restarted: it reached {self.limit} bytes]\n")
