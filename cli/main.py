@@ -171,6 +171,13 @@ def start(
     )
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``fd`` (poll, not select: any descriptor number)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1e3))
+
+
 def _read_answer(pipe: object, timeout: float) -> str:
     """The supervisor's one-line answer on the ready pipe ('' if it ended without one)."""
     fd = pipe.fileno()  # type: ignore[attr-defined]
@@ -178,7 +185,7 @@ def _read_answer(pipe: object, timeout: float) -> str:
     data = b""
     while b"\n" not in data:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        if remaining <= 0 or not _readable(fd, remaining):
             break
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -195,7 +202,6 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = Fals
     meanwhile cannot be hit. Leftovers of a crashed node are removed; another user's are
     refused (UntrustedObject).
     """
-    import select as _select
     import signal
 
     from tipcshm import proc
@@ -214,9 +220,9 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = Fals
                 if proc.alive(pid, start):  # checked after the pidfd pinned the process
                     found = True
                     signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-                    if not _select.select([pidfd], [], [], timeout)[0]:
+                    if not _readable(pidfd, timeout):
                         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                        _select.select([pidfd], [], [], timeout)
+                        _readable(pidfd, timeout)
             except ProcessLookupError:
                 pass
             finally:

@@ -403,3 +403,36 @@ def test_a_group_member_uses_the_node_but_cannot_turn_the_owners_tools(
     with open(precious) as f:
         assert f.read() == "keep me"
     assert shm_leftovers(node_name) == []
+
+
+def test_supervisor_death_reaches_a_process_with_many_descriptors(node_name: str) -> None:
+    """The watch must not use select(): descriptors above 1023 are ordinary in servers."""
+    from helpers import Child
+
+    start_node(node_name)
+    child = Child(
+        node_name,
+        """
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+        spare = [os.dup(0) for _ in range(1100)]
+        s = tipcshm.socket(node=NODE)
+        print("ready", flush=True)
+        try:
+            s.recv(10)
+        except tipcshm.NodeNotRunning:
+            print("node not running", flush=True)
+        """,
+    )
+    try:
+        child.expect("ready")
+        record = rundir.read_record(node_name)
+        assert record is not None
+        os.kill(record[0], signal.SIGKILL)
+        child.expect("node not running", timeout=10)
+        child.finish()
+    finally:
+        child.close()
+        stop_node(node_name)
+    assert shm_leftovers(node_name) == []

@@ -101,7 +101,10 @@ class NodeClient:
         """
         sup_fd, stop_r = self._sup_fd, self._stop_r
         try:
-            ready = select.select([sup_fd, stop_r], [], [])[0]
+            poller = select.poll()  # not select(): a process may hold descriptors past 1023
+            poller.register(sup_fd, select.POLLIN)
+            poller.register(stop_r, select.POLLIN)
+            ready = [fd for fd, _ in poller.poll()]
         finally:
             os.close(stop_r)
             os.close(sup_fd)
