@@ -116,7 +116,7 @@ class _Route:
     moves it, and the next send resolves again.
     """
 
-    __slots__ = ("seq", "producer", "inbox", "head", "hsize", "w0")
+    __slots__ = ("seq", "producer", "inbox", "head", "hsize", "w0", "__weakref__")
 
     def __init__(
         self, seq: int, producer: Producer, inbox: Inbox, head: bytes, hsize: int, w0: int
@@ -276,6 +276,7 @@ class Socket:
         self._closed = True
         with contextlib.suppress(ValueError, OSError):  # the node may be gone: close anyway
             self._flush_counters()
+        self._client.forget(self._port)  # this process's own lane into it, if it sent here
         self._finalizer()
 
     def __enter__(self) -> Socket:
@@ -632,14 +633,19 @@ class Socket:
         hsize: int,
         words: tuple[int, ...],
     ) -> None:
-        p = self._client.producer(port)
-        if p is None:
+        client = self._client
+        p = client.producer(port)
+        inbox = client._dest_inbox.get(port)
+        if p is None or inbox is None:
+            self._routes.pop(address, None)  # its lane was dropped: the socket is gone
             return
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
         w0 = self._w0_flags | (hsize << 19)
         head = hdr.pack(w0, *words)
-        self._routes[address] = _Route(seq, p, self._client._dest_inbox[port], head, hsize, w0)
+        route = _Route(seq, p, inbox, head, hsize, w0)
+        self._routes[address] = route
+        client.register_route(port, route)  # a dropped lane invalidates it
 
     def _deliver(
         self,
