@@ -278,3 +278,55 @@ def test_reject_unread_is_bounded_and_drops_garbage() -> None:
     finally:
         inbox.unlink()
         inbox.detach()
+
+
+FORGER = """
+from tipcshm.shm.layout import S_PORT
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=NODE)
+seg = s._client.seg
+victim, as_port = (int(x) for x in sys.stdin.readline().split())
+if as_port:  # claim to be the victim's peer: the same port in a second entry
+    seg.u32[(seg.sock_off(s._slot) + S_PORT) // 4] = as_port
+seg.set_peer(s._slot, seg.addr, victim)
+print("forged", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("as_peer", [False, True], ids=["other-port", "peer-port"])
+def test_a_forged_socket_entry_does_not_end_a_victims_connection(node: str, as_peer: bool) -> None:
+    """A dead process's table entry names a live connection as its peer (the table is
+    anyone's to write), even under the port of that connection's real peer: the reap must
+    not end the connection (nor close or remove the real peer's inbox)."""
+    ls = tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node)
+    ls.bind((TIPC_ADDR_NAME, SERVICE, 1, 0))
+    ls.listen(8)
+    c = tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node)
+    child = Child(node, FORGER)
+    try:
+        c.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            c.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))
+        ls.settimeout(10)
+        b, _ = ls.accept()
+        c.settimeout(5)
+        b.settimeout(5)
+        c.send(b"before")
+        assert b.recv(10) == b"before"
+        child.send(f"{b.port} {c.port if as_peer else 0}")
+        child.expect("forged")
+        before = _reaped_count(node)
+        child.kill9()
+        _reaped(node, before)
+        b.send(b"still")
+        assert c.recv(10) == b"still"
+        c.send(b"here")
+        assert b.recv(10) == b"here"
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)  # no abort queued behind
+        b.close()
+    finally:
+        child.close()
+        c.close()
+        ls.close()
