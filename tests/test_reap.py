@@ -5,6 +5,7 @@ peer is told), however far the dead socket had got."""
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 import struct
@@ -330,3 +331,59 @@ def test_a_forged_socket_entry_does_not_end_a_victims_connection(node: str, as_p
         child.close()
         c.close()
         ls.close()
+
+
+BOTH = """
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=NODE)
+print(s.port, flush=True)
+c = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_SEQPACKET, node=NODE)
+c.connect((tipcshm.TIPC_ADDR_NAME, {service}, 1, 0))
+print("connected", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_reaping_leaves_the_supervisor_nothing_attached(node: str) -> None:
+    """The supervisor attaches dead sockets' inboxes, their peers' and the senders' it
+    returns messages to: all are let go once the process is reaped."""
+    from workers.supervisor import running_supervisor
+
+    sup = running_supervisor(node)
+    assert sup is not None
+
+    def sup_counts() -> tuple[int, int]:
+        with open(f"/proc/{sup}/maps") as f:
+            maps = {line.split(None, 5)[-1] for line in f if f"tipcshm.{node}.in." in line}
+        return len(os.listdir(f"/proc/{sup}/fd")), len(maps)
+
+    ls = tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node)
+    ls.bind((TIPC_ADDR_NAME, SERVICE, 1, 0))
+    ls.listen(8)
+    ls.settimeout(10)
+    a = tipcshm.socket(AF_TIPC, SOCK_RDM, node=node)
+    a.setsockopt(SOL_TIPC, tipcshm.TIPC_DEST_DROPPABLE, 0)
+    a.settimeout(5)
+    before = (0, 0)
+    for i in range(10):
+        if i == 1:  # the first round attached this process's own (watched from then on)
+            before = sup_counts()
+        reaped = _reaped_count(node)
+        child = Child(node, BOTH.format(service=SERVICE))
+        try:
+            port = int(child.line())
+            b, _ = ls.accept()
+            child.expect("connected")
+            a.sendto(b"back", (TIPC_ADDR_ID, 0, port, 0))
+            b.send(b"unread")
+            child.kill9()
+            assert a.recvmsg(100, 256)[1]  # returned
+            b.settimeout(5)
+            with pytest.raises(ConnectionResetError):
+                b.recv(10)
+            b.close()
+            _reaped(node, reaped)
+        finally:
+            child.close()
+    assert sup_counts() == before
+    a.close()
+    ls.close()
