@@ -211,6 +211,7 @@ def test_any_message_gives_a_verdict(msgs: list[tuple], start: str) -> None:
 def test_released_listener_returns_every_syn() -> None:
     r = cc.Released(listening=True)
     assert all(r.returns(data(syn=True, port=p)) for p in (5, 6, 7))
+    assert not r.returns(data(user=cc.CONN_MANAGER, mtype=cc.CONN_PROBE, port=8))
     assert not r.abort_due
 
 
@@ -218,6 +219,7 @@ def test_released_connected_socket_returns_the_first_data_from_its_peer() -> Non
     r = cc.Released(peer_node=PEER[0], peer_port=PEER[1])
     assert not r.returns(data(user=cc.CONN_MANAGER, mtype=cc.CONN_ACK, n=0))  # handled
     assert r.returns(data(port=99))  # not from the peer: rejected as on arrival
+    assert not r.returns(data(user=cc.CONN_MANAGER, mtype=cc.CONN_PROBE, port=99))
     assert r.returns(data())  # the peer's first message carries the abort back
     assert not r.returns(data())  # the rest is purged
     assert not r.abort_due

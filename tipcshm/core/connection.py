@@ -268,13 +268,16 @@ class Released:
 
     For a socket whose owner died: in the kernel every message was handled on arrival
     (tipc_sk_filter_connect) and the socket's release then rejected its queue
-    (__tipc_shutdown with TIPC_ERR_NO_PORT). So a listener returns everything (its SYNs);
-    a socket without a peer takes the first error-free CONN_MSG as the answer to its
-    connect (the connection was established; an answer without data was consumed) and
-    returns whatever else came, as an unconnected socket rejects it; a connected one
-    returns what did not come from its peer, and of the peer's messages the first one with
-    data (that is the abort, carrying it back) while it drops the rest, acks and probes; an
-    error from the peer means it ended first and is told nothing. The peer recorded in the
+    (__tipc_shutdown with TIPC_ERR_NO_PORT). Protocol messages (acks, probes) are never
+    returned (tipc_sk_conn_proto_rcv consumed or dropped them). A listener returns every
+    data message (its SYNs); a socket without a peer takes the first error-free CONN_MSG as
+    the answer to its connect (the connection was established; an answer without data was
+    consumed) and returns whatever else came, as an unconnected socket rejects it (an error
+    there is taken as the refusal of its connect: the table does not say where its SYN
+    went); a connected one returns what did not come from its peer, and of the peer's
+    messages the first one with data (that is the abort, carrying it back) while it drops
+    the rest; an error from the peer means it ended first and is told nothing. The peer
+    recorded in the
     socket table is anyone's to write: a forged one gets messages its connection core
     drops (:meth:`Connection.receive` accepts nothing from a port that is not its peer).
     """
@@ -287,10 +290,12 @@ class Released:
         self.ended = False  # the connection was over before the socket went away
 
     def returns(self, m: Incoming) -> bool:
+        if m.user > 3:
+            return False  # protocol messages (acks, probes) are handled, never returned
         if self.listening:
             return True
         if not self.peer_port:
-            if m.user <= 3 and m.mtype == CONN_MSG and not m.syn and not m.errcode:
+            if m.mtype == CONN_MSG and not m.syn and not m.errcode:
                 self.peer_node, self.peer_port = m.orig_node, m.orig_port
                 return self._first_data(m)
             if m.errcode:
@@ -301,8 +306,6 @@ class Released:
             return True
         if m.errcode:
             self.ended = True
-            return False
-        if m.user > 3:
             return False
         return self._first_data(m)
 
