@@ -387,3 +387,41 @@ def test_reaping_leaves_the_supervisor_nothing_attached(node: str) -> None:
     assert sup_counts() == before
     a.close()
     ls.close()
+
+
+GARBAGE = """
+import random
+from tipcshm.shm.lane import _TAIL, Inbox
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=NODE)
+mine = Inbox.attach(s._inbox.name)
+p = mine.producer()
+rnd = random.Random(7)
+for _ in range(200):
+    p.write(rnd.randbytes(rnd.randrange(1, 200)))  # records, but no TIPC messages
+p._ctl[_TAIL] += 1 << 40  # and a tail far beyond anything written
+print(s.port, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_garbage_in_a_killed_process_inbox_costs_the_node_nothing(node: str) -> None:
+    child = Child(node, GARBAGE)
+    try:
+        port = int(child.line())
+        before = _reaped_count(node)
+        t = time.monotonic()
+        child.kill9()
+        _reaped(node, before)
+        assert time.monotonic() - t < 2.0
+        assert get_client(node).seg.counters()["reap_dropped"] >= 200
+        assert not os.path.exists(f"/dev/shm/tipcshm.{node}.in.{port:08x}")
+        with (
+            tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as a,
+            tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as b,
+        ):
+            b.bind((TIPC_ADDR_NAME, SERVICE, 1, 0))  # the node still serves
+            a.sendto(b"alive", (TIPC_ADDR_NAME, SERVICE, 1, 0))
+            b.settimeout(5)
+            assert b.recv(10) == b"alive"
+    finally:
+        child.close()

@@ -48,7 +48,7 @@ from tipcshm.shm.layout import (
     nametable_inbox_name,
     segment_name,
 )
-from tipcshm.sock import reject_unread
+from tipcshm.sock import Rejected, reject_unread
 
 log = logging.getLogger("tipcshm.workers.supervisor")
 
@@ -363,14 +363,21 @@ class Supervisor:
                     return
                 inbox.mark_closed()
                 if e.state == SockState.OPEN:  # a CLOSING one returned its queue itself
-                    done = reject_unread(
-                        inbox,
-                        out.own,
-                        out.post,
-                        select=None if released is None else _selector(released),
-                        max_frames=REAP_DRAIN_FRAMES,
-                        deadline=deadline,
-                    )
+                    try:
+                        done = reject_unread(
+                            inbox,
+                            out.own,
+                            out.post,
+                            select=None if released is None else _selector(released),
+                            max_frames=REAP_DRAIN_FRAMES,
+                            deadline=deadline,
+                        )
+                    except Exception:
+                        # whatever the inbox held, the socket is released all the same (a
+                        # failure here must not leave the entry to be reaped again and again)
+                        log.exception("socket %#010x of a dead process: unreadable inbox", e.port)
+                        done = Rejected()
+                        done.cut = True
                     out.returned += done.returned
                     out.dropped += done.dropped
                     if done.cut:
