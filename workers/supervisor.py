@@ -67,6 +67,9 @@ CONN_LANE_BYTES = 4 << 20
 REAP_DRAIN_SECONDS = 0.2
 # ... and this many frames per socket; the rest are dropped (counted as reap_dropped).
 REAP_DRAIN_FRAMES = 16384
+# What is left then is skipped unread and counted, within these bounds.
+REAP_DISCARD_SECONDS = 0.1
+REAP_DISCARD_FRAMES = 1 << 20
 # Senders' inboxes attached at once to take returned messages (each costs a mapping).
 REAP_MAX_DESTINATIONS = 256
 
@@ -185,6 +188,24 @@ class _Returns:
                 return p.write(frame)
         except OSError:
             return False
+
+
+def _discard(inbox: Inbox) -> tuple[int, bool]:
+    """Consume, unread, what reject_unread had no time for: (frames, whether that was all).
+
+    Skipping a frame costs a poll and a release, a small part of returning it, so the
+    count is exact unless the inbox holds an absurd amount (a scribbled tail)."""
+    deadline = time.monotonic() + REAP_DISCARD_SECONDS
+    n = 0
+    while n < REAP_DISCARD_FRAMES:
+        r = inbox.poll()
+        if r is None:
+            return n, True
+        inbox.release(r[3])
+        n += 1
+        if not n & 1023 and time.monotonic() >= deadline:
+            break
+    return n, inbox.poll() is None
 
 
 def _selector(released: Released) -> Callable[[wire.Header], bool]:
@@ -381,11 +402,14 @@ class Supervisor:
                     out.returned += done.returned
                     out.dropped += done.dropped
                     if done.cut:
-                        out.dropped += 1  # at least; the rest is not read
+                        left, counted = _discard(inbox)
+                        out.dropped += left + (not counted)  # not all counted: at least one
                         log.warning(
                             "socket %#010x of a dead process: more unread messages than "
-                            "the supervisor reads; the rest are dropped",
+                            "the supervisor returns in time; %d%s dropped",
                             e.port,
+                            left,
+                            "" if counted else " and more",
                         )
         if released is not None and released.abort_due and e.state == SockState.OPEN:
             # a CLOSING one told its peer
