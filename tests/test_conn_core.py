@@ -205,3 +205,46 @@ def test_any_message_gives_a_verdict(msgs: list[tuple], start: str) -> None:
         assert isinstance(v, Verdict)
         assert c.snt_unacked >= 0
         assert c.state in State
+
+
+# -- Released: a dead socket's unread queue (tipc_release -> __tipc_shutdown) ----------
+def test_released_listener_returns_every_syn() -> None:
+    r = cc.Released(listening=True)
+    assert all(r.returns(data(syn=True, port=p)) for p in (5, 6, 7))
+    assert not r.returns(data(user=cc.CONN_MANAGER, mtype=cc.CONN_PROBE, port=8))
+    assert not r.abort_due
+
+
+def test_released_connected_socket_returns_the_first_data_from_its_peer() -> None:
+    r = cc.Released(peer_node=PEER[0], peer_port=PEER[1])
+    assert not r.returns(data(user=cc.CONN_MANAGER, mtype=cc.CONN_ACK, n=0))  # handled
+    assert r.returns(data(port=99))  # not from the peer: rejected as on arrival
+    assert not r.returns(data(user=cc.CONN_MANAGER, mtype=cc.CONN_PROBE, port=99))
+    assert r.returns(data())  # the peer's first message carries the abort back
+    assert not r.returns(data())  # the rest is purged
+    assert not r.abort_due
+
+
+def test_released_connected_socket_without_data_aborts_its_peer() -> None:
+    r = cc.Released(peer_node=PEER[0], peer_port=PEER[1])
+    assert r.abort_due
+    assert not r.returns(data(n=0))
+    assert r.abort_due
+
+
+def test_released_socket_whose_peer_ended_first_tells_nobody() -> None:
+    r = cc.Released(peer_node=PEER[0], peer_port=PEER[1])
+    assert not r.returns(data(errcode=cc.TIPC_CONN_SHUTDOWN, n=0))
+    assert not r.returns(data())
+    assert not r.abort_due
+
+
+def test_released_connecting_socket_takes_the_answer_as_its_peer() -> None:
+    r = cc.Released()
+    assert r.returns(data(syn=True, port=5))  # a SYN to a socket that does not listen
+    assert not r.returns(data(n=0))  # the accept's answer: consumed, now connected
+    assert (r.peer_node, r.peer_port) == PEER
+    assert r.abort_due
+    refused = cc.Released()
+    assert not refused.returns(data(errcode=cc.TIPC_ERR_NO_PORT, syn=True, n=0))
+    assert not refused.abort_due

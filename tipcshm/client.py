@@ -5,6 +5,14 @@ segment, keeps the decoded name-table replica (refreshed only when the replica's
 word moves: one shared-memory read per send), caches this process's lanes into destination
 inboxes, and posts control requests (bind, unbind) to the name-table worker.
 
+A cached lane costs a mapping and a descriptor (the inbox's doorbell), so the cache lets go
+of what it no longer needs: a connection socket holds its peer's lane (:meth:`hold`) and
+releases it when it closes; a lane into an inbox that its consumer closed is dropped when
+a send finds it closed, and otherwise by a sweep that runs whenever the cache has doubled
+since the last one (so it never holds more than about twice the live destinations). A
+dropped lane's inbox is unmapped: the send routes built on it are invalidated first
+(:meth:`register_route`).
+
 After ``fork()`` the child must not reuse the parent's attachment (its lanes are the
 parent's SPSC lanes and its process-table entry is the parent's), so the cache is dropped in
 the child and rebuilt on first use.
@@ -19,6 +27,7 @@ import select
 import threading
 import time
 import weakref
+from typing import Any
 
 from tipcshm import proc
 from tipcshm.core.nametable import NameTable, ReplicaFormatError
@@ -42,6 +51,7 @@ from tipcshm.shm.layout import (
 log = logging.getLogger("tipcshm.client")
 
 CONTROL_TIMEOUT = 10.0  # seconds a bind may wait for the name-table worker (restarts included)
+SWEEP_MIN = 64  # cached destination lanes before the first sweep for closed ones
 
 
 class NodeClient:
@@ -82,6 +92,9 @@ class NodeClient:
         self._table_seq = -1
         self._dest: dict[int, Producer] = {}
         self._dest_inbox: dict[int, Inbox] = {}
+        self._holds: dict[int, int] = {}  # connection sockets holding a destination's lane
+        self._routes_to: dict[int, weakref.WeakSet[Any]] = {}  # sockets' routes, by port
+        self._sweep_at = SWEEP_MIN
         self._worker_inbox: Inbox | None = None
         self._lock = threading.Lock()
         #: this process's own inboxes on the node (its sockets'), closed if the node dies
@@ -158,6 +171,8 @@ class NodeClient:
             return None
         if self.dead:
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
+        if len(self._dest) >= self._sweep_at:
+            self.sweep()
         with self._lock:
             try:
                 inbox = Inbox.attach(
@@ -168,7 +183,11 @@ class NodeClient:
             if inbox.closed:
                 inbox.detach()
                 return None
-            p = inbox.producer()
+            try:
+                p = inbox.producer()
+            except BaseException:
+                inbox.detach()
+                raise
             self._dest_inbox[port] = inbox
             self._dest[port] = p
             return p
@@ -181,6 +200,36 @@ class NodeClient:
         except ValueError:
             return True  # another thread's forget() detached it: its views are gone
 
+    def hold(self, port: int) -> tuple[Producer, Inbox] | None:
+        """:meth:`producer`, kept until :meth:`release` (a connection's lane to its peer)."""
+        p = self.producer(port)
+        if p is None:
+            return None
+        with self._lock:
+            inbox = self._dest_inbox.get(port)
+            if inbox is None or self._dest.get(port) is not p:
+                return None  # dropped meanwhile by another thread
+            self._holds[port] = self._holds.get(port, 0) + 1
+            return p, inbox
+
+    def release(self, port: int, inbox: Inbox) -> None:
+        """Give back a :meth:`hold`; the last one lets go of the lane. A lane dropped and
+        attached again since (another ``inbox``) is not this hold's."""
+        with self._lock:
+            if self._dest_inbox.get(port) is not inbox:
+                return
+            n = self._holds.get(port, 0) - 1
+            if n > 0:
+                self._holds[port] = n
+                return
+        self.forget(port)
+
+    def register_route(self, port: int, route: Any) -> None:
+        """Invalidate ``route`` (its ``seq`` set to -1) when the lane to ``port`` is dropped."""
+        with self._lock:
+            if port in self._dest:
+                self._routes_to.setdefault(port, weakref.WeakSet()).add(route)
+
     def forget(self, port: int) -> None:
         """Drop (and unmap) our lane into a receiver that went away.
 
@@ -190,13 +239,27 @@ class NodeClient:
         """
         with self._lock:
             p = self._dest.pop(port, None)
+            self._holds.pop(port, None)
             inbox = self._dest_inbox.pop(port, None)
+            for route in self._routes_to.pop(port, ()):
+                route.seq = -1
         if inbox is not None:
             if p is None:
                 inbox.detach()
             else:
                 with p.lock:
                     inbox.detach()
+
+    def sweep(self) -> int:
+        """Drop the lanes into inboxes their consumers closed; returns how many. A held
+        lane stays: its connection socket still uses it until it closes."""
+        with self._lock:
+            held = self._holds
+            gone = [p for p, inbox in self._dest_inbox.items() if inbox.closed and p not in held]
+        for port in gone:
+            self.forget(port)
+        self._sweep_at = max(SWEEP_MIN, 2 * len(self._dest))
+        return len(gone)
 
     # -- control path ----------------------------------------------------------------
     def _worker_bell(self) -> Inbox:
@@ -259,10 +322,15 @@ class NodeClient:
             os.close(self._stop_w)  # ends the watcher thread, which closes its descriptors
             self._stop_w = -1
         with self._lock:
+            for routes in self._routes_to.values():
+                for route in routes:
+                    route.seq = -1
             for inbox in self._dest_inbox.values():
                 inbox.detach()
             self._dest.clear()
             self._dest_inbox.clear()
+            self._holds.clear()
+            self._routes_to.clear()
             if self._worker_inbox is not None:
                 self._worker_inbox.detach()
             self._worker_inbox = None

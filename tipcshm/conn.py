@@ -177,6 +177,7 @@ class ConnSocket(Socket):
         # Also when the socket is garbage-collected unclosed, the peer hears of it.
         self._finalizer.detach()
         self._peer_cell = [0, 0]
+        self._held: list[Any] = []  # (port, inbox) of the peer's lane this socket holds
         self._finalizer = weakref.finalize(
             self,
             ConnSocket._release_conn,
@@ -185,11 +186,26 @@ class ConnSocket(Socket):
             self._slot,
             self._inbox,
             self._peer_cell,
+            self._held,
         )
 
     @staticmethod
-    def _release_conn(client: Any, port: int, slot: int, inbox: Any, peer: list[int]) -> None:
-        """The base release, after a best-effort abort to a peer close() did not tell."""
+    def _release_conn(
+        client: Any, port: int, slot: int, inbox: Any, peer: list[int], held: list[Any]
+    ) -> None:
+        """The base release, after a best-effort abort to a peer close() did not tell;
+        then this process lets go of its lane to the peer (client.hold)."""
+        try:
+            ConnSocket._abort_untold(client, port, peer)
+        finally:
+            if held:
+                with contextlib.suppress(OSError, ValueError):
+                    client.release(*held)
+                held.clear()
+            Socket._release(client, port, slot, inbox, True)
+
+    @staticmethod
+    def _abort_untold(client: Any, port: int, peer: list[int]) -> None:
         if peer[1]:
             frame = wire.HDR24.pack(
                 wire.make_w0(3, wire.SHORT_H_SIZE, wire.SHORT_H_SIZE),
@@ -204,7 +220,6 @@ class ConnSocket(Socket):
                 if p is not None:
                     with p.lock:
                         p.write(frame)
-        Socket._release(client, port, slot, inbox, True)
 
     def __repr__(self) -> str:
         kind = "SOCK_STREAM" if self._stream else "SOCK_SEQPACKET"
@@ -220,7 +235,14 @@ class ConnSocket(Socket):
         self._peer_cell[:] = [peer_node, peer_port]
         self._w0c = wire.make_w0(self._importance, wire.SHORT_H_SIZE, 0)
         self._head24 = wire.HDR24.pack(self._w0c, _CONN_W1, 0, self._own, self._port, peer_port)
-        self._peer_p = self._client.producer(peer_port)
+        if self._held:  # established once only; never hold two lanes
+            return
+        got = self._client.hold(peer_port)
+        if got is None:
+            self._peer_p = None
+            return
+        self._peer_p = got[0]
+        self._held[:] = [peer_port, got[1]]
 
     def _peer_addr(self) -> tuple[int, int, int, int, int]:
         return (TIPC_ADDR_ID, self._conn.peer_node, self._conn.peer_port, 0, 0)

@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tipcshm import wire
@@ -118,7 +118,7 @@ class _Route:
     moves it, and the next send resolves again.
     """
 
-    __slots__ = ("seq", "producer", "inbox", "head", "hsize", "w0")
+    __slots__ = ("seq", "producer", "inbox", "head", "hsize", "w0", "__weakref__")
 
     def __init__(
         self, seq: int, producer: Producer, inbox: Inbox, head: bytes, hsize: int, w0: int
@@ -279,6 +279,7 @@ class Socket:
         self._closed = True
         with contextlib.suppress(ValueError, OSError):  # the node may be gone: close anyway
             self._flush_counters()
+        self._client.forget(self._port)  # this process's own lane into it, if it sent here
         self._finalizer()
 
     def __enter__(self) -> Socket:
@@ -656,15 +657,19 @@ class Socket:
         hsize: int,
         words: tuple[int, ...],
     ) -> None:
-        p = self._client.producer(port)
-        inbox = self._client._dest_inbox.get(port)  # None if another thread forgot it
+        client = self._client
+        p = client.producer(port)
+        inbox = client._dest_inbox.get(port)
         if p is None or inbox is None:
+            self._routes.pop(address, None)  # its lane was dropped: the socket is gone
             return
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
         w0 = self._w0_flags | (hsize << 19)
         head = hdr.pack(w0, *words)
-        self._routes[address] = _Route(seq, p, inbox, head, hsize, w0)
+        route = _Route(seq, p, inbox, head, hsize, w0)
+        self._routes[address] = route
+        client.register_route(port, route)  # a dropped lane invalidates it
 
     def _deliver(
         self,
@@ -1142,20 +1147,65 @@ def _post(client: NodeClient, port: int, frame: bytes) -> bool:
 
 def _return_unread(client: NodeClient, inbox: Inbox) -> None:
     """On close, unread messages that are not dest-droppable go back with TIPC_ERR_NO_PORT."""
+    reject_unread(inbox, client.addr, lambda port, frame: _post(client, port, frame))
+
+
+class Rejected:
+    """What :func:`reject_unread` did: frames returned, frames dropped (undecodable, not to
+    be returned, or their sender's inbox full or gone), and whether its budget ran out
+    with frames still queued."""
+
+    __slots__ = ("returned", "dropped", "cut")
+
+    def __init__(self) -> None:
+        self.returned = 0
+        self.dropped = 0
+        self.cut = False
+
+
+def reject_unread(
+    inbox: Inbox,
+    own: int,
+    post: Callable[[int, bytes], bool],
+    *,
+    select: Callable[[wire.Header], bool] | None = None,
+    max_frames: int | None = None,
+    deadline: float | None = None,
+) -> Rejected:
+    """Consume every frame still queued in ``inbox`` and return each to its sender with
+    TIPC_ERR_NO_PORT, as the kernel rejects a released socket's queue (tsk_rej_rx_queue):
+    ``post(port, frame)`` delivers the returned frame; frames that are dest-droppable or
+    already carry an error are dropped (wire.reverse_for_reject). ``select`` (given the
+    decoded header, in queue order) keeps only the frames it answers True for; the rest
+    are dropped. The frames are untrusted: undecodable ones are dropped. ``max_frames``
+    and ``deadline`` (time.monotonic) bound the work; frames left then stay unread.
+    """
+    done = Rejected()
+    n = 0
     while True:
+        if (max_frames is not None and n >= max_frames) or (
+            deadline is not None and time.monotonic() >= deadline
+        ):
+            done.cut = inbox.poll() is not None
+            return done
         r = inbox.poll()
         if r is None:
-            return
+            return done
         buf, off, length, lane = r
         frame = bytes(buf[off : off + length])
         inbox.release(lane)
+        n += 1
         try:
-            returned = wire.reverse_for_reject(frame, wire.ErrorCode.NO_PORT, client.addr)
-        except wire.WireError:
-            continue
-        if returned is not None:
-            dest_port = _U32.unpack_from(returned, 20)[0]
-            _post(client, dest_port, returned)
+            if select is not None and not select(wire.validate_msg(frame)):
+                returned = None
+            else:
+                returned = wire.reverse_for_reject(frame, wire.ErrorCode.NO_PORT, own)
+        except (wire.WireError, ValueError):
+            returned = None
+        if returned is not None and post(_U32.unpack_from(returned, 20)[0], returned):
+            done.returned += 1
+        else:
+            done.dropped += 1
 
 
 socket = Socket

@@ -5,10 +5,11 @@
 * creates the node segment and the name-table worker's inbox, starts the worker and marks the
   node READY once the worker beats;
 * watches every process attached to the node through a pidfd (readable the instant the
-  process ends, kill -9 included): it closes the dead process's sockets, marks their table
-  entries CLOSING (so a bind still in flight from the dead process is refused) and rings the
-  name-table worker, which withdraws their bindings and frees the entries; it unlinks their
-  inboxes;
+  process ends, kill -9 included): it closes the dead process's sockets as the kernel
+  releases a socket (their unread messages go back to their senders, connection peers are
+  told, see :meth:`Supervisor.release_socket`), marks their table entries CLOSING (so a
+  bind still in flight from the dead process is refused) and rings the name-table worker,
+  which withdraws their bindings and frees the entries; it unlinks their inboxes;
 * restarts the name-table worker when it dies; bindings survive in the replica;
 * on SIGTERM (``tipcshm stop``) closes every inbox so blocked callers wake, stops the worker
   and unlinks every segment and queue of the node.
@@ -22,6 +23,7 @@ import os
 import secrets
 import selectors
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from tipcshm import proc, rundir, wire
+from tipcshm.core.connection import Incoming, Released
 from tipcshm.errors import NodeAlreadyRunning, NodeFailure, UntrustedObject
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
@@ -38,12 +41,15 @@ from tipcshm.shm.layout import (
     MAGIC,
     NodeSegment,
     NodeState,
+    SockEntry,
     SockState,
     check_node_name,
     inbox_name,
     nametable_inbox_name,
     segment_name,
 )
+from tipcshm.shm.trust import Trust
+from tipcshm.sock import Rejected, reject_unread
 
 log = logging.getLogger("tipcshm.workers.supervisor")
 
@@ -56,6 +62,17 @@ ERROR_LOG_INTERVAL = 1.0  # at most one traceback per second in the log
 # reader (measured, tools/bench/conn_bench.py: 256 KiB lanes gave 0.7x the bandwidth of
 # 1-4 MiB ones). Pages are touched only as a stream cycles through them.
 CONN_LANE_BYTES = 4 << 20
+# A dead process's unread messages are returned to their senders by the supervisor, which
+# must stay responsive: at most this long per dead process (a Python reject costs a few
+# microseconds; a full 64-lane inbox of small frames holds half a million) ...
+REAP_DRAIN_SECONDS = 0.2
+# ... and this many frames per socket; the rest are dropped (counted as reap_dropped).
+REAP_DRAIN_FRAMES = 16384
+# What is left then is skipped unread and counted, within these bounds.
+REAP_DISCARD_SECONDS = 0.1
+REAP_DISCARD_FRAMES = 1 << 20
+# Senders' inboxes attached at once to take returned messages (each costs a mapping).
+REAP_MAX_DESTINATIONS = 256
 
 
 @dataclass
@@ -125,6 +142,83 @@ def clean_leftovers(node: str) -> list[str]:
             ) from None
         removed.append(name)
     return removed
+
+
+# -- returning a dead process's messages -------------------------------------------------
+class _Returns:
+    """Delivers the messages the supervisor returns while it reaps one process: without
+    waiting (a sender whose inbox is full or gone loses its returned message, counted),
+    into inboxes on this node only, attached once per sender and detached at the end."""
+
+    def __init__(self, node: str, own: int, trust: Trust, tag: int) -> None:
+        self.node = node
+        self.own = own
+        self.trust = trust
+        self.tag = tag
+        self.returned = 0
+        self.dropped = 0
+        self._inboxes: dict[int, Inbox | None] = {}
+
+    def __enter__(self) -> _Returns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for inbox in self._inboxes.values():
+            if inbox is not None:
+                inbox.detach()
+        self._inboxes.clear()
+
+    def post(self, port: int, frame: bytes) -> bool:
+        if wire.U32.unpack_from(frame, 28)[0] not in (0, self.own):
+            return False  # its sender is on another node: no links yet
+        if port in self._inboxes:
+            inbox = self._inboxes[port]
+        elif len(self._inboxes) >= REAP_MAX_DESTINATIONS:
+            return False
+        else:
+            try:
+                inbox = Inbox.attach(inbox_name(self.node, port), trust=self.trust, tag=self.tag)
+            except OSError:
+                inbox = None
+            self._inboxes[port] = inbox
+        if inbox is None:
+            return False
+        try:
+            if inbox.closed:
+                return False
+            p = inbox.producer()
+            with p.lock:
+                return p.write(frame)
+        except OSError:
+            return False
+
+
+def _discard(inbox: Inbox) -> tuple[int, bool]:
+    """Consume, unread, what reject_unread had no time for: (frames, whether that was all).
+
+    Skipping a frame costs a poll and a release, a small part of returning it, so the
+    count is exact unless the inbox holds an absurd amount (a scribbled tail)."""
+    deadline = time.monotonic() + REAP_DISCARD_SECONDS
+    n = 0
+    while n < REAP_DISCARD_FRAMES:
+        r = inbox.poll()
+        if r is None:
+            return n, True
+        inbox.release(r[3])
+        n += 1
+        if not n & 1023 and time.monotonic() >= deadline:
+            break
+    return n, inbox.poll() is None
+
+
+def _selector(released: Released) -> Callable[[wire.Header], bool]:
+    """reject_unread's choice for a connection socket, from its Released policy."""
+
+    def select(h: wire.Header) -> bool:
+        m = Incoming(h.user, h.mtype, h.errcode, h.syn, h.orig_node, h.orig_port, h.size - h.hsize)
+        return released.returns(m)
+
+    return select
 
 
 # -- the supervisor ------------------------------------------------------------------
@@ -243,25 +337,88 @@ class Supervisor:
             os.close(fd)
         seg = self.seg
         ports = []
-        for e in seg.sockets_of(pid, start):
-            name = inbox_name(self.node, e.port)
-            with contextlib.suppress(OSError):
-                inbox = Inbox.attach(name, trust=seg.trust, tag=seg.tag)
-                inbox.mark_closed()
-                inbox.detach()
-            if e.peer_port and e.state == SockState.OPEN:  # a CLOSING one told its peer
-                self.abort_peer(e.port, e.peer_node, e.peer_port)
-            # CLOSING refuses a bind still in flight; the worker withdraws the bindings
-            # and only then frees the entry, so the port is not reused before.
-            seg.close_socket(e.index, e.port)
-            Inbox.unlink_name(name)
-            ports.append(e.port)
+        entries = seg.sockets_of(pid, start)
+        deadline = time.monotonic() + REAP_DRAIN_SECONDS
+        with _Returns(self.node, seg.addr, seg.trust, seg.tag) as out:
+            for e in entries:
+                self.release_socket(e, token, out, deadline)
+                # CLOSING refuses a bind still in flight; the worker withdraws the bindings
+                # and only then frees the entry, so the port is not reused before.
+                seg.close_socket(e.index, e.port)
+                ports.append(e.port)
+        if out.returned:
+            seg.bump("messages_returned", out.returned)
+        if out.dropped:
+            seg.bump("reap_dropped", out.dropped)
         if ports and self.worker_inbox is not None:
             self.worker_inbox.ring()
         for index in seg.process_indices(pid, start):
             seg.free_process(index)
         seg.bump("processes_reaped")
         log.info("process %d ended; released %d socket(s)", pid, len(ports))
+
+    def release_socket(
+        self, e: SockEntry, token: tuple[int, int], out: _Returns, deadline: float
+    ) -> None:
+        """Close a dead process's socket as the kernel releases one (tipc_release): its
+        unread messages go back to their senders (see :func:`tipcshm.sock.reject_unread`
+        and :class:`tipcshm.core.connection.Released`), its connection's peer is told.
+
+        The consumer is dead, so the supervisor reads the inbox itself; whatever is in it
+        is untrusted, and the work is bounded (``deadline``, REAP_DRAIN_FRAMES per socket):
+        what is left is dropped and counted. An entry whose inbox another process owns
+        (the table is anyone's to write) is not this process's socket: its inbox is left
+        alone.
+        """
+        name = inbox_name(self.node, e.port)
+        released = None
+        if e.type in (socket.SOCK_SEQPACKET, socket.SOCK_STREAM):
+            released = Released(
+                listening=not self.seg.refuses_connections(e.port),  # type: ignore[union-attr]
+                peer_node=e.peer_node,
+                peer_port=e.peer_port,
+            )
+        try:
+            inbox = Inbox.attach(name, trust=self.seg.trust, tag=self.seg.tag)  # type: ignore[union-attr]
+        except OSError:
+            inbox = None  # never made, or unreadable: nothing to return
+        if inbox is not None:
+            with inbox:
+                if inbox.owner != token:
+                    return
+                inbox.mark_closed()
+                if e.state == SockState.OPEN:  # a CLOSING one returned its queue itself
+                    try:
+                        done = reject_unread(
+                            inbox,
+                            out.own,
+                            out.post,
+                            select=None if released is None else _selector(released),
+                            max_frames=REAP_DRAIN_FRAMES,
+                            deadline=deadline,
+                        )
+                    except Exception:
+                        # whatever the inbox held, the socket is released all the same (a
+                        # failure here must not leave the entry to be reaped again and again)
+                        log.exception("socket %#010x of a dead process: unreadable inbox", e.port)
+                        done = Rejected()
+                        done.cut = True
+                    out.returned += done.returned
+                    out.dropped += done.dropped
+                    if done.cut:
+                        left, counted = _discard(inbox)
+                        out.dropped += left + (not counted)  # not all counted: at least one
+                        log.warning(
+                            "socket %#010x of a dead process: more unread messages than "
+                            "the supervisor returns in time; %d%s dropped",
+                            e.port,
+                            left,
+                            "" if counted else " and more",
+                        )
+        if released is not None and released.abort_due and e.state == SockState.OPEN:
+            # a CLOSING one told its peer
+            self.abort_peer(e.port, released.peer_node, released.peer_port)
+        Inbox.unlink_name(name)
 
     def abort_peer(self, port: int, peer_node: int, peer_port: int) -> None:
         """Tell a dead socket's connection peer, as the kernel does when a port goes away:
@@ -285,15 +442,11 @@ class Supervisor:
             )
         except OSError:
             return  # the peer is gone too
-        try:
+        with inbox, contextlib.suppress(OSError):  # closed meanwhile
             p = inbox.producer()
             with p.lock:
                 if not p.write(frame) and p.wait_space(len(frame), 0.1):
                     p.write(frame)
-        except OSError:
-            pass  # closed meanwhile
-        finally:
-            inbox.detach()
 
     def check_worker(self) -> None:
         assert self.worker is not None and self.seg is not None
@@ -367,10 +520,11 @@ class Supervisor:
         if seg is not None:
             for e in seg.sockets():
                 name = inbox_name(self.node, e.port)
-                with contextlib.suppress(OSError):
-                    inbox = Inbox.attach(name, trust=seg.trust, tag=seg.tag)
+                with (
+                    contextlib.suppress(OSError),
+                    Inbox.attach(name, trust=seg.trust, tag=seg.tag) as inbox,
+                ):
                     inbox.mark_closed()  # blocked callers wake and see the node stopped
-                    inbox.detach()
                 Inbox.unlink_name(name)
         if self.worker_inbox is not None:
             self.worker_inbox.unlink()

@@ -260,6 +260,66 @@ class Connection:
         return "eof" if errcode == TIPC_CONN_SHUTDOWN else "reset"
 
 
+class Released:
+    """What a connection socket that went away with messages still unread does with each,
+    in queue order: :meth:`returns` says whether it goes back to its sender with
+    TIPC_ERR_NO_PORT (the caller drops the others), then :attr:`abort_due` whether the peer
+    still has to be told with an empty abort.
+
+    For a socket whose owner died: in the kernel every message was handled on arrival
+    (tipc_sk_filter_connect) and the socket's release then rejected its queue
+    (__tipc_shutdown with TIPC_ERR_NO_PORT). Protocol messages (acks, probes) are never
+    returned (tipc_sk_conn_proto_rcv consumed or dropped them). A listener returns every
+    data message (its SYNs); a socket without a peer takes the first error-free CONN_MSG as
+    the answer to its connect (the connection was established; an answer without data was
+    consumed) and returns whatever else came, as an unconnected socket rejects it (an error
+    there is taken as the refusal of its connect: the table does not say where its SYN
+    went); a connected one returns what did not come from its peer, and of the peer's
+    messages the first one with data (that is the abort, carrying it back) while it drops
+    the rest; an error from the peer means it ended first and is told nothing. The peer
+    recorded in the
+    socket table is anyone's to write: a forged one gets messages its connection core
+    drops (:meth:`Connection.receive` accepts nothing from a port that is not its peer).
+    """
+
+    def __init__(self, *, listening: bool = False, peer_node: int = 0, peer_port: int = 0):
+        self.listening = listening
+        self.peer_node = peer_node
+        self.peer_port = peer_port
+        self.answered = False  # the peer got a message of its own back: that ended it
+        self.ended = False  # the connection was over before the socket went away
+
+    def returns(self, m: Incoming) -> bool:
+        if m.user > 3:
+            return False  # protocol messages (acks, probes) are handled, never returned
+        if self.listening:
+            return True
+        if not self.peer_port:
+            if m.mtype == CONN_MSG and not m.syn and not m.errcode:
+                self.peer_node, self.peer_port = m.orig_node, m.orig_port
+                return self._first_data(m)
+            if m.errcode:
+                self.ended = True  # a refused connect: nothing to answer
+                return False
+            return True
+        if m.orig_port != self.peer_port or m.orig_node != self.peer_node:
+            return True
+        if m.errcode:
+            self.ended = True
+            return False
+        return self._first_data(m)
+
+    def _first_data(self, m: Incoming) -> bool:
+        if m.data_len and not (self.answered or self.ended):
+            self.answered = True
+            return True
+        return False
+
+    @property
+    def abort_due(self) -> bool:
+        return bool(self.peer_port) and not (self.answered or self.ended)
+
+
 __all__ = [
     "ACK_EVERY",
     "FLOWCTL_WIN",
@@ -268,6 +328,7 @@ __all__ = [
     "ConnectionStateError",
     "Event",
     "Incoming",
+    "Released",
     "Send",
     "State",
     "Verdict",

@@ -123,6 +123,7 @@ NODE_COUNTERS = (
     "messages_returned",
     "bad_requests",  # control requests refused as malformed (bad op, scope, range, state...)
     "request_errors",  # requests the worker failed on (exception or crash): answered EPROTO
+    "reap_dropped",  # unread messages of dead processes' sockets not returned (see reap)
 )
 COUNTER_INDEX = {name: i for i, name in enumerate(NODE_COUNTERS)}
 
