@@ -793,3 +793,26 @@ def test_fileno_stays_readable_once_the_peer_ended(node: str) -> None:
         with pytest.raises(BrokenPipeError):
             a.send(b"x")
         assert sel.select(0.5)
+
+
+def test_shutdown_then_close_with_acks_unread_reads_as_eof(node: str) -> None:
+    """The closing side's unread acks must not come back as an abort: the peer reads the
+    EOF of the shutdown, as from the kernel (which never queues protocol messages)."""
+    with listener(node, SOCK_STREAM) as srv:
+        a = tipcshm.socket(tipcshm.AF_TIPC, SOCK_STREAM, node=node)
+        box: list[tipcshm.Socket] = []
+        t = threading.Thread(target=lambda: box.append(srv.accept()[0]))
+        t.start()
+        a.connect((TIPC_ADDR_NAME, SERVICE, 1, 0))
+        t.join(10)
+        b = box[0]
+        b.settimeout(10)
+        for _ in range(300):  # b acks them; a never reads its inbox again
+            a.send(b"x" * 100)
+        got = 0
+        while got < 300 * 100:
+            got += len(b.recv(1 << 16))
+        a.shutdown(2)
+        a.close()
+        assert b.recv(10) == b""
+        b.close()

@@ -1146,8 +1146,19 @@ def _post(client: NodeClient, port: int, frame: bytes) -> bool:
 
 
 def _return_unread(client: NodeClient, inbox: Inbox) -> None:
-    """On close, unread messages that are not dest-droppable go back with TIPC_ERR_NO_PORT."""
-    reject_unread(inbox, client.addr, lambda port, frame: _post(client, port, frame))
+    """On close, unread messages that are not dest-droppable go back with TIPC_ERR_NO_PORT.
+
+    Connection protocol messages (acks, probes) are not: the kernel consumes them on
+    arrival (tipc_sk_conn_proto_rcv), so they are never in a released socket's queue.
+    Returned, a peer's ack read as an abort and turned the EOF of its shutdown into
+    ECONNRESET whenever the closing side had acks left unread.
+    """
+    reject_unread(
+        inbox,
+        client.addr,
+        lambda port, frame: _post(client, port, frame),
+        select=lambda h: h.user != wire.User.CONN_MANAGER,
+    )
 
 
 class Rejected:
