@@ -643,6 +643,13 @@ class ConnSocket(Socket):
         size = _HS + n
         while True:
             p = self._peer_p
+            if p is None and not self._held and not self._zc_owner():
+                # ESTABLISHED by another thread (the readiness reactor) that is still
+                # setting the lane up under the receive lock: let it finish
+                lock = self._recv_lock
+                if lock.acquire(timeout=_WAIT_SLICE):
+                    lock.release()
+                p = self._peer_p
             if p is None or self._client.gone(conn.peer_port):
                 self._peer_gone()  # raises
             if conn.state is not State.TIPC_ESTABLISHED:

@@ -32,8 +32,11 @@ protocol of :mod:`tipcshm.shm.lane`, so the next frame rings again. A socket bus
 another thread's call (its receive lock taken) is retried every few milliseconds until the
 reactor gets it; the call brings ``A`` up to date itself when it releases the lock.
 
-Residual inexactness, as on any kernel socket: a message consumed by one thread while
-another sits in ``select`` may leave that one woken for nothing; and ``A`` reports
+Residual inexactness: as on any kernel socket, a message consumed by one thread while
+another sits in ``select`` may leave that one woken for nothing. Protocol messages are
+acted on when they reach the head of their ring, not on arrival as in the kernel, so a
+peer's close or shutdown queued behind its unread data shows (POLLHUP, no POLLOUT) once
+that data was read; until then a send fails at once with EPIPE rather than blocking. ``A`` reports
 ``POLLRDHUP`` with ``POLLHUP`` where the kernel gives ``POLLHUP`` alone (an AF_UNIX socket
 cannot hang up without it), visible only to callers that ask for ``POLLRDHUP``.
 """
@@ -79,8 +82,11 @@ class Readiness:
         self._b: _socket.socket | None = b
         self._fd = a.fileno()
         self._lock = threading.Lock()
+        # Neither until the socket first sets its state: better a selector that waits a
+        # moment for the first evaluation than one told a send would not block when it would.
+        _fill(a)
         self._readable = False
-        self._writable = True
+        self._writable = False
         self._hup = False
         self._closing = False
         self._waiters = 0

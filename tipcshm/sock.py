@@ -584,6 +584,7 @@ class Socket:
             raise
         with contextlib.suppress(OSError, ValueError):
             self._inbox.ring()  # a receiver asleep on the doorbell moves over to `ready`
+        self._sel_touch()  # the true state now, if no other thread is receiving
         return ready
 
     # -- readiness (select mode) -------------------------------------------------------
