@@ -45,6 +45,8 @@ def state(fd: int) -> tuple[bool, bool]:
         got = sel.select(0)
         sm = got[0][1] if got else 0
     via_selectors = (bool(sm & selectors.EVENT_READ), bool(sm & selectors.EVENT_WRITE))
+    if pm & select.POLLHUP:  # EpollSelector reports any event but EPOLLIN as EVENT_WRITE,
+        via_selectors = (via_selectors[0], via_poll[1])  # for kernel sockets too
     assert via_select == via_poll == via_epoll == via_selectors, (
         via_select,
         via_poll,
