@@ -11,12 +11,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from helpers import Child
 
 import tipcshm
 from tipcshm import AF_TIPC, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM, TIPC_ADDR_NAME
 from tipcshm.errors import SocketClosed
-
-from helpers import Child
 
 SERVICE = 18900
 WAIT = 5.0
@@ -196,8 +195,7 @@ def test_select_loop_with_producer_processes_loses_no_wakeup(node: str) -> None:
     srv.bind(name())
     srv.settimeout(0.5)  # a recv after readiness that would block shows as a failure
     children = [
-        Child(node, PRODUCER.format(seed=k, count=count, service=SERVICE))
-        for k in range(producers)
+        Child(node, PRODUCER.format(seed=k, count=count, service=SERVICE)) for k in range(producers)
     ]
     try:
         for ch in children:

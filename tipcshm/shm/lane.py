@@ -109,7 +109,14 @@ a wake-up costs 7-14 us on these VMs), then arm, fence, re-check, and block in
 :meth:`Inbox.fileno` call: the bell then stays queued while frames may be pending, and
 :meth:`Inbox.poll` drains it only after finding every lane empty (arm, fence, drain,
 re-check; if the re-check finds a frame the bell is posted again), so the descriptor
-behaves level-triggered. One readiness followed by an empty ``poll()`` can happen.
+behaves level-triggered. One readiness followed by an empty ``poll()`` can happen; the
+workers, which read whatever comes, live with that.
+
+Sockets do not use that mode: a socket's ``fileno()`` is a descriptor of
+:mod:`tipcshm.readiness`, exact as a kernel socket's. There one thread per process is the
+only waiter on the doorbells (:meth:`Inbox.bell_fileno`), and a consumer that finds every
+lane empty re-arms with :meth:`Inbox.rearm` (arm, fence, drain the bell, re-check) so that
+the next commit rings for that thread.
 
 Hot path
 --------
