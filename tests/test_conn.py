@@ -735,8 +735,8 @@ def test_nonblocking_connect(node: str) -> None:
         assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         b, _ = srv.accept()
         with b, selectors.DefaultSelector() as sel:
-            sel.register(c, selectors.EVENT_READ)
-            assert sel.select(5), "the answer to the SYN makes the socket readable"
+            sel.register(c, selectors.EVENT_WRITE)
+            assert sel.select(5), "the answer to the SYN makes it writable (ESTABLISHED)"
             assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
             assert c.connect_ex(address) == errno.EISCONN
             assert c.getpeername() == b.getsockname()[:3] + (0, 0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import select
 import struct
 import threading
 import time
@@ -100,6 +101,7 @@ _SYN = wire.SYN_BIT
 _HS = wire.SHORT_H_SIZE  # connection data: the 24-byte header
 #: Longest wait for an ack before a sender facing a full ring looks at the ring again.
 _FULL_SLICE = 0.002
+_IN_OR_OUT = select.POLLIN | select.POLLOUT  # a connect waits for either (or a hang-up)
 
 
 def _plain_data_len(buf: Any, off: int, peer_node: int, peer_port: int) -> int:
@@ -332,7 +334,9 @@ class ConnSocket(Socket):
         elif v is Verdict.REFUSED:
             self._refused = m.errcode
 
-    def _pump(self, deadline: float | None, nonblock: bool = False) -> bool:
+    def _pump(
+        self, deadline: float | None, nonblock: bool = False, events: int = select.POLLIN
+    ) -> bool:
         """Read and handle every frame waiting; if none, wait (until ``deadline``) for one.
 
         Returns False when the wait timed out (or would block) with nothing read. Frames
@@ -342,12 +346,14 @@ class ConnSocket(Socket):
         POLLIN | POLLHUP from then on).
         """
         try:
-            return self._pump_frames(deadline, nonblock)
+            return self._pump_frames(deadline, nonblock, events)
         finally:
             if (self._rxq or self._accept_q or self._end is not None) and not self._closed:
                 self._inbox.keep_readable()
 
-    def _pump_frames(self, deadline: float | None, nonblock: bool) -> bool:
+    def _pump_frames(
+        self, deadline: float | None, nonblock: bool, events: int = select.POLLIN
+    ) -> bool:
         inbox = self._inbox
         got = False
         while True:
@@ -358,15 +364,80 @@ class ConnSocket(Socket):
                 self._handle(frame)
                 got = True
                 continue
-            if got or not self._wait_ring(deadline, nonblock):
+            if got or not self._wait_ring(deadline, nonblock, events):
                 return got
+            if self._ready is not None:
+                # Woken by fileno(): the reactor may have handled the frames (an ack, the
+                # answer to a connect) or queued them; the caller checks what changed.
+                return True
+
+    # -- readiness (select mode) -------------------------------------------------------
+    def _sel_refresh(self) -> None:
+        """Set fileno()'s state from the connection's (receive lock held), as tipc_poll:
+        DISCONNECTING (the peer's end, a refused connect, shutdown) is POLLIN | POLLHUP
+        and never writable; ESTABLISHED is writable while the window is open (and, here,
+        while the peer's ring takes a message of any size); LISTEN and CONNECTING never
+        are; an unconnected socket (OPEN) is. Readable while a data message, a SYN for
+        accept() or a piece of the stream is queued.
+
+        The kernel handles connection protocol messages (acks, probes, the peer's end,
+        the answer to a connect) when they arrive, whoever reads: so does this, for the
+        frames at the heads of the lanes, and with the window closed it reads the data
+        in front of the acks into the socket's queue."""
+        ready = self._ready
+        if ready is None or self._closed:
+            return
+        conn = self._conn
+        inbox = self._inbox
+        data_waiting = False
+        while not inbox.closed and conn.state is not State.TIPC_DISCONNECTING:
+            if conn.state is State.TIPC_ESTABLISHED and conn.snt_unacked >= conn.window:
+                self._pump_frames(None, True)
+            r = inbox.poll()
+            if r is None:
+                if inbox.rearm():
+                    continue
+                break
+            buf, off, length, lane = r
+            if conn.state is State.TIPC_ESTABLISHED and _plain_data_len(
+                buf, off, conn.peer_node, conn.peer_port
+            ):
+                data_waiting = True
+                break
+            frame = bytes(buf[off : off + length])
+            inbox.release(lane)
+            self._handle(frame)
+        st = conn.state
+        if st is State.TIPC_DISCONNECTING or inbox.closed:
+            ready.hangup(writable=False)
+            return
+        if self._shut:  # shut down while not connected: ENOTCONN, yet sk_shutdown is set
+            ready.hangup(writable=st is State.TIPC_OPEN)
+            return
+        readable = data_waiting or bool(self._rxq or self._accept_q or self._partial)
+        if st is State.TIPC_ESTABLISHED:
+            writable = conn.snt_unacked < conn.window and self._peer_room()
+        else:
+            writable = st is State.TIPC_OPEN
+        ready.set(readable, writable)
+
+    def _peer_room(self) -> bool:
+        p = self._peer_p
+        if p is None:
+            return True  # a send fails at once: it would not block
+        try:
+            return p.fits(_HS + TIPC_MAX_USER_MSG_SIZE)
+        except (ValueError, IndexError):  # the lane was let go: a send fails at once
+            return True
 
     def _node_stopped(self) -> NoReturn:
         if self._client.dead:  # killed, not stopped: nothing on this node works any more
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
         raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
 
-    def _deadline(self, flags: int) -> tuple[float | None, bool]:
+    def _deadline(self, flags: int, kind: str = "recv") -> tuple[float | None, bool]:
+        """(deadline, non-blocking) of a call of ``kind`` ("recv", "send", "connect",
+        "accept"): the socket's timeout for each of them, today."""
         nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
         t = self._timeout
         return (None if t is None else time.monotonic() + t), nonblock
@@ -378,12 +449,13 @@ class ConnSocket(Socket):
             raise InvalidArgument(f"socket {self._port:#010x} is {self._conn.state.name}")
         self._conn.listen()
         self._client.seg.set_listening(self._slot)
+        self._sel_touch()  # LISTEN is never writable
 
     def accept(self) -> tuple[ConnSocket, tuple[int, int, int, int, int]]:
         self._check_open()
         if self._conn.state != State.TIPC_LISTEN:
             raise InvalidArgument(f"socket {self._port:#010x} is not listening")
-        deadline, nonblock = self._deadline(0)
+        deadline, nonblock = self._deadline(0, "accept")
         with self._recv_lock:
             while not self._accept_q:
                 if not self._pump(deadline, nonblock) and not self._accept_q:
@@ -444,11 +516,11 @@ class ConnSocket(Socket):
     def _await_connect(self, flags: int) -> None:
         """send/recv on a socket whose non-blocking connect is pending: wait for the answer
         (per the socket's timeout) or raise BlockingIOError when non-blocking."""
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "connect")
         self._check_not_held("a call waiting for the connection")
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
-                if not self._pump(deadline, nonblock):
+                if not self._pump(deadline, nonblock, _IN_OR_OUT):
                     if nonblock:
                         raise WouldBlock(f"connect on socket {self._port:#010x} is pending")
                     if deadline is not None and time.monotonic() >= deadline:
@@ -498,10 +570,11 @@ class ConnSocket(Socket):
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
         if self._timeout == 0.0:
+            self._sel_touch()  # CONNECTING: neither readable nor writable until the answer
             return  # non-blocking: the answer is taken later (connect again, SO_ERROR, I/O)
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
-                if not self._pump(deadline) and time.monotonic() >= deadline:
+                if not self._pump(deadline, events=_IN_OR_OUT) and time.monotonic() >= deadline:
                     self._conn.timed_out()
                     raise Timeout(f"connect to {addr}: no answer within {self._conn_timeout_ms} ms")
         if self._conn.state != State.TIPC_ESTABLISHED:
@@ -565,11 +638,18 @@ class ConnSocket(Socket):
         another thread receives on this socket it polls the ring instead.
         """
         conn = self._conn
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "send")
         n = len(data)
         size = _HS + n
         while True:
             p = self._peer_p
+            if p is None and not self._held and not self._zc_owner():
+                # ESTABLISHED by another thread (the readiness reactor) that is still
+                # setting the lane up under the receive lock: let it finish
+                lock = self._recv_lock
+                if lock.acquire(timeout=_WAIT_SLICE):
+                    lock.release()
+                p = self._peer_p
             if p is None or self._client.gone(conn.peer_port):
                 self._peer_gone()  # raises
             if conn.state is not State.TIPC_ESTABLISHED:
@@ -641,17 +721,26 @@ class ConnSocket(Socket):
     def _wait_window(self, flags: int) -> None:
         """Wait for CONN_ACKs until the window has room (tsk_conn_cong / tipc_wait_for_cond)."""
         conn = self._conn
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "send")
         self._flush_counters()
         self._check_not_held("a send waiting for the peer's acks")
         while conn.snt_unacked >= conn.window:
             if conn.state != State.TIPC_ESTABLISHED:
                 self._not_sendable()
-            if self._recv_lock.acquire(blocking=False):
+            lock = self._recv_lock
+            if lock.acquire(blocking=False):
                 try:
-                    got = self._pump(deadline, nonblock)
+                    got = self._pump(deadline, nonblock, select.POLLOUT)
                 finally:
-                    self._recv_lock.release()
+                    lock.release()
+            elif self._ready is not None and not nonblock:
+                # another thread is receiving; the reactor (or that thread) takes the
+                # acks and makes fileno() writable
+                left = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+                self._ready.wait(select.POLLOUT, max(0.0, min(left, _WAIT_SLICE)))
+                if self._closed:
+                    raise SocketClosed(self._port)
+                got = True
             else:  # another thread is receiving: it handles the acks
                 time.sleep(0.0005)
                 got = True
@@ -679,6 +768,8 @@ class ConnSocket(Socket):
         r = self._send_data(data, flags)
         if self._tx_msgs < 1024 or not self._tx_msgs & 63:
             self._flush_counters()
+        if self._ready is not None:
+            self._sel_touch()  # the window or the peer's ring may be full now
         return r
 
     def _send_stream(self, data: Any, flags: int, partial: bool) -> int:
@@ -710,6 +801,8 @@ class ConnSocket(Socket):
                 raise
         finally:
             self._flush_counters()
+            if self._ready is not None:
+                self._sel_touch()
         return sent
 
     def _send_run(self, whole: memoryview) -> int:
@@ -758,6 +851,7 @@ class ConnSocket(Socket):
             if n > TIPC_MAX_USER_MSG_SIZE:
                 raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
             self._connect(address, data)  # implicit connect: the SYN carries the data
+            self._sel_touch()
             return n
         return self.send(data, flags)  # the kernel ignores the address once connected
 
@@ -1075,9 +1169,13 @@ class ConnSocket(Socket):
             self._send_ctl(ack)
         return k * size
 
-    def _wait_ring(self, deadline: float | None, nonblock: bool) -> bool:
+    def _wait_ring(
+        self, deadline: float | None, nonblock: bool, events: int = select.POLLIN
+    ) -> bool:
         """Wait a slice for the inbox; False when the call must give up (would block or
-        timed out). Raises when the socket or the node closed."""
+        timed out). Raises when the socket or the node closed. In select mode the wait
+        is on fileno() reporting ``events`` (receive lock let go meanwhile), so that the
+        reactor, the only waiter on the doorbell then, never loses a bell to us."""
         if nonblock:
             return False
         left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
@@ -1085,7 +1183,10 @@ class ConnSocket(Socket):
             return False
         inbox = self._inbox
         try:
-            inbox.wait(left)
+            if self._ready is not None:
+                self._wait_ready(events, left)
+            else:
+                inbox.wait(left)
         except InboxClosed:
             if self._closed:
                 raise SocketClosed(self._port) from None
@@ -1305,15 +1406,20 @@ class ConnSocket(Socket):
         shutdown_how(how)
         self._check_open()
         st = self._conn.state
-        if st not in (State.TIPC_ESTABLISHED, State.TIPC_DISCONNECTING):
-            raise NotConnected(f"socket {self._port:#010x} is not connected")
-        msg = self._conn.shutdown()
-        if msg is not None:
-            self._send_ctl(msg)
+        self._shut = True  # sk_shutdown = SHUTDOWN_MASK, whatever the state (tipc_shutdown)
+        try:
+            if st not in (State.TIPC_ESTABLISHED, State.TIPC_DISCONNECTING):
+                raise NotConnected(f"socket {self._port:#010x} is not connected")
+            msg = self._conn.shutdown()
+            if msg is not None:
+                self._send_ctl(msg)
+        finally:
+            self._sel_touch()
 
-    def close(self) -> None:
-        if self._closed:
-            return
+    def _zc_owner(self) -> bool:
+        return bool(self._zc_thread) and self._zc_thread == threading.get_ident()
+
+    def _close_locked(self) -> None:
         try:
             msg = self._conn.close()
         except Exception:
@@ -1331,7 +1437,6 @@ class ConnSocket(Socket):
                     _post(self._client, _U32.unpack_from(back, 20)[0], back)
         self._rxq.clear()
         self._accept_q.clear()
-        super().close()
 
 
 _ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # where lent data came from, if not a lane

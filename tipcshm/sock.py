@@ -22,6 +22,7 @@ import contextlib
 import errno
 import operator
 import os
+import select
 import socket as _stdlib_socket
 import struct
 import threading
@@ -30,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tipcshm import wire
+from tipcshm import readiness, wire
 from tipcshm.addresses import (
     AddressLike,
     ServiceAddr,
@@ -77,6 +78,7 @@ from tipcshm.errors import (
     LimitReached,
     MessageTooLong,
     NodeNotRunning,
+    NotConnected,
     NotSupportedYet,
     ProtocolOptionError,
     SocketClosed,
@@ -103,6 +105,8 @@ _U32LE = struct.Struct("=I")  # a socket option's value, in the host's byte orde
 _ANC_ERRINFO = struct.Struct("=II")
 _ANC_DESTNAME = struct.Struct("=III")
 _WAIT_SLICE = 0.25  # blocked calls re-check closure and node liveness this often (seconds)
+_SEND_SLICE = 0.05  # a sender facing a full receiver re-checks its own closure this often
+_CLOSE_WAIT = 2.0  # close() waits this long for another thread's call to let go (seconds)
 _ERRCODE_MASK = 0xF << 25  # w1 bits 28:25
 _MAX_ROUTES = 1024  # cached destinations per socket
 # The hot-path counters reach the socket table after each of a socket's first 1024
@@ -182,8 +186,12 @@ class Socket:
         self._pub_count = 0
         self._ctl_seq = 0
         self._default_dest: ServiceAddr | ServiceRange | SocketAddr | None = None
-        self._recv_lock = threading.Lock()
+        self._recv_lock: Any = threading.Lock()  # a RefreshingLock once in select mode
         self._ctl_lock = threading.Lock()
+        #: what fileno() returns, made by its first call ("select mode"), else None
+        self._ready: readiness.Readiness | None = None
+        self._ready_key = -1  # this socket's key at the readiness reactor
+        self._shut = False  # shutdown() ran (the kernel's sk_shutdown == SHUTDOWN_MASK)
         self._port, self._slot, self._inbox = self._open_port()
         self._closed = False
         seg = self._client.seg
@@ -273,14 +281,50 @@ class Socket:
             inbox.detach()
 
     def close(self) -> None:
-        """Withdraw the bindings, return unread messages that asked for it, free the port."""
+        """Withdraw the bindings, return unread messages that asked for it, free the port.
+
+        A call blocked in another thread wakes and raises SocketClosed (EBADF); close
+        waits for it to let go of the receive side (at most _CLOSE_WAIT seconds, and not
+        at all from inside this thread's own zero-copy receive block)."""
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(ValueError, OSError):  # the node may be gone: close anyway
-            self._flush_counters()
-        self._client.forget(self._port)  # this process's own lane into it, if it sent here
-        self._finalizer()
+        held = self._quiesce()
+        try:
+            self._close_locked()
+            with contextlib.suppress(ValueError, OSError):  # the node may be gone: close anyway
+                self._flush_counters()
+            self._client.forget(self._port)  # this process's own lane into it, if it sent here
+            self._finalizer()
+        finally:
+            if held:
+                self._recv_lock.release()
+            self._close_ready()
+
+    def _close_locked(self) -> None:
+        """What a socket type does on close with its receive side taken (ConnSocket's)."""
+
+    def _quiesce(self) -> bool:
+        """Wake every call blocked on this socket (they see ``_closed`` and raise), then
+        take the receive side; False if it could not be taken."""
+        with contextlib.suppress(OSError, ValueError):
+            self._inbox.mark_closed()  # sleepers on the doorbell wake with InboxClosed
+        ready = self._ready
+        if ready is not None:
+            ready.close()  # sleepers on fileno() (it hangs up; closed once they left)
+        if self._zc_owner():
+            return False  # this thread holds it, in a zero-copy receive block
+        return bool(self._recv_lock.acquire(timeout=_CLOSE_WAIT))
+
+    def _zc_owner(self) -> bool:
+        return False
+
+    def _close_ready(self) -> None:
+        if self._ready_key >= 0:
+            readiness.unwatch(self._ready_key)
+            self._ready_key = -1
+        if self._ready is not None:
+            self._ready.close()
 
     def __enter__(self) -> Socket:
         return self
@@ -388,6 +432,26 @@ class Socket:
         addr = parse_address(address)
         self._default_dest = addr
 
+    def shutdown(self, how: int) -> None:
+        """As tipc_shutdown does on a connectionless socket: the queued messages go back
+        to their senders with TIPC_ERR_CONN_SHUTDOWN (those that asked for it), the
+        socket is shut down both ways (fileno() reads POLLIN | POLLHUP, still writable;
+        a blocking recv of an empty queue raises ENOTCONN), and, as there is no
+        connection, the call itself raises ENOTCONN."""
+        shutdown_how(how)
+        self._check_open()
+        with self._recv_lock:
+            self._shut = True
+            client = self._client
+            reject_unread(
+                self._inbox,
+                self._own,
+                lambda port, frame: _post(client, port, frame),
+                select=lambda h: h.user != wire.User.CONN_MANAGER,
+                error=wire.ErrorCode.CONN_SHUTDOWN,
+            )
+        raise NotConnected(f"socket {self._port:#010x} is not connected (it is shut down now)")
+
     # -- options ---------------------------------------------------------------------
     def settimeout(self, value: float | None) -> None:
         if value is not None:
@@ -489,9 +553,100 @@ class Socket:
         return 0
 
     def fileno(self) -> int:
-        """A descriptor that selectors report readable when a message is waiting."""
-        self._check_open()
-        return self._inbox.fileno()
+        """A descriptor for select, poll, epoll, selectors and asyncio, ready exactly when a
+        kernel TIPC socket would be (tipcshm.readiness); -1 once the socket is closed.
+
+        The first call switches the socket to select mode: from then on every call keeps
+        the descriptor's state true, and a thread of the process (one for all sockets)
+        watches the socket's inbox."""
+        ready = self._ready
+        if ready is None:
+            if self._closed:
+                return -1
+            with self._ctl_lock:
+                ready = self._ready
+                if ready is None:
+                    ready = self._enter_select_mode()
+        return ready.fileno()
+
+    def _enter_select_mode(self) -> readiness.Readiness:
+        ready = readiness.Readiness()
+        # The same mutex behind a lock whose release also refreshes `ready`: a call that
+        # took the old object still excludes the others; the reactor's re-evaluation
+        # (retried until it gets the lock) corrects what such a call leaves behind.
+        self._recv_lock = readiness.RefreshingLock(self._recv_lock, self)
+        self._ready = ready
+        try:
+            self._ready_key = readiness.watch(self, self._inbox.bell_fileno())
+        except BaseException:
+            self._ready = None
+            ready.close()
+            raise
+        with contextlib.suppress(OSError, ValueError):
+            self._inbox.ring()  # a receiver asleep on the doorbell moves over to `ready`
+        self._sel_touch()  # the true state now, if no other thread is receiving
+        return ready
+
+    # -- readiness (select mode) -------------------------------------------------------
+    def _sel_refresh(self) -> None:
+        """Set fileno()'s state from the socket's (receive lock held): readable while a
+        data or returned message is queued, writable always (an RDM/DGRAM socket is OPEN,
+        and a local link is never congested), both at once when the node stopped (the
+        next call fails at once), hung up and writable after shutdown() (tipc_poll)."""
+        ready = self._ready
+        if ready is None or self._closed:
+            return
+        if self._shut:
+            ready.hangup(writable=True)
+            return
+        inbox = self._inbox
+        readable = True
+        if not inbox.closed:
+            while True:
+                r = inbox.poll()
+                if r is None:
+                    if inbox.rearm():
+                        continue
+                    readable = False
+                    break
+                buf, off, _length, lane = r
+                if (_W01.unpack_from(buf, off)[0] >> 25) & 0xF <= TIPC_CRITICAL_IMPORTANCE:
+                    break
+                inbox.release(lane)  # not a data message: recv would drop it too
+        ready.set(readable, True)
+
+    def _sel_evaluate(self) -> bool:
+        """The reactor's turn: re-evaluate if the receive side is free (False if not)."""
+        lock = self._recv_lock
+        if not lock.acquire(blocking=False):
+            return False
+        lock.release()  # a RefreshingLock: this is the re-evaluation
+        return True
+
+    def _sel_touch(self) -> None:
+        """Select mode, after a change made without the receive lock (a send, connect,
+        listen): refresh now if the lock is free, else have the reactor do it."""
+        if self._ready is None:
+            return
+        lock = self._recv_lock
+        if lock.acquire(blocking=False):
+            lock.release()
+        elif self._ready_key >= 0:
+            readiness.poke(self._ready_key)
+
+    def _wait_ready(self, events: int, timeout: float | None) -> bool:
+        """Select mode, receive lock held: let go of it, sleep until fileno() reports
+        ``events`` (or hangs up) or ``timeout`` passes, take it back."""
+        ready = self._ready
+        assert ready is not None
+        lock = self._recv_lock
+        lock.release()
+        try:
+            return ready.wait(events, timeout)
+        finally:
+            lock.acquire()
+            if self._closed:  # by another thread, which woke us: the inbox is gone
+                raise SocketClosed(self._port)
 
     # -- sending ---------------------------------------------------------------------
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
@@ -732,7 +887,7 @@ class Socket:
             if self._closed:
                 raise SocketClosed(self._port)
             remaining = (
-                _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+                _SEND_SLICE if deadline is None else min(_SEND_SLICE, deadline - time.monotonic())
             )
             if remaining <= 0:
                 raise Timeout(
@@ -767,13 +922,18 @@ class Socket:
         timeout = self._timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._shut:  # tipc_wait_for_rcvmsg: nothing queued after RCV_SHUTDOWN
+                raise NotConnected(f"socket {self._port:#010x} was shut down")
             remaining = (
                 _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
             )
             if remaining <= 0:
                 raise Timeout(f"timed out waiting for a message on socket {self._port:#010x}")
             try:
-                inbox.wait(remaining)
+                if self._ready is not None:
+                    self._wait_ready(select.POLLIN, remaining)
+                else:
+                    inbox.wait(remaining)
             except InboxClosed:
                 if self._closed:
                     raise SocketClosed(self._port) from None
@@ -1182,9 +1342,11 @@ def reject_unread(
     select: Callable[[wire.Header], bool] | None = None,
     max_frames: int | None = None,
     deadline: float | None = None,
+    error: int = wire.ErrorCode.NO_PORT,
 ) -> Rejected:
     """Consume every frame still queued in ``inbox`` and return each to its sender with
-    TIPC_ERR_NO_PORT, as the kernel rejects a released socket's queue (tsk_rej_rx_queue):
+    ``error`` (TIPC_ERR_NO_PORT by default), as the kernel rejects a released or shut
+    down socket's queue (tsk_rej_rx_queue):
     ``post(port, frame)`` delivers the returned frame; frames that are dest-droppable or
     already carry an error are dropped (wire.reverse_for_reject). ``select`` (given the
     decoded header, in queue order) keeps only the frames it answers True for; the rest
@@ -1210,7 +1372,7 @@ def reject_unread(
             if select is not None and not select(wire.validate_msg(frame)):
                 returned = None
             else:
-                returned = wire.reverse_for_reject(frame, wire.ErrorCode.NO_PORT, own)
+                returned = wire.reverse_for_reject(frame, error, own)
         except (wire.WireError, ValueError):
             returned = None
         if returned is not None and post(_U32.unpack_from(returned, 20)[0], returned):

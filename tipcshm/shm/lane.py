@@ -109,7 +109,14 @@ a wake-up costs 7-14 us on these VMs), then arm, fence, re-check, and block in
 :meth:`Inbox.fileno` call: the bell then stays queued while frames may be pending, and
 :meth:`Inbox.poll` drains it only after finding every lane empty (arm, fence, drain,
 re-check; if the re-check finds a frame the bell is posted again), so the descriptor
-behaves level-triggered. One readiness followed by an empty ``poll()`` can happen.
+behaves level-triggered. One readiness followed by an empty ``poll()`` can happen; the
+workers, which read whatever comes, live with that.
+
+Sockets do not use that mode: a socket's ``fileno()`` is a descriptor of
+:mod:`tipcshm.readiness`, exact as a kernel socket's. There one thread per process is the
+only waiter on the doorbells (:meth:`Inbox.bell_fileno`), and a consumer that finds every
+lane empty re-arms with :meth:`Inbox.rearm` (arm, fence, drain the bell, re-check) so that
+the next commit rings for that thread.
 
 Hot path
 --------
@@ -830,6 +837,18 @@ class Producer:
 
     def _space(self, n: int) -> bool:
         return self.reserve(n) is not None
+
+    def fits(self, n: int) -> bool:
+        """Whether a frame of ``n`` bytes would fit now, read without reserving anything
+        (so any thread may ask; the answer is as old as the counters it read)."""
+        cap = self._cap
+        rec = (n + 15) & -8
+        t = self._ctl[_TAIL]
+        limit = self._ctl[_HEAD] + cap
+        off = t & self._mask
+        if off + rec > cap:
+            t += cap - off
+        return t + rec <= limit
 
     def _invalidate(self) -> None:
         self._valid = False
@@ -1825,6 +1844,25 @@ class Inbox:
                 hq[_WAKEUPS] += 1
             elif self._pending():
                 hq[_LATE] += 1
+
+    def bell_fileno(self) -> int:
+        """The doorbell's descriptor, for a waiter of the consumer's own that drains it
+        (tipcshm.readiness); unlike :meth:`fileno` it leaves the inbox's mode alone."""
+        return self._nb_bell().fileno()
+
+    def rearm(self) -> bool:
+        """For a consumer whose own waiter watches the doorbell (:meth:`bell_fileno`),
+        having found every lane empty: arm, fence, drain the bell, re-check. True if a
+        frame is pending after all (then disarmed: the caller keeps reading); else the
+        next producer's commit rings the bell (module docstring, Doorbell)."""
+        hq = self._hq
+        hq[_ARMED] = 1
+        full_fence()
+        self._nb_bell().take()
+        if self._pending():
+            hq[_ARMED] = 0
+            return True
+        return False
 
     def fileno(self) -> int:
         """Doorbell descriptor for selectors; switches the inbox to level-triggered mode.
