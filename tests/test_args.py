@@ -24,6 +24,9 @@ from tipcshm import (
     TIPC_ADDR_NAME,
 )
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 SERVICE = 7100
 MESSAGE = b"hello, intact message"
 
