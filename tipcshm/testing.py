@@ -6,8 +6,6 @@ import contextlib
 import io
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 
 from tipcshm.client import drop_client
