@@ -17,30 +17,45 @@ is shown as unknown (``None``), never as an error.
 node. ``nametable show`` and ``socket list`` mirror iproute2's ``tipc nametable show``
 (tipc/nametable.c) and ``tipc socket list`` (tipc/socket.c), see tipc-wire.md §12.
 
-Snapshot shape (``schema`` 1)::
+Snapshot shape (``schema`` 2; 1 counted only the sockets' bindings in ``totals``)::
 
     {"schema": 1, "time_ns": <wall clock>,
      "node": {"name", "identity", "address": "0x0a0b0c0d", "state", "uptime_s",
               "supervisor_pid", "supervisor_alive", "heartbeat_age_ms",
               "nametable_worker": {"pid", "alive", "restarts", "heartbeat_age_ms"},
               "lanes", "lane_bytes", "conn_lane_bytes", "replica_seq", "nametable_bindings",
+              "node_bindings": [{"type", "lower", "upper", "port", "what"}],
               "replica_error"},
      "counters": {<NODE_COUNTERS>: int},
-     "processes": [{"pid", "role", "alive", "cpu_percent", "rss_bytes"}],
-     "sockets": [{"port": "0x...", "pid", "type", "binding_count",
+     "processes": [{"pid", "role", "owner", "alive", "cpu_percent", "rss_bytes"}],
+     "sockets": [{"port": "0x...", "pid", "owner", "type", "binding_count",
                   "bindings": [{"type", "lower", "upper", "scope", "key"}],
                   "inbox": {"used", "capacity", "percent", "allocated", "stats"} | None,
                   "shm_bytes": allocated inbox bytes + socket-table entry | None,
                   "counters": {<SOCK_COUNTERS>: int}}],
-     "totals": {"sockets", "bindings", "processes", "tx_msgs", "tx_bytes", "rx_msgs",
-                "rx_bytes", "drops", "returned"}}
+     "totals": {"sockets", "node_sockets", "bindings", "node_bindings", "remote_bindings",
+                "processes", "node_processes", "tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes",
+                "drops", "returned"}}
 
 Ages and uptime are ``None`` when the corresponding clock was never written.
+
+Counts add up, so that the header, the sections and the totals can be reconciled. Every
+socket, process and binding is either the node's own (``owner`` "node") or an
+application's ("application"). The node's own are its workers (the supervisor and the
+name-table worker), the sockets of those workers (the topology service's listener and one
+connection per subscriber), and the bindings a node always holds: ``{0, addr, addr}``,
+which publishes the node's address (TIPC_NODE_STATE, held by no socket: its port is 0),
+and ``{1, 1, 1}``, the topology service. ``totals["bindings"]`` counts the whole name
+table, as the header's ``nametable_bindings`` does: the bindings of
+applications, the node's own (``node_bindings``) and those of other nodes
+(``remote_bindings``). The sum of the sockets' ``binding_count`` is therefore the total
+less the port-0 binding and the remote ones.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,7 +67,14 @@ import psutil
 
 from tipcshm import proc
 from tipcshm.cli.options import node_from_option, node_option
-from tipcshm.constants import SOCK_DGRAM, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM
+from tipcshm.constants import (
+    SOCK_DGRAM,
+    SOCK_RDM,
+    SOCK_SEQPACKET,
+    SOCK_STREAM,
+    TIPC_NODE_STATE,
+    TIPC_TOP_SRV,
+)
 from tipcshm.core.nametable import CLUSTER_SCOPE, NODE_SCOPE, Binding, NameTable, NameTableError
 from tipcshm.errors import NodeFailure, NodeNotRunning
 from tipcshm.shm.lane import Inbox
@@ -81,7 +103,7 @@ __all__ = [
     "stat",
 ]
 
-SCHEMA = 1
+SCHEMA = 2
 SOCK_TYPE_NAMES = {
     SOCK_RDM: "RDM",
     SOCK_DGRAM: "DGRAM",
@@ -90,10 +112,18 @@ SOCK_TYPE_NAMES = {
 }
 SCOPE_NAMES = {CLUSTER_SCOPE: "cluster", NODE_SCOPE: "node"}
 SUPERVISOR_ROLE = "supervisor"
+# Who a socket, process or binding belongs to: the node itself (its workers, the topology
+# service, the node's address) or an application.
+NODE_OWNER = "node"
+APP_OWNER = "application"
+REMOTE_OWNER = "other_nodes"  # bindings published by other nodes (Prometheus label only)
 NAMETABLE_ROLE = ProcRole.NAMES.get(ProcRole.NAMETABLE, "nametable")
 # A one-shot `stat` waits this long so that CPU figures cover a real interval (psutil's
 # first cpu_percent() call of a process has nothing to compare with and returns 0.0).
 ONE_SHOT_CPU_SAMPLE_S = 0.1
+# Prometheus values are rounded to this many decimals: every fraction stat shows (seconds,
+# percent) is meaningful to far less than a microsecond or a millionth of a percent.
+VALUE_DECIMALS = 6
 # Shown in the table when at most this many bindings of a socket fit in its row.
 BINDINGS_IN_ROW = 3
 
@@ -169,8 +199,26 @@ def _inbox(seg: NodeSegment, port: int) -> dict[str, Any] | None:
     }
 
 
+def _node_pids(seg: NodeSegment) -> set[int]:
+    """Pids of the node's own processes (its workers); 0 (never written) is left out."""
+    return {pid for pid in (seg.supervisor[0], seg.nametable_worker[0]) if pid}
+
+
+def _owner(pid: int, node_pids: set[int]) -> str:
+    return NODE_OWNER if pid in node_pids else APP_OWNER
+
+
+def _binding_what(b: Binding, node_ports: set[int]) -> str | None:
+    """What a binding of the node's own is for; None for an application's binding."""
+    if b.port == 0 and b.type == TIPC_NODE_STATE:
+        return "node address"
+    if b.port in node_ports:
+        return "topology service" if b.type == TIPC_TOP_SRV else "node worker"
+    return None
+
+
 def _sockets(
-    seg: NodeSegment, bindings: Iterable[Binding], *, with_inbox: bool
+    seg: NodeSegment, bindings: Iterable[Binding], node_pids: set[int], *, with_inbox: bool
 ) -> list[dict[str, Any]]:
     own = seg.addr
     by_port: dict[int, list[dict[str, Any]]] = {}
@@ -184,6 +232,7 @@ def _sockets(
         row: dict[str, Any] = {
             "port": f"{e.port:#010x}",
             "pid": e.pid,
+            "owner": _owner(e.pid, node_pids),
             "type": _type_name(e.type),
             "binding_count": e.nbind,
             "bindings": by_port.get(e.port, []),
@@ -199,8 +248,24 @@ def _sockets(
     return out
 
 
+def _node_bindings(
+    own: int, bindings: Iterable[Binding], sockets: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The node's own bindings of the name table, each saying what it is for."""
+    node_ports = {int(s["port"], 16) for s in sockets if s["owner"] == NODE_OWNER}
+    out = []
+    for b in bindings:
+        what = _binding_what(b, node_ports) if b.node == own else None
+        if what is not None:
+            out.append(
+                {"type": b.type, "lower": b.lower, "upper": b.upper, "port": b.port, "what": what}
+            )
+    out.sort(key=lambda r: (r["type"], r["lower"], r["upper"], r["port"]))
+    return out
+
+
 def _process_rows(
-    entries: Sequence[tuple[int, int, str]], cpu_sample_s: float
+    entries: Sequence[tuple[int, int, str]], cpu_sample_s: float, node_pids: set[int]
 ) -> list[dict[str, Any]]:
     """CPU and RSS of ``(pid, start, role)`` entries; tolerates processes vanishing.
 
@@ -238,6 +303,7 @@ def _process_rows(
             {
                 "pid": pid,
                 "role": role,
+                "owner": _owner(pid, node_pids),
                 "alive": alive[(pid, start)],
                 "cpu_percent": cpu,
                 "rss_bytes": rss,
@@ -287,21 +353,31 @@ def snapshot(node: str, *, cpu_sample_s: float = 0.0) -> dict[str, Any]:
             (p.pid, p.start, ProcRole.NAMES.get(p.role, f"role{p.role}")) for p in seg.processes()
         ]
         seq, bindings, replica_error = _read_bindings(seg)
+        own = seg.addr
+        node_pids = _node_pids(seg)
+        sockets = _sockets(seg, bindings, node_pids, with_inbox=True)
+        node_bindings = _node_bindings(own, bindings, sockets)
         header["replica_seq"] = seq
         header["nametable_bindings"] = len(bindings)
+        header["node_bindings"] = node_bindings
         header["replica_error"] = replica_error
-        sockets = _sockets(seg, bindings, with_inbox=True)
     finally:
         seg.close()
     # The workers are not in the process table; show them first.
     listed = {pid for pid, _, _ in entries}
     workers = [(sup_pid, sup_start, SUPERVISOR_ROLE), (ntw_pid, ntw_start, NAMETABLE_ROLE)]
     entries = [w for w in workers if w[0] and w[0] not in listed] + entries
-    processes = _process_rows(entries, cpu_sample_s)
+    processes = _process_rows(entries, cpu_sample_s, node_pids)
+    # The same counts as the header's and the sections', split by owner (see the module
+    # docstring): a reader can add them up.
     totals: dict[str, int] = {
         "sockets": len(sockets),
-        "bindings": sum(s["binding_count"] for s in sockets),
+        "node_sockets": sum(s["owner"] == NODE_OWNER for s in sockets),
+        "bindings": len(bindings),
+        "node_bindings": len(node_bindings),
+        "remote_bindings": sum(b.node != own for b in bindings),
         "processes": len(processes),
+        "node_processes": sum(p["owner"] == NODE_OWNER for p in processes),
     }
     for name in SOCK_COUNTERS:
         totals[name] = sum(s["counters"].get(name, 0) for s in sockets)
@@ -348,7 +424,7 @@ def socket_rows(node: str) -> list[dict[str, Any]]:
     seg = NodeSegment.attach(node)
     try:
         _, bindings, _ = _read_bindings(seg)
-        return _sockets(seg, bindings, with_inbox=False)
+        return _sockets(seg, bindings, _node_pids(seg), with_inbox=False)
     finally:
         seg.close()
 
@@ -437,6 +513,7 @@ def render_table(snap: dict[str, Any]) -> str:
     table = f"{n['nametable_bindings']} bindings, replica seq {n['replica_seq']}"
     if n["replica_error"]:
         table += f" ({n['replica_error']})"
+    own = ", ".join(f"{_range_text(b)} {b['what']}" for b in n["node_bindings"])
     fields = [
         ("identity", n["identity"] or "-"),
         ("address", n["address"]),
@@ -445,6 +522,7 @@ def render_table(snap: dict[str, Any]) -> str:
         ("supervisor", supervisor),
         ("name table", worker),
         ("", table),
+        *([("", f"the node's own: {own}")] if own else []),
         (
             "lanes",
             f"{n['lanes']} x {_human_bytes(n['lane_bytes'])} per inbox "
@@ -483,6 +561,8 @@ def render_table(snap: dict[str, Any]) -> str:
         bound = [_range_text(b) for b in s["bindings"][:BINDINGS_IN_ROW]]
         if len(s["bindings"]) > BINDINGS_IN_ROW:
             bound.append(f"+{len(s['bindings']) - BINDINGS_IN_ROW} more")
+        if s["owner"] == NODE_OWNER:
+            bound.insert(0, "(node)")
         rows.append(
             [
                 s["port"],
@@ -511,10 +591,17 @@ def render_table(snap: dict[str, Any]) -> str:
         lines.append("  (none)")
 
     t = snap["totals"]
+    app_bindings = t["bindings"] - t["node_bindings"] - t["remote_bindings"]
+    other_nodes = f" + {t['remote_bindings']} other nodes'" if t["remote_bindings"] else ""
     lines += [
         "",
         "Totals",
-        f"  sockets {t['sockets']}   bindings {t['bindings']}   processes {t['processes']}",
+        f"  sockets {t['sockets']} = {t['sockets'] - t['node_sockets']} applications'"
+        f" + {t['node_sockets']} node's own",
+        f"  bindings {t['bindings']} = {app_bindings} applications'"
+        f" + {t['node_bindings']} node's own{other_nodes}",
+        f"  processes {t['processes']} = {t['processes'] - t['node_processes']} applications'"
+        f" + {t['node_processes']} node's own",
         f"  tx {t['tx_msgs']} msgs, {_human_bytes(t['tx_bytes'])}"
         f"   rx {t['rx_msgs']} msgs, {_human_bytes(t['rx_bytes'])}"
         f"   drops {t['drops']}   returned {t['returned']}",
@@ -561,11 +648,21 @@ def _escape_label(value: str) -> str:
 
 
 def _format_value(value: float | int) -> str:
+    """A sample value as a reader expects it: integers (integral floats included) in
+    plain digits, fractions rounded to microunits with no binary noise (0.3, never
+    0.30000000000000004), never an exponent (1000000, never 1e+06)."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
-    return repr(float(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer():
+        return str(int(value))
+    text = f"{value:.{VALUE_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def render_prometheus(snap: dict[str, Any]) -> str:
@@ -612,22 +709,29 @@ def render_prometheus(snap: dict[str, Any]) -> str:
         family(f"node_{name}_total", "counter", help).add(node, value)
 
     t = snap["totals"]
-    family("sockets", "gauge", "Open sockets on the node.").add(node, t["sockets"])
-    family("socket_bindings_sum", "gauge", "Bindings held by the node's sockets.").add(
-        node, t["bindings"]
+    # Split by owner so that the samples of a family add up to the node's total (and the
+    # bindings to tipcshm_nametable_bindings).
+    sockets = family("sockets", "gauge", "Open sockets on the node, by owner.")
+    sockets.add({**node, "owner": APP_OWNER}, t["sockets"] - t["node_sockets"])
+    sockets.add({**node, "owner": NODE_OWNER}, t["node_sockets"])
+    bindings = family("bindings", "gauge", "Bindings in the node's name table, by owner.")
+    bindings.add(
+        {**node, "owner": APP_OWNER}, t["bindings"] - t["node_bindings"] - t["remote_bindings"]
     )
-    family("processes", "gauge", "Processes attached to the node, workers included.").add(
-        node, t["processes"]
-    )
+    bindings.add({**node, "owner": NODE_OWNER}, t["node_bindings"])
+    bindings.add({**node, "owner": REMOTE_OWNER}, t["remote_bindings"])
+    processes = family("processes", "gauge", "Processes attached to the node, by owner.")
+    processes.add({**node, "owner": APP_OWNER}, t["processes"] - t["node_processes"])
+    processes.add({**node, "owner": NODE_OWNER}, t["node_processes"])
 
     cpu = family("process_cpu_percent", "gauge", "CPU use of a node process, in percent.")
     rss = family("process_resident_memory_bytes", "gauge", "Resident memory of a node process.")
     for p in snap["processes"]:
-        labels = {**node, "pid": str(p["pid"]), "role": p["role"]}
+        labels = {**node, "pid": str(p["pid"]), "role": p["role"], "owner": p["owner"]}
         cpu.add(labels, p["cpu_percent"])
         rss.add(labels, p["rss_bytes"])
 
-    info = family("socket_info", "gauge", "Socket owner pid and type (value 1).")
+    info = family("socket_info", "gauge", "Socket's process, owner and type (value 1).")
     binds = family("socket_bindings", "gauge", "Bindings held by the socket.")
     used = family("socket_inbox_used_bytes", "gauge", "Bytes queued in the socket's inbox.")
     cap = family("socket_inbox_capacity_bytes", "gauge", "Capacity of the socket's inbox.")
@@ -642,7 +746,7 @@ def render_prometheus(snap: dict[str, Any]) -> str:
     }
     for s in snap["sockets"]:
         labels = {**node, "port": s["port"]}
-        info.add({**labels, "pid": str(s["pid"]), "type": s["type"]}, 1)
+        info.add({**labels, "pid": str(s["pid"]), "owner": s["owner"], "type": s["type"]}, 1)
         binds.add(labels, s["binding_count"])
         inbox = s.get("inbox")
         if inbox is not None:

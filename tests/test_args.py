@@ -24,6 +24,9 @@ from tipcshm import (
     TIPC_ADDR_NAME,
 )
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 SERVICE = 7100
 MESSAGE = b"hello, intact message"
 
@@ -226,6 +229,7 @@ def test_cached_route_into_a_forgotten_lane(node: str) -> None:
             b.setsockopt(SOL_TIPC, tipcshm.TIPC_DEST_DROPPABLE, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sends_while_receivers_come_and_go(node: str) -> None:
     """Senders in two threads keep sending while receivers close and new ones open: every

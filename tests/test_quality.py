@@ -1,4 +1,4 @@
-"""The quality gates of STYLE.md run with the suite, so CI keeps them: ruff and mypy."""
+"""The quality gates (docs/design.md) run with the suite, so CI keeps them: ruff and mypy."""
 
 from __future__ import annotations
 

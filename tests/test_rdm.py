@@ -23,6 +23,9 @@ from tipcshm import (
     TIPC_NODE_SCOPE,
 )
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 SERVICE = 5000
 
 
@@ -398,6 +401,7 @@ def test_kill9_application_withdraws_its_bindings(node: str) -> None:
         child.close()
 
 
+@pytest.mark.fresh_node
 def test_kill9_nametable_worker_keeps_bindings(node: str) -> None:
     from tipcshm.client import get_client
 
@@ -423,6 +427,7 @@ def test_node_not_running_says_how_to_start() -> None:
         tipcshm.socket(AF_TIPC, SOCK_RDM, node="nosuchnode")
 
 
+@pytest.mark.fresh_node
 def test_socket_leaves_nothing_after_close(node: str) -> None:
     def mine() -> set[str]:  # other nodes (other tests, other users) may come and go
         return {n for n in os.listdir("/dev/shm") if n.startswith(f"tipcshm.{node}.")}

@@ -12,6 +12,8 @@ import sys
 import time
 import traceback
 
+import pytest
+
 import tipcshm
 from tipcshm.client import get_client
 
@@ -21,6 +23,8 @@ NPROC = 300
 # One server socket takes every sender: 64 get private lanes, the rest share the overflow lane.
 NSERVERS = 1
 NSOCKETS = 3000
+
+pytestmark = pytest.mark.slow
 
 
 def _wait(cond, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]

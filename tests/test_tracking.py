@@ -24,6 +24,9 @@ from tipcshm import (
     TIPC_WITHDRAWN,
 )
 
+# One node for the module's tests (tests/conftest.py); those that need their own say so.
+pytestmark = pytest.mark.shared_node
+
 SERVICE = 6000
 # struct tipc_subscr / struct tipc_event as <linux/tipc.h> lays them out, host byte order.
 SUBSCR = struct.Struct("=5I8s")
@@ -158,6 +161,7 @@ def test_subscription_errors_are_typed(node: str) -> None:
     s.close()
 
 
+@pytest.mark.fresh_node
 def test_worker_restart_ends_subscriptions_and_serves_new_ones(node: str) -> None:
     import os
 

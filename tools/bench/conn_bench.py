@@ -4,7 +4,7 @@
 * SEQPACKET RTT: A sends 64 bytes on a connected SOCK_SEQPACKET socket, B echoes them;
   2,000 warm-up trips then N timed ones (perf_counter_ns each). AF_UNIX: a SEQPACKET
   socketpair.
-* STREAM bandwidth (ipc-baselines.md "GB/s 1MiB"): A writes TOTAL bytes in sendall() calls
+* STREAM bandwidth (docs/benchmarks.md): A writes TOTAL bytes in sendall() calls
   of one immutable 1 MiB random ``bytes`` object; B reads every byte:
   ``numpy.frombuffer(buf, uint64).sum()`` over what it received, checked against the
   expected sum. rate = TOTAL / (B's clock after the last byte - A's clock before the first
@@ -43,7 +43,7 @@ from ipc_bench import PAYLOAD, WARMUP, _rtt_stats, _run_pair  # noqa: E402
 
 SERVICE = 18889
 CHUNK = 1 << 20
-MIB = 2000  # ipc-baselines.md: "A sends 2,000 messages of 1 MiB"
+MIB = 2000  # docs/benchmarks.md: A writes 2,000 MiB in 1 MiB writes
 MASK64 = (1 << 64) - 1
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tipcshm vs AF_UNIX, measured in one run on this machine (a benchmark, not a test).
 
-Definitions follow ../shared/reference/ipc-baselines.md:
+Definitions as in docs/benchmarks.md:
 * RTT: A sends 64 bytes, B receives them as ``bytes`` and sends that object back, A receives;
   2,000 warm-up round trips, then N timed ones, each timed with perf_counter_ns.
   tipcshm: A sends to a *service address* {18888, 1}; B answers to the sender's socket

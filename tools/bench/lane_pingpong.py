@@ -3,7 +3,7 @@
 Measures :mod:`tipcshm.shm.lane` alone, the way the client library will drive it:
 sender ``reserve`` -> ``pack_into`` header + payload copy -> ``commit``; receiver ``poll``
 -> copy the frame out as ``bytes`` -> ``release``; ``wait`` / ``wait_space`` when
-empty / full. Definitions follow ../shared/reference/ipc-baselines.md:
+empty / full. Definitions as in docs/benchmarks.md:
 
 * RTT: A sends 64 bytes, B copies them out as ``bytes`` and sends that object back, A
   receives it. ``--warmup`` trips, then ``--trips`` timed ones (perf_counter_ns each,
@@ -219,7 +219,7 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
 
 
 class _L1Ring:
-    """Baseline: the 'L1' ring of ipc-baselines.md (fixed 64-byte slots, memoryview('Q')
+    """Baseline: the simplest Python ring (fixed 64-byte slots, memoryview('Q')
     counters, busy-poll, no wake-up), measured in the same run as the lanes."""
 
     SLOTS = 4096
