@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 
 from tipcshm.client import drop_client
+from tipcshm.errors import NodeFailure
 
 
 def unique_node_name(prefix: str = "t") -> str:
@@ -18,7 +19,7 @@ def unique_node_name(prefix: str = "t") -> str:
 
 def start_node(node: str, *extra: str) -> None:
     """Start ``node`` with the CLI's ``start`` command (the code a user runs); raises
-    RuntimeError with the command's message on failure.
+    :class:`tipcshm.errors.NodeFailure` (an OSError) with the command's message on failure.
 
     The command runs in this process rather than in a new interpreter: the supervisor and
     its worker start exactly as from a shell, but half a second of imports per node is
@@ -35,7 +36,7 @@ def start_node(node: str, *extra: str) -> None:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             main.main(["start", "--name", node, *extra], "tipcshm", standalone_mode=False)
     except click.ClickException as exc:
-        raise RuntimeError(f"tipcshm start --name {node} failed: {exc.format_message()}") from None
+        raise NodeFailure(node, f"`tipcshm start` failed: {exc.format_message()}") from None
 
 
 def stop_node(node: str) -> None:
