@@ -78,7 +78,7 @@ def _backoff(spurious: int) -> float:
     """Seconds to sleep before waiting again after ``spurious`` empty reports in a row."""
     if spurious <= _SPURIOUS_TRUSTED:
         return 0.0
-    return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (spurious - _SPURIOUS_TRUSTED - 1)))
+    return min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** min(spurious - _SPURIOUS_TRUSTED - 1, 16))
 
 
 class _Readiness:
