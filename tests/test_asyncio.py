@@ -690,3 +690,43 @@ def test_an_idle_server_uses_no_cpu(node: str) -> None:
 
     cpu, wall = run(main())
     assert cpu < 0.2 * wall, f"{cpu:.3f} s of CPU in {wall:.3f} s idle"
+
+
+# -- a node that stops ---------------------------------------------------------------------
+def test_a_node_stop_ends_waiting_calls_streams_and_servers() -> None:
+    """Waiting calls end with an error when their node stops (a closed inbox is not
+    "try again"), stream readers get an error instead of waiting forever, and a server
+    whose listener fails for good closes itself."""
+    own = unique_node_name()
+    start_node(own)
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: errors.append(context["exception"])
+        )
+        s = tasyncio.socket(AF_TIPC, SOCK_RDM, node=own)
+        s.bind(name(1))
+        server = await tasyncio.start_server(_upper_echo, name(2), node=own)
+        reader, writer = await tasyncio.open_connection(name(2), node=own)
+        writer.write(b"up\n")
+        assert await reader.readline() == b"UP\n"
+        waiting = asyncio.create_task(s.recv(100))
+        reading = asyncio.create_task(reader.read())
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(stop_node, own)
+        with pytest.raises(tipcshm.NodeNotRunning):
+            await asyncio.wait_for(waiting, 10)
+        with pytest.raises(OSError):  # ConnectionResetError or NodeNotRunning
+            await asyncio.wait_for(reading, 10)
+        await asyncio.wait_for(server.wait_closed(), 10)
+        assert not server.is_serving()
+        s.close()
+        writer.close()
+
+    try:
+        run(main())
+    finally:
+        stop_node(own)
+    assert shm_leftovers(own) == []
+    assert all(isinstance(e, OSError) for e in errors), errors

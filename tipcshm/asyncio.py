@@ -776,13 +776,15 @@ class Server:
             except BlockingIOError:
                 break
             except OSError as exc:
-                # asyncio's servers let the loop log it and go on; but a listener that
-                # fails on every call (its node stopped) must not make that a loop, and
-                # out of descriptors or sockets, a retry at once would fail again
                 self._loop.call_exception_handler(
                     {"message": "tipcshm server: accept() failed", "exception": exc}
                 )
-                self._pause_accepting(1.0)
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(1.0)  # out of descriptors or sockets, for now
+                else:
+                    # a listener that fails otherwise (its node stopped, it was closed)
+                    # fails for good: stop, rather than fail on every loop pass
+                    self.close()
                 return
             accepted += 1
             self._serve(conn, address)

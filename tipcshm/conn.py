@@ -1079,6 +1079,8 @@ class ConnSocket(Socket):
         """Wait a slice for the inbox; False when the call must give up (would block or
         timed out). Raises when the socket or the node closed."""
         if nonblock:
+            if self._inbox.closed and self._inbox.poll() is None:
+                self._node_stopped()  # not "try again": fileno() stays readable
             return False
         left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
         if left <= 0:
