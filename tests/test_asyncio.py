@@ -438,6 +438,49 @@ def test_cancelled_send_to_a_full_receiver_sends_nothing(node: str) -> None:
     run(main())
 
 
+def test_connect_timeout_then_a_later_connect_completes(node: str) -> None:
+    """A connection completes when the listener accepts it; a connect cut short by
+    wait_for leaves the request pending, and connecting again waits for its answer."""
+
+    async def main() -> None:
+        with (
+            tasyncio.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as lst,
+            tasyncio.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as cli,
+        ):
+            lst.bind(name(23))
+            lst.listen()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(cli.connect(name(23)), 0.2)
+            connecting = asyncio.create_task(cli.connect(name(23)))
+            conn, peer = await asyncio.wait_for(lst.accept(), 10)
+            with conn:
+                await asyncio.wait_for(connecting, 10)
+                assert peer == cli.getsockname()
+                await cli.send(b"connected")
+                assert await conn.recv(100) == b"connected"
+
+    run(main())
+
+
+def test_open_connection_cut_short_leaves_no_descriptor(node: str) -> None:
+    async def main() -> None:
+        with tasyncio.socket(AF_TIPC, SOCK_STREAM, node=node) as lst:
+            lst.bind(name(24))
+            lst.listen()  # never accepts
+
+            async def cut_short() -> None:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(tasyncio.open_connection(name(24), node=node), 0.1)
+
+            await cut_short()  # the first opens this process's lane into the listener
+            before = len(os.listdir("/proc/self/fd"))
+            for _ in range(3):
+                await cut_short()
+            assert len(os.listdir("/proc/self/fd")) == before
+
+    run(main())
+
+
 def test_close_wakes_a_waiting_recv_with_ebadf(node: str) -> None:
     async def main() -> None:
         s = tasyncio.socket(AF_TIPC, SOCK_RDM, node=node)

@@ -918,6 +918,7 @@ async def open_connection(
     socket to use instead of a new one (connected already if ``address`` is None)."""
     loop = asyncio.get_running_loop()
     raw, made = _conn_socket(sock, type, node)
+    transport: _ConnTransport | None = None
     try:
         if address is not None:
             await AsyncSocket(raw).connect(address)
@@ -925,11 +926,14 @@ async def open_connection(
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         made_future: asyncio.Future[None] = loop.create_future()
         transport = _ConnTransport(loop, raw, protocol)
-        # connection_made runs first (call_soon order): the writer needs the transport
+        # connection_made runs first (call_soon order), as asyncio's own open_connection
+        # returns only after it
         loop.call_soon(_done, made_future)
         await made_future
     except BaseException:
-        if made:
+        if transport is not None:
+            transport.abort()  # it owns the socket now, and may have registered it
+        elif made:
             raw.close()
         raise
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
