@@ -438,9 +438,11 @@ def test_cancelled_send_to_a_full_receiver_sends_nothing(node: str) -> None:
     run(main())
 
 
-def test_connect_timeout_then_a_later_connect_completes(node: str) -> None:
+@pytest.mark.parametrize("accepted_first", [False, True], ids=["waiting", "accepted-first"])
+def test_connect_timeout_then_a_later_connect_completes(node: str, accepted_first: bool) -> None:
     """A connection completes when the listener accepts it; a connect cut short by
-    wait_for leaves the request pending, and connecting again waits for its answer."""
+    wait_for leaves the request pending, and connecting again gives its outcome, whether
+    the listener accepts while the second call waits or before it is made."""
 
     async def main() -> None:
         with (
@@ -451,13 +453,22 @@ def test_connect_timeout_then_a_later_connect_completes(node: str) -> None:
             lst.listen()
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(cli.connect(name(23)), 0.2)
-            connecting = asyncio.create_task(cli.connect(name(23)))
-            conn, peer = await asyncio.wait_for(lst.accept(), 10)
-            with conn:
+            if accepted_first:
+                conn, peer = await asyncio.wait_for(lst.accept(), 10)
+                await asyncio.wait_for(cli.connect(name(23)), 10)
+            else:
+                connecting = asyncio.create_task(cli.connect(name(23)))
+                await asyncio.sleep(0.05)
+                assert not connecting.done()
+                conn, peer = await asyncio.wait_for(lst.accept(), 10)
                 await asyncio.wait_for(connecting, 10)
+            with conn:
                 assert peer == cli.getsockname()
                 await cli.send(b"connected")
                 assert await conn.recv(100) == b"connected"
+                with pytest.raises(OSError) as info:  # connected now: as the kernel says
+                    await cli.connect(name(23))
+                assert info.value.errno == errno.EISCONN
 
     run(main())
 

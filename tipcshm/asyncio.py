@@ -154,6 +154,7 @@ class AsyncSocket:
         sock.setblocking(False)
         self.sock = sock
         self._ready = _Readiness(sock.fileno())
+        self._connect_pending = False  # a connect() was cut short before its answer
 
     # -- the socket's own calls, which never wait ------------------------------------
     @property
@@ -320,6 +321,14 @@ class AsyncSocket:
             if e.errno == errno.EAGAIN:  # the listener's inbox is full: no SYN went yet
                 await self._retry(lambda: sock.connect(address), True)
                 return
+        except OSError as e:
+            if e.errno == errno.EISCONN and self._connect_pending:
+                self._connect_pending = False  # an earlier call, cut short, completed
+                return
+            raise
+        # From here a cancelled call leaves the request pending: a later call waits on
+        # for its answer.
+        self._connect_pending = True
         spurious = 0
         while True:
             delay = _backoff(spurious)
@@ -334,6 +343,7 @@ class AsyncSocket:
                 await _first(self._ready.wait(False), self._ready.wait(True))
             err = sock.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ERROR)
             if err:
+                self._connect_pending = False
                 if err == errno.ECONNREFUSED:
                     raise ConnectionRefused(f"connect to {address}: refused")
                 raise TipcError(int(err), f"connect to {address} failed")
@@ -343,9 +353,10 @@ class AsyncSocket:
                 spurious += 1
                 continue  # EALREADY: still pending
             except OSError as e:
-                if e.errno == errno.EISCONN:
-                    return
-                raise
+                if e.errno != errno.EISCONN:
+                    self._connect_pending = False
+                    raise
+            self._connect_pending = False
             return
 
 
