@@ -74,6 +74,12 @@ ClientConnectedCallback = Callable[
 ]
 
 
+def _calls(sock: Socket) -> Any:
+    """``sock`` for the calls only some socket types have (listen, accept, shutdown): a
+    socket type without one raises what it raises for it, untyped here."""
+    return sock
+
+
 def _backoff(spurious: int) -> float:
     """Seconds to sleep before waiting again after ``spurious`` empty reports in a row."""
     if spurious <= _SPURIOUS_TRUSTED:
@@ -179,7 +185,7 @@ class AsyncSocket:
         self.sock.unbind(address)
 
     def listen(self, backlog: int = 0) -> None:
-        self.sock.listen(backlog)  # type: ignore[attr-defined]
+        _calls(self.sock).listen(backlog)
 
     def getsockname(self) -> tuple[int, int, int, int, int]:
         return self.sock.getsockname()
@@ -194,7 +200,7 @@ class AsyncSocket:
         return self.sock.getsockopt(level, option, buflen)
 
     def shutdown(self, how: int = 2) -> None:
-        self.sock.shutdown(how)  # type: ignore[attr-defined]
+        _calls(self.sock).shutdown(how)
 
     def close(self) -> None:
         """Close the socket; tasks waiting on it wake and get its EBADF."""
@@ -269,7 +275,7 @@ class AsyncSocket:
 
     async def accept(self) -> tuple[AsyncSocket, tuple[int, int, int, int, int]]:
         """The next connection, as an AsyncSocket, and its peer's address."""
-        conn, address = await self._retry(self.sock.accept, False)  # type: ignore[attr-defined]
+        conn, address = await self._retry(_calls(self.sock).accept, False)
         return AsyncSocket(conn), address
 
     # -- sending ------------------------------------------------------------------------
@@ -720,7 +726,7 @@ class _ConnTransport(asyncio.Transport):
         try:
             if graceful:
                 with contextlib.suppress(OSError):
-                    sock.shutdown(2)  # type: ignore[attr-defined]  # SHUT_RDWR: the peer reads end of stream
+                    _calls(sock).shutdown(2)  # SHUT_RDWR: the peer reads end of stream
             self._protocol.connection_lost(exc)
         finally:
             self._sock = None
@@ -783,7 +789,7 @@ class Server:
         accepted = 0
         while listener is not None and accepted < self._backlog:
             try:
-                conn, address = listener.accept()  # type: ignore[attr-defined]
+                conn, address = _calls(listener).accept()
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -975,7 +981,7 @@ async def start_server(
     try:
         if address is not None:
             raw.bind(address)
-        raw.listen(backlog)  # type: ignore[attr-defined]
+        _calls(raw).listen(backlog)
         raw.setblocking(False)
         server = Server(loop, raw, client_connected_cb, limit, backlog)
         if start_serving:
