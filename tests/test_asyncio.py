@@ -586,6 +586,34 @@ def test_streams_large_transfer_with_flow_control(node: str, kind: int) -> None:
     run(main())
 
 
+def test_seqpacket_stream_writes_are_messages(node: str) -> None:
+    """Over SEQPACKET a write() is one message; a longer one is cut at 66000 bytes."""
+
+    async def main() -> None:
+        with tasyncio.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as lst:
+            lst.bind(name(25))
+            lst.listen()
+            accepting = asyncio.create_task(lst.accept())
+            reader, writer = await tasyncio.open_connection(
+                name(25), type=SOCK_SEQPACKET, node=node
+            )
+            conn, _ = await accepting
+            with conn:
+                writer.write(b"a" * 10)
+                writer.write(b"b" * 70000)
+                await writer.drain()
+                assert [len(await conn.recv(100000)) for _ in range(3)] == [10, 66000, 4000]
+                await conn.send(b"")  # an empty message, if delivered, is not an end
+                await conn.send(b"reply")
+                assert await reader.readexactly(5) == b"reply"
+                conn.shutdown()
+                assert await reader.read() == b""
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
+
+
 def test_streams_many_concurrent_clients(node: str) -> None:
     clients = 40
 

@@ -435,7 +435,8 @@ class _ConnTransport(asyncio.Transport):
         self._lost = False
         self._spurious_reads = 0
         self._spurious_writes = 0
-        self._retry_handles: list[asyncio.TimerHandle] = []
+        self._eof = False  # the peer's end of stream was read: nothing more to read
+        self._rearm_handles: dict[bool, asyncio.TimerHandle] = {}  # by writable
         if server is not None:
             server._attach(self)
         loop.call_soon(protocol.connection_made, self)
@@ -457,7 +458,7 @@ class _ConnTransport(asyncio.Transport):
 
     # -- reading --------------------------------------------------------------------
     def is_reading(self) -> bool:
-        return not self._closing and not self._reading_paused
+        return not self._closing and not self._eof and not self._reading_paused
 
     def pause_reading(self) -> None:
         if self._closing or self._reading_paused:
@@ -466,13 +467,13 @@ class _ConnTransport(asyncio.Transport):
         self._reader(False)
 
     def resume_reading(self) -> None:
-        if self._closing or not self._reading_paused:
+        if self._closing or self._eof or not self._reading_paused:
             return
         self._reading_paused = False
         self._reader(True)
 
     def _start_reading(self) -> None:
-        if not self._closing and not self._reading_paused:
+        if self.is_reading():
             self._reader(True)
 
     def _reader(self, on: bool) -> None:
@@ -513,8 +514,10 @@ class _ConnTransport(asyncio.Transport):
         return False
 
     def _read_eof(self) -> None:
+        # After the end the socket reports readable for good (tipc_poll's POLLHUP),
+        # so reading stops here.
         self._reader(False)
-        self._reading_paused = True
+        self._eof = True
         try:
             keep_open = self._protocol.eof_received()
         except Exception as exc:
@@ -531,20 +534,21 @@ class _ConnTransport(asyncio.Transport):
             return
         if writable:
             self._writer(False)
-            handle = self._loop.call_later(delay, self._rearm, True)
         else:
             self._reader(False)
-            handle = self._loop.call_later(delay, self._rearm, False)
-        self._retry_handles = [h for h in self._retry_handles if not h.cancelled()]
-        self._retry_handles.append(handle)
+        old = self._rearm_handles.pop(writable, None)
+        if old is not None:
+            old.cancel()
+        self._rearm_handles[writable] = self._loop.call_later(delay, self._rearm, writable)
 
     def _rearm(self, writable: bool) -> None:
+        self._rearm_handles.pop(writable, None)
         if self._sock is None:
             return
         if writable:
             if self._buffer:
                 self._writer(True)
-        elif not self._closing and not self._reading_paused:
+        elif self.is_reading():
             self._reader(True)
 
     # -- writing --------------------------------------------------------------------
@@ -718,9 +722,9 @@ class _ConnTransport(asyncio.Transport):
         if sock is None:
             return
         self._lost = True
-        for h in self._retry_handles:
+        for h in self._rearm_handles.values():
             h.cancel()
-        self._retry_handles.clear()
+        self._rearm_handles.clear()
         self._reader(False)
         self._writer(False)
         try:
