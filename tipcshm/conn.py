@@ -1177,6 +1177,8 @@ class ConnSocket(Socket):
         is on fileno() reporting ``events`` (receive lock let go meanwhile), so that the
         reactor, the only waiter on the doorbell then, never loses a bell to us."""
         if nonblock:
+            if self._inbox.closed and self._inbox.poll() is None:
+                self._node_stopped()  # not "try again": fileno() stays readable
             return False
         left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
         if left <= 0:

@@ -918,6 +918,8 @@ class Socket:
         if r is not None:
             return r
         if flags & MSG_DONTWAIT or self._timeout == 0.0:
+            if inbox.closed:  # not "try again": fileno() is readable and stays so
+                raise NodeNotRunning(self.node, "the node stopped and closed this socket")
             raise WouldBlock(f"no message waiting on socket {self._port:#010x}")
         timeout = self._timeout
         deadline = None if timeout is None else time.monotonic() + timeout
