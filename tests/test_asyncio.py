@@ -33,17 +33,7 @@ CONN_KINDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def node():
-    """One node for the whole module: starting one costs seconds, and every test here
-    closes what it opened and uses service instances of its own."""
-    name_ = unique_node_name()
-    start_node(name_)
-    try:
-        yield name_
-    finally:
-        stop_node(name_)
-    assert shm_leftovers(name_) == []
+pytestmark = pytest.mark.shared_node
 
 
 def run(coro, timeout: float = 60.0):
