@@ -72,6 +72,7 @@ from tipcshm.errors import (
     NodeNotRunning,
     NotConnected,
     SocketClosed,
+    TimedOut,
     Timeout,
     TipcError,
     WouldBlock,
@@ -366,10 +367,8 @@ class ConnSocket(Socket):
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
         raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
 
-    def _deadline(self, flags: int) -> tuple[float | None, bool]:
-        nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
-        t = self._timeout
-        return (None if t is None else time.monotonic() + t), nonblock
+    def _listening(self) -> bool:
+        return self._conn.state == State.TIPC_LISTEN
 
     # -- connection setup ------------------------------------------------------------
     def listen(self, backlog: int = 0) -> None:
@@ -383,14 +382,14 @@ class ConnSocket(Socket):
         self._check_open()
         if self._conn.state != State.TIPC_LISTEN:
             raise InvalidArgument(f"socket {self._port:#010x} is not listening")
-        deadline, nonblock = self._deadline(0)
+        deadline, nonblock = self._deadline(0, "accept")
         with self._recv_lock:
             while not self._accept_q:
                 if not self._pump(deadline, nonblock) and not self._accept_q:
                     if nonblock:
                         raise WouldBlock(f"no connection waiting on {self._port:#010x}")
                     if deadline is not None and time.monotonic() >= deadline:
-                        raise Timeout(f"accept timed out on socket {self._port:#010x}")
+                        raise self._timed_out("accept", f"accept on socket {self._port:#010x}")
             syn = self._accept_q.popleft()
         m, _hs = _incoming(syn)
         new = ConnSocket(self.family, self.type, self.proto, node=self.node)
@@ -444,7 +443,7 @@ class ConnSocket(Socket):
     def _await_connect(self, flags: int) -> None:
         """send/recv on a socket whose non-blocking connect is pending: wait for the answer
         (per the socket's timeout) or raise BlockingIOError when non-blocking."""
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "send")
         self._check_not_held("a call waiting for the connection")
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
@@ -452,7 +451,9 @@ class ConnSocket(Socket):
                     if nonblock:
                         raise WouldBlock(f"connect on socket {self._port:#010x} is pending")
                     if deadline is not None and time.monotonic() >= deadline:
-                        raise Timeout(f"socket {self._port:#010x}: connect still pending")
+                        raise self._timed_out(
+                            "send", f"socket {self._port:#010x}: connect still pending"
+                        )
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._raise_if_refused()
             self._not_sendable()
@@ -482,14 +483,17 @@ class ConnSocket(Socket):
         p = self._client.producer(port)
         if p is None:
             raise ConnectionRefused(f"connect to {addr}: no socket there")
-        deadline = time.monotonic() + self._conn_timeout_ms / 1000
+        deadline, nonblock = self._deadline(0, "connect")
         with p.lock:
             try:
                 while not p.write(frame):
-                    if self._timeout == 0.0:
+                    if nonblock:
                         raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
-                    if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
-                        raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not p.wait_space(len(frame), left):
+                        raise self._timed_out(
+                            "connect", f"connect to {addr}: the listener's inbox stayed full"
+                        )
             except InboxError as e:  # ESTALE: forgotten (the listener went away) meanwhile
                 if e.errno != errno.ESTALE:
                     raise
@@ -497,13 +501,17 @@ class ConnSocket(Socket):
         self._conn.connect()
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
-        if self._timeout == 0.0:
+        if nonblock:
             return  # non-blocking: the answer is taken later (connect again, SO_ERROR, I/O)
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
-                if not self._pump(deadline) and time.monotonic() >= deadline:
+                if (
+                    not self._pump(deadline)
+                    and deadline is not None
+                    and time.monotonic() >= deadline
+                ):
                     self._conn.timed_out()
-                    raise Timeout(f"connect to {addr}: no answer within {self._conn_timeout_ms} ms")
+                    raise self._timed_out("connect", f"connect to {addr}: no answer")
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._refusal_reported = True  # connect() reports it, not SO_ERROR later
             raise ConnectionRefused(
@@ -565,7 +573,7 @@ class ConnSocket(Socket):
         another thread receives on this socket it polls the ring instead.
         """
         conn = self._conn
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "send")
         n = len(data)
         size = _HS + n
         while True:
@@ -581,7 +589,7 @@ class ConnSocket(Socket):
                 raise WouldBlock(f"{self._addr_text()}: the peer's inbox is full")
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise Timeout(f"{self._addr_text()}: timed out sending (peer full)")
+                raise self._timed_out("send", f"{self._addr_text()}: sending (peer full)")
             self._flush_counters()
             left = _FULL_SLICE if deadline is None else min(_FULL_SLICE, deadline - now)
             if self._recv_lock.acquire(blocking=False):
@@ -641,7 +649,7 @@ class ConnSocket(Socket):
     def _wait_window(self, flags: int) -> None:
         """Wait for CONN_ACKs until the window has room (tsk_conn_cong / tipc_wait_for_cond)."""
         conn = self._conn
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "send")
         self._flush_counters()
         self._check_not_held("a send waiting for the peer's acks")
         while conn.snt_unacked >= conn.window:
@@ -661,7 +669,9 @@ class ConnSocket(Socket):
                 if nonblock:
                     raise WouldBlock(f"{self._addr_text()}: send window full")
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for the window")
+                    raise self._timed_out(
+                        "send", f"{self._addr_text()}: waiting for the send window"
+                    )
                 if self._client.gone(conn.peer_port):
                     self._peer_gone()
 
@@ -742,10 +752,17 @@ class ConnSocket(Socket):
         return k * size
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        if self._stream:
-            self._send_stream(data, flags, partial=False)
-        else:
-            self.send(data, flags)
+        # settimeout() bounds the whole call, not each send under it (sock_sendall)
+        t = self._timeout
+        if t:
+            self._sendall_deadline = time.monotonic() + t
+        try:
+            if self._stream:
+                self._send_stream(data, flags, partial=False)
+            else:
+                self.send(data, flags)
+        finally:
+            self._sendall_deadline = None
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
         if address is None:
@@ -795,7 +812,7 @@ class ConnSocket(Socket):
                 if nonblock:
                     return None
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                    raise self._timed_out("recv", f"{self._addr_text()}: recv")
         return rxq[0]
 
     def _consume(self) -> None:
@@ -808,7 +825,7 @@ class ConnSocket(Socket):
         bufsize, flags = recv_args(bufsize, flags, "recv")
         if self._closed:
             raise SocketClosed(self._port)
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv")
         with self._recv_lock:
@@ -856,7 +873,7 @@ class ConnSocket(Socket):
         or the connection is no longer ESTABLISHED: the callers' other paths take those."""
         inbox = self._inbox
         conn = self._conn
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         while True:
             if self._rxq or self._closed or conn.state is not State.TIPC_ESTABLISHED:
                 return b""
@@ -866,7 +883,7 @@ class ConnSocket(Socket):
             if not self._wait_ring(deadline, nonblock):
                 if nonblock:
                     raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                raise self._timed_out("recv", f"{self._addr_text()}: recv")
         buf, _, _, lane = r
         node, port = conn.peer_node, conn.peer_port
         views = []
@@ -934,7 +951,7 @@ class ConnSocket(Socket):
                     break
             try:
                 frame = self._next(flags, deadline, nonblock)
-            except Timeout:
+            except (Timeout, TimedOut, WouldBlock):
                 if out:
                     break  # MSG_WAITALL timed out: what was taken is returned
                 raise
@@ -1002,7 +1019,7 @@ class ConnSocket(Socket):
         """
         n = len(target)
         got = 0
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         inbox = self._inbox
         conn = self._conn
         while got < n:
@@ -1023,7 +1040,7 @@ class ConnSocket(Socket):
                         break
                     if nonblock:
                         raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                    raise self._timed_out("recv", f"{self._addr_text()}: recv")
                 continue
             buf, off, length, lane = r
             size = 0
@@ -1168,7 +1185,7 @@ class ConnSocket(Socket):
                 return memoryview(frame)[hs:], _ZC_QUEUED
             if conn.state is not State.TIPC_ESTABLISHED:
                 if not waited:
-                    deadline, nonblock = self._deadline(flags)
+                    deadline, nonblock = self._deadline(flags, "recv")
                     waited = True
                 nxt = self._next(flags, deadline, nonblock)  # endings, pending connect
                 if nxt is None:
@@ -1180,12 +1197,12 @@ class ConnSocket(Socket):
             r = inbox.poll()
             if r is None:
                 if not waited:  # the deadline counts from the first wait
-                    deadline, nonblock = self._deadline(flags)
+                    deadline, nonblock = self._deadline(flags, "recv")
                     waited = True
                 if not self._wait_ring(deadline, nonblock):
                     if nonblock:
                         raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                    raise self._timed_out("recv", f"{self._addr_text()}: recv")
                 continue
             buf, off, length, lane = r
             if _plain_data_len(buf, off, conn.peer_node, conn.peer_port):
@@ -1261,7 +1278,7 @@ class ConnSocket(Socket):
             raise SocketClosed(self._port)
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recvmsg")
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         msg_flags = 0
         with self._recv_lock:
             taken_before = self._end_taken

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tipcshm import wire
+from tipcshm import sockopt, wire
 from tipcshm.addresses import (
     AddressLike,
     ServiceAddr,
@@ -80,6 +80,7 @@ from tipcshm.errors import (
     NotSupportedYet,
     ProtocolOptionError,
     SocketClosed,
+    TimedOut,
     Timeout,
     TipcError,
     WouldBlock,
@@ -178,6 +179,8 @@ class Socket:
         self._src_droppable = type == SOCK_DGRAM
         self._dest_droppable = True
         self._conn_timeout_ms = 8000
+        self._so = sockopt.SocketOptions()  # SOL_SOCKET state
+        self._sendall_deadline: float | None = None  # sendall()'s, for the sends under it
         self._bindings: list[tuple[int, int, int, int, int]] = []  # type, lower, upper, scope, key
         self._pub_count = 0
         self._ctl_seq = 0
@@ -390,14 +393,53 @@ class Socket:
 
     # -- options ---------------------------------------------------------------------
     def settimeout(self, value: float | None) -> None:
+        """As socket.settimeout: None blocks, 0 never waits, t > 0 bounds every call."""
         if value is not None:
+            if isinstance(value, (str, bytes, bytearray)) or not hasattr(value, "__float__"):
+                raise TypeError("Timeout value must be int, float or None")
             value = float(value)
+            if value != value:
+                raise ValueError("Invalid value NaN (not a number)")
             if value < 0:
                 raise ValueError("Timeout value out of range")
         self._timeout = value
 
     def gettimeout(self) -> float | None:
         return self._timeout
+
+    def _deadline(self, flags: int, kind: str) -> tuple[float | None, bool]:
+        """(when a wait of ``kind`` gives up, or None; whether it must not wait at all).
+
+        ``kind`` is "recv", "send", "connect" or "accept". As a kernel socket under the
+        stdlib: MSG_DONTWAIT or settimeout(0) never waits; a settimeout(t > 0) bounds the
+        call (TimedOut, the stdlib's "timed out"); a blocking socket waits per the
+        kernel's own timers: SO_RCVTIMEO for recv and accept, SO_SNDTIMEO for send
+        (EAGAIN on expiry, sock_rcvtimeo / sock_sndtimeo), TIPC_CONN_TIMEOUT for connect
+        (ETIMEDOUT, tipc_wait_for_connect; 0 makes connect non-blocking, as tipc_connect
+        does). :meth:`_timed_out` builds the matching error.
+        """
+        t = self._timeout
+        if flags & MSG_DONTWAIT or t == 0.0:
+            return None, True
+        if kind == "send" and self._sendall_deadline is not None:
+            return self._sendall_deadline, False
+        if t is None:
+            if kind == "connect":
+                ms = self._conn_timeout_ms
+                return (time.monotonic() + ms / 1000 if ms else None), not ms
+            t = self._so.timeout("send" if kind == "send" else "recv")
+            if t is None:
+                return None, False
+        return time.monotonic() + t, False
+
+    def _timed_out(self, kind: str, what: str) -> OSError:
+        """The error for a wait that reached :meth:`_deadline`'s deadline."""
+        if self._timeout:
+            return TimedOut(what)
+        if kind == "connect":
+            return Timeout(f"{what} (TIPC_CONN_TIMEOUT {self._conn_timeout_ms} ms)")
+        opt = "SO_SNDTIMEO" if kind == "send" else "SO_RCVTIMEO"
+        return WouldBlock(f"{what} ({opt} expired)")
 
     def setblocking(self, flag: bool) -> None:
         self._timeout = None if flag else 0.0
@@ -411,6 +453,11 @@ class Socket:
         """As tipc_setsockopt: the value is checked whole before anything changes."""
         self._check_open()
         level, option = _c_int(level), _c_int(option)
+        if level == _stdlib_socket.SOL_SOCKET:
+            raw = sockopt.raw_value(value, optlen)
+            length = len(raw) if raw is not None else _c_int(optlen)
+            sockopt.set_option(self, self._so, option, raw, length)
+            return
         word, length = _option_value(value, optlen)
         if level == _IPPROTO_TCP and self.type == SOCK_STREAM:
             return  # the kernel accepts and ignores TCP options on STREAM sockets
@@ -452,14 +499,10 @@ class Socket:
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
         self._check_open()
+        level, option, buflen = _c_int(level), _c_int(option), _c_int(buflen)
         if level == _stdlib_socket.SOL_SOCKET:
-            if option == _stdlib_socket.SO_ERROR:
-                value = self.so_error()
-            elif option == _stdlib_socket.SO_TYPE:
-                value = self.type
-            else:
-                raise ProtocolOptionError(level, option, "of SOL_SOCKET only SO_ERROR, SO_TYPE")
-        elif level != SOL_TIPC:
+            return sockopt.get_option(self, self._so, option, buflen)
+        if level != SOL_TIPC:
             raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
         elif option == TIPC_IMPORTANCE:
             value = self._importance
@@ -487,6 +530,10 @@ class Socket:
     def so_error(self) -> int:
         """getsockopt(SOL_SOCKET, SO_ERROR): connectionless sockets have none pending."""
         return 0
+
+    def _listening(self) -> bool:
+        """SO_ACCEPTCONN: only connection sockets listen."""
+        return False
 
     def fileno(self) -> int:
         """A descriptor that selectors report readable when a message is waiting."""
@@ -565,7 +612,7 @@ class Socket:
         n = len(data)
         if n > TIPC_MAX_USER_MSG_SIZE:
             raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
-        nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
+        nonblock = self._deadline(flags, "send")[1]
         seq = self._u64[self._seq_i]
         table = self._client.table()
         if isinstance(addr, ServiceRange):
@@ -721,8 +768,7 @@ class Socket:
 
     def _wait_space(self, p: Producer, port: int, size: int) -> int | None:
         self._flush_counters()
-        timeout = self._timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline, _ = self._deadline(0, "send")
         while True:
             off = p.reserve(size)
             if off is not None:
@@ -735,8 +781,8 @@ class Socket:
                 _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
             )
             if remaining <= 0:
-                raise Timeout(
-                    f"timed out sending to <{self._own:#010x}:{port:#010x}> (receiver full)"
+                raise self._timed_out(
+                    "send", f"sending to <{self._own:#010x}:{port:#010x}> (receiver full)"
                 )
             p.wait_space(size, remaining)
             self._client.check_alive()
@@ -762,16 +808,15 @@ class Socket:
         r = inbox.poll()
         if r is not None:
             return r
-        if flags & MSG_DONTWAIT or self._timeout == 0.0:
+        deadline, nonblock = self._deadline(flags, "recv")
+        if nonblock:
             raise WouldBlock(f"no message waiting on socket {self._port:#010x}")
-        timeout = self._timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = (
                 _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
             )
             if remaining <= 0:
-                raise Timeout(f"timed out waiting for a message on socket {self._port:#010x}")
+                raise self._timed_out("recv", f"recv on socket {self._port:#010x}")
             try:
                 inbox.wait(remaining)
             except InboxClosed:
