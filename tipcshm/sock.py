@@ -395,9 +395,8 @@ class Socket:
     def settimeout(self, value: float | None) -> None:
         """As socket.settimeout: None blocks, 0 never waits, t > 0 bounds every call."""
         if value is not None:
-            if isinstance(value, (str, bytes, bytearray)) or not hasattr(value, "__float__"):
-                raise TypeError("Timeout value must be int, float or None")
-            value = float(value)
+            # CPython's _PyTime_FromSecondsObject: a float, else an integer (__index__)
+            value = float(value if isinstance(value, float) else operator.index(value))
             if value != value:
                 raise ValueError("Invalid value NaN (not a number)")
             if value < 0:
