@@ -69,7 +69,6 @@ from tipcshm.errors import (
     HostUnreachable,
     InvalidArgument,
     MessageTooLong,
-    NodeNotRunning,
     NotConnected,
     SocketClosed,
     TimedOut,
@@ -363,9 +362,12 @@ class ConnSocket(Socket):
                 return got
 
     def _node_stopped(self) -> NoReturn:
-        if self._client.dead:  # killed, not stopped: nothing on this node works any more
-            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
-        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
+        """Our inbox was closed by the node, not by us: it stopped (or its supervisor
+        died), and nothing made on it works any more."""
+        gone = self._node_gone()
+        if gone is not None:
+            raise gone
+        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} closed this socket")
 
     def _listening(self) -> bool:
         return self._conn.state == State.TIPC_LISTEN
@@ -608,7 +610,7 @@ class ConnSocket(Socket):
 
     def _peer_gone(self) -> NoReturn:
         """The peer's inbox is closed: find its abort message if it came, then raise."""
-        if self._client.dead:
+        if self._node_gone() is not None:
             self._node_stopped()
         self._client.forget(self._conn.peer_port)
         self._peer_p = None

@@ -95,6 +95,7 @@ from tipcshm.shm.layout import (
     S_RX_MSGS,
     S_TX_BYTES,
     S_TX_MSGS,
+    NodeState,
     inbox_name,
 )
 
@@ -299,6 +300,32 @@ class Socket:
     def _check_open(self) -> None:
         if self._closed:
             raise SocketClosed(self._port)
+        gone = self._node_gone()
+        if gone is not None:
+            raise gone
+
+    def _node_gone(self) -> NodeNotRunning | None:
+        """NodeNotRunning if the node this socket was made on is no longer running.
+
+        Asked on every path that is not a per-message fast path (those find out through
+        their inboxes, which a stopping node closes): a stopped node's socket must never
+        look usable, even after a new node started under the same name (this socket still
+        maps the old one, whose state says it stopped).
+        """
+        client = self._client
+        try:
+            state = client.seg.state
+        except ValueError:  # its mapping is gone
+            state = -1
+        if client.dead or (
+            state != NodeState.READY and not (client.starting_ok and state == NodeState.STARTING)
+        ):
+            return NodeNotRunning(
+                self.node,
+                f"it stopped; socket {self._port:#010x} belonged to it and is unusable: "
+                "close it, and make a new socket once the node runs again",
+            )
+        return None
 
     # -- addresses -----------------------------------------------------------------
     @property
