@@ -1331,7 +1331,7 @@ class ConnSocket(Socket):
             self._send_ctl(msg)
 
     def close(self) -> None:
-        if self._closed:
+        if self._defer_close() or self._closed:
             return
         try:
             msg = self._conn.close()

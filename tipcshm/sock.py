@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tipcshm import sockopt, wire
+from tipcshm import sockfile, sockopt, wire
 from tipcshm.addresses import (
     AddressLike,
     ServiceAddr,
@@ -142,6 +142,10 @@ class Socket:
     """
 
     _connection_type = False
+    #: dup() handles and makefile() files open on this socket (the stdlib's protocol)
+    _io_refs = 0
+    #: close() was called while some were open: it happens when the last one closes
+    _close_pending = False
 
     def __new__(cls, family: int = AF_TIPC, type: int = SOCK_RDM, *args: Any, **kw: Any) -> Any:  # noqa: A002
         if cls is Socket and type in (SOCK_SEQPACKET, SOCK_STREAM):
@@ -278,6 +282,8 @@ class Socket:
 
     def close(self) -> None:
         """Withdraw the bindings, return unread messages that asked for it, free the port."""
+        if self._defer_close():
+            return
         if self._closed:
             return
         self._closed = True
@@ -285,6 +291,59 @@ class Socket:
             self._flush_counters()
         self._client.forget(self._port)  # this process's own lane into it, if it sent here
         self._finalizer()
+
+    def _defer_close(self) -> bool:
+        """socket.close() with makefile() files or dup() handles open leaves the socket
+        working until the last of them closes, as the stdlib's does."""
+        if self._io_refs > 0:
+            self._close_pending = True
+            return True
+        return False
+
+    def _decref_socketios(self) -> None:
+        """A file or handle made from this socket closed (socket.SocketIO calls this)."""
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._close_pending and self._io_refs <= 0:
+            self.close()
+
+    # -- sockets as files (tipcshm.sockfile) -----------------------------------------
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        """The stdlib's socket.makefile over this socket's recv_into and send."""
+        return sockfile.makefile(
+            self, mode, buffering, encoding=encoding, errors=errors, newline=newline
+        )
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """Send a binary file's bytes (STREAM or SEQPACKET), as socket.sendfile does."""
+        return sockfile.sendfile(self, file, offset, count)
+
+    def dup(self) -> sockfile.SocketHandle:
+        """Another handle on this socket (tipcshm.sockfile.SocketHandle)."""
+        return sockfile.SocketHandle(self)
+
+    def detach(self) -> int:
+        """Leave this object closed and park the socket under the number returned, for
+        ``socket(fileno=N)`` in this process (tipcshm.sockfile)."""
+        return sockfile.detach(self)
+
+    def _move_out(self) -> Socket:
+        """detach(): a new object takes over this socket's state and its release at
+        collection; this one is left closed and owns nothing."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        _obj, func, args, kwargs = self._finalizer.detach()
+        new._finalizer = weakref.finalize(new, func, *args, **kwargs)
+        self._closed = True
+        return new
 
     def __enter__(self) -> Socket:
         return self
