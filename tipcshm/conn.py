@@ -757,7 +757,7 @@ class ConnSocket(Socket):
         # settimeout() bounds the whole call, not each send under it (sock_sendall)
         t = self._timeout
         if t:
-            self._sendall_deadline = time.monotonic() + t
+            self._sendall_deadline = (threading.get_ident(), time.monotonic() + t)
         try:
             if self._stream:
                 self._send_stream(data, flags, partial=False)

@@ -185,7 +185,9 @@ class Socket:
         self._dest_droppable = True
         self._conn_timeout_ms = 8000
         self._so = sockopt.SocketOptions()  # SOL_SOCKET state
-        self._sendall_deadline: float | None = None  # sendall()'s, for the sends under it
+        # sendall()'s deadline and the thread it belongs to: the sends under that call
+        # count against it, another thread's sends meanwhile do not
+        self._sendall_deadline: tuple[int, float] | None = None
         self._bindings: list[tuple[int, int, int, int, int]] = []  # type, lower, upper, scope, key
         self._pub_count = 0
         self._ctl_seq = 0
@@ -506,8 +508,9 @@ class Socket:
         t = self._timeout
         if flags & MSG_DONTWAIT or t == 0.0:
             return None, True
-        if kind == "send" and self._sendall_deadline is not None:
-            return self._sendall_deadline, False
+        whole = self._sendall_deadline
+        if kind == "send" and whole is not None and whole[0] == threading.get_ident():
+            return whole[1], False
         if t is None:
             if kind == "connect":
                 ms = self._conn_timeout_ms

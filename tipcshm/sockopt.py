@@ -148,7 +148,7 @@ class SocketOptions:
     def __init__(self) -> None:
         self.flags: dict[int, int] = {}  # boolean options that are set
         self.rcvbuf = TIPC_RCVBUF_DEFAULT
-        self.sndbuf = _sysctl("wmem_default", 212992)
+        self.sndbuf = 0  # 0: net.core.wmem_default, read when first asked (sock_init_data)
         #: None: wait forever (MAX_SCHEDULE_TIMEOUT); else jiffies (0: do not wait)
         self.rcvtimeo: int | None = None
         self.sndtimeo: int | None = None
@@ -362,7 +362,11 @@ _TABLE: dict[int, _Option] = {
     # the kernel keeps no peer credentials for TIPC: cred_to_ucred(NULL, NULL)
     SO_PEERCRED: _get_only("SO_PEERCRED", lambda s, o: _UCRED.pack(0, 0xFFFFFFFF, 0xFFFFFFFF)),
     SO_COOKIE: _get_only("SO_COOKIE", _get_cookie),
-    SO_SNDBUF: _Option("SO_SNDBUF", lambda s, o: _int(o.sndbuf), _buf("sndbuf", False)),
+    SO_SNDBUF: _Option(
+        "SO_SNDBUF",
+        lambda s, o: _int(o.sndbuf or _sysctl("wmem_default", 212992)),
+        _buf("sndbuf", False),
+    ),
     SO_RCVBUF: _Option("SO_RCVBUF", lambda s, o: _int(o.rcvbuf), _buf("rcvbuf", False)),
     SO_SNDBUFFORCE: _Option("SO_SNDBUFFORCE", None, _buf("sndbuf", True)),
     SO_RCVBUFFORCE: _Option("SO_RCVBUFFORCE", None, _buf("rcvbuf", True)),
