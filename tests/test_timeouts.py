@@ -182,6 +182,9 @@ def test_connect_uses_the_python_timeout_not_tipc_conn_timeout(node: str) -> Non
         srv.listen(1)  # never accepts
         with tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as c:
             assert c.getsockopt(SOL_TIPC, tipcshm.TIPC_CONN_TIMEOUT) == 8000
+            # the kernel keeps it in 16 bits (struct tipc_sock.conn_timeout)
+            c.setsockopt(SOL_TIPC, tipcshm.TIPC_CONN_TIMEOUT, 0x10000 + 300)
+            assert c.getsockopt(SOL_TIPC, tipcshm.TIPC_CONN_TIMEOUT) == 300
             c.settimeout(T)
             expect_timeout(lambda: c.connect((TIPC_ADDR_NAME, SERVICE, 6, 0)))
         with tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as c:

@@ -575,7 +575,7 @@ class Socket:
             self._dest_droppable = bool(word)
         elif option == TIPC_CONN_TIMEOUT:
             assert word is not None
-            self._conn_timeout_ms = word
+            self._conn_timeout_ms = word & 0xFFFF  # tipc_sock.conn_timeout is a u16
         elif option in (TIPC_MCAST_BROADCAST, TIPC_MCAST_REPLICAST, TIPC_NODELAY):
             pass  # transmission-method hints: one node has one method
         elif option == TIPC_GROUP_LEAVE:
