@@ -508,16 +508,17 @@ class Socket:
         t = self._timeout
         if flags & MSG_DONTWAIT or t == 0.0:
             return None, True
-        whole = self._sendall_deadline
-        if kind == "send" and whole is not None and whole[0] == threading.get_ident():
-            return whole[1], False
-        if t is None:
+        if t is None:  # blocking: the kernel's timers (the common case: kept short)
             if kind == "connect":
                 ms = self._conn_timeout_ms
                 return (time.monotonic() + ms / 1000 if ms else None), not ms
-            t = self._so.timeout("send" if kind == "send" else "recv")
+            t = self._so.sndtimeo_s if kind == "send" else self._so.rcvtimeo_s
             if t is None:
                 return None, False
+            return time.monotonic() + t, False
+        whole = self._sendall_deadline
+        if kind == "send" and whole is not None and whole[0] == threading.get_ident():
+            return whole[1], False
         return time.monotonic() + t, False
 
     def _timed_out(self, kind: str, what: str) -> OSError:

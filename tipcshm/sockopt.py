@@ -135,6 +135,8 @@ class SocketOptions:
         "sndbuf",
         "rcvtimeo",
         "sndtimeo",
+        "rcvtimeo_s",
+        "sndtimeo_s",
         "rcvlowat",
         "priority",
         "mark",
@@ -152,6 +154,9 @@ class SocketOptions:
         #: None: wait forever (MAX_SCHEDULE_TIMEOUT); else jiffies (0: do not wait)
         self.rcvtimeo: int | None = None
         self.sndtimeo: int | None = None
+        #: the same in seconds, for the wait paths
+        self.rcvtimeo_s: float | None = None
+        self.sndtimeo_s: float | None = None
         self.rcvlowat = 1
         self.priority = 0
         self.mark = 0
@@ -161,10 +166,10 @@ class SocketOptions:
         self.incoming_cpu = -1
         self.cookie = 0
 
-    def timeout(self, kind: str) -> float | None:
-        """SO_RCVTIMEO (``kind`` "recv") or SO_SNDTIMEO ("send") in seconds; None: none."""
-        j = self.rcvtimeo if kind == "recv" else self.sndtimeo
-        return None if j is None else j / kernel_facts()[0]
+    def set_timeo(self, attr: str, jiffies: int | None) -> None:
+        setattr(self, attr, jiffies)
+        seconds = None if jiffies is None else jiffies / kernel_facts()[0]
+        setattr(self, f"{attr}_s", seconds)
 
 
 @dataclass(frozen=True)
@@ -239,13 +244,13 @@ def _timeo(attr: str, name: str) -> _Option:
         if not 0 <= usec < _USEC:
             raise _fail(errno.EDOM, name, f"tv_usec {usec} is not 0..999999")
         if sec < 0:
-            setattr(o, attr, 0)
+            o.set_timeo(attr, 0)
             return
         if sec == 0 and usec == 0:
-            setattr(o, attr, None)
+            o.set_timeo(attr, None)
             return
         hz = kernel_facts()[0]
-        setattr(o, attr, sec * hz + -(-usec // (_USEC // hz)))
+        o.set_timeo(attr, sec * hz + -(-usec // (_USEC // hz)))
 
     return _Option(name, get, set_)
 
