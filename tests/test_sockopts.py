@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import threading
+import time
 
 import pytest
 
@@ -199,3 +201,32 @@ def test_closed_socket_options_raise_ebadf(node: str) -> None:
         with pytest.raises(OSError) as info:
             call()
         assert info.value.errno == errno.EBADF
+
+
+def test_rcvlowat_makes_stream_recv_wait_for_that_many_bytes(node: str) -> None:
+    """tipc_recvstream waits for sock_rcvlowat() bytes on a blocking socket: until then,
+    or until SO_RCVTIMEO ends the wait, and then returns what it copied."""
+    srv = tipcshm.socket(AF_TIPC, SOCK_STREAM, node=node)
+    srv.bind((tipcshm.TIPC_ADDR_NAME, 7101, 1, 0))
+    srv.listen(1)
+    c = tipcshm.socket(AF_TIPC, SOCK_STREAM, node=node)
+    t = threading.Thread(target=c.connect, args=((tipcshm.TIPC_ADDR_NAME, 7101, 1, 0),))
+    t.start()
+    b, _ = srv.accept()
+    t.join(10)
+    with srv, c, b:
+        b.setsockopt(SOL, socket.SO_RCVLOWAT, 10)
+        c.sendall(b"abc")
+        c.sendall(b"defghij")
+        assert b.recv(100) == b"abcdefghij"
+        c.sendall(b"0123456789")
+        assert b.recv(4) == b"0123"  # never more than asked for
+        assert b.recv(6) == b"456789"
+        c.sendall(b"xyz")
+        b.setsockopt(SOL, socket.SO_RCVTIMEO, struct.pack("=qq", 0, 200000))
+        t0 = time.monotonic()
+        assert b.recv(100) == b"xyz"  # SO_RCVTIMEO ended the wait: what it has
+        assert time.monotonic() - t0 >= 0.2
+        c.sendall(b"uvw")
+        b.setblocking(False)
+        assert b.recv(100) == b"uvw"  # non-blocking: what is there, at once

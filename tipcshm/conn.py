@@ -837,6 +837,7 @@ class ConnSocket(Socket):
                     and not flags & ~(MSG_WAITALL | MSG_DONTWAIT)
                     and not self._rxq
                     and self._conn.state is State.TIPC_ESTABLISHED
+                    and self._so.rcvlowat == 1  # else the general path counts to it
                 ):
                     data = self._stream_bytes(bufsize, flags)
                     if data:
@@ -940,14 +941,23 @@ class ConnSocket(Socket):
     ) -> bytes:
         if flags & MSG_PEEK:
             return self._peek_stream(bufsize, flags, deadline, nonblock)
-        waitall = bool(flags & MSG_WAITALL)
+        # tipc_recvstream returns once it has sock_rcvlowat() bytes: all of them with
+        # MSG_WAITALL, else SO_RCVLOWAT's (1 unless set), never more than asked for. It
+        # waits for them on a blocking socket only: under settimeout() the stdlib's
+        # socket is non-blocking, and the kernel returns what it has.
+        if flags & MSG_WAITALL:
+            target = bufsize
+        elif self._timeout is None:
+            target = min(self._so.rcvlowat, bufsize)
+        else:
+            target = 1
         out = bytearray()
         if self._partial:
             out += self._partial[:bufsize]
             self._partial = self._partial[len(out) :]
         rxq = self._rxq
         while len(out) < bufsize:
-            if out and not waitall and not rxq:
+            if len(out) >= target and not rxq:
                 # Return what we have unless more is already waiting.
                 if not self._pump(None, nonblock=True) or not rxq:
                     break
@@ -1002,7 +1012,12 @@ class ConnSocket(Socket):
     def _recv_into(self, target: memoryview, flags: int) -> int:
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv_into")
-        if self._stream and not flags & ~(MSG_WAITALL | MSG_DONTWAIT) and not self._closed:
+        if (
+            self._stream
+            and not flags & ~(MSG_WAITALL | MSG_DONTWAIT)
+            and not self._closed
+            and self._so.rcvlowat == 1
+        ):
             with self._recv_lock:
                 if not self._rxq and self._conn.state == State.TIPC_ESTABLISHED:
                     got = self._stream_into(target, bool(flags & MSG_WAITALL), flags)
