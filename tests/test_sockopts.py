@@ -230,3 +230,22 @@ def test_rcvlowat_makes_stream_recv_wait_for_that_many_bytes(node: str) -> None:
         c.sendall(b"uvw")
         b.setblocking(False)
         assert b.recv(100) == b"uvw"  # non-blocking: what is there, at once
+
+
+def test_tipc_level_buflen_forms(node: str) -> None:
+    """tipc_getsockopt writes the whole u32 or fails with EINVAL; TCP options on a
+    STREAM socket read as nothing; CPython's buflen range check comes first."""
+    with tipcshm.socket(AF_TIPC, SOCK_STREAM, node=node) as s:
+        imp = tipcshm.TIPC_IMPORTANCE
+        s.setsockopt(tipcshm.SOL_TIPC, imp, 2)
+        assert s.getsockopt(tipcshm.SOL_TIPC, imp) == 2
+        assert s.getsockopt(tipcshm.SOL_TIPC, imp, 4) == struct.pack("=I", 2)
+        assert s.getsockopt(tipcshm.SOL_TIPC, imp, 64) == struct.pack("=I", 2)
+        with pytest.raises(OSError) as info:
+            s.getsockopt(tipcshm.SOL_TIPC, imp, 2)
+        assert info.value.errno == errno.EINVAL
+        for buflen in (-1, 1025):
+            with pytest.raises(OSError, match="buflen out of range"):
+                s.getsockopt(tipcshm.SOL_TIPC, imp, buflen)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 4) == b""

@@ -591,6 +591,10 @@ class Socket:
         level, option, buflen = _c_int(level), _c_int(option), _c_int(buflen)
         if level == _stdlib_socket.SOL_SOCKET:
             return sockopt.get_option(self, self._so, option, buflen)
+        if buflen and not 0 < buflen <= 1024:
+            raise OSError("getsockopt buflen out of range")  # CPython's, before the kernel
+        if level == _IPPROTO_TCP and self.type == SOCK_STREAM:
+            return b"" if buflen else 0  # tipc_getsockopt answers TCP options with nothing
         if level != SOL_TIPC:
             raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
         elif option == TIPC_IMPORTANCE:
@@ -613,7 +617,9 @@ class Socket:
         else:
             raise ProtocolOptionError(level, option)
         if buflen:
-            return struct.pack("=I", value)[:buflen]
+            if buflen < 4:  # tipc_getsockopt: the whole u32 or nothing
+                raise InvalidArgument(f"SOL_TIPC option {option}: buflen {buflen} < 4")
+            return struct.pack("=I", value)
         return value
 
     def so_error(self) -> int:
