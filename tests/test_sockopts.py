@@ -249,3 +249,43 @@ def test_tipc_level_buflen_forms(node: str) -> None:
                 s.getsockopt(tipcshm.SOL_TIPC, imp, buflen)
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 4) == b""
+
+
+def test_rcvbuf_limits_what_a_sender_may_queue(node: str) -> None:
+    """SO_RCVBUF bounds the receive queue (tipc_sk_rcv / rcvbuf_limit): over it, an RDM
+    sender blocks (BlockingIOError when non-blocking) where the kernel would reject with
+    TIPC_ERR_OVERLOAD, and a DGRAM message is dropped and counted. An empty queue still
+    takes one message of any size."""
+
+    def fill(tx: tipcshm.Socket, dest: tuple) -> int:
+        tx.setblocking(False)
+        sent = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                tx.sendto(b"x" * 1000, dest)
+                sent += 1
+        return sent
+
+    with (
+        tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as rx,
+        tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as tx,
+        tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as rx2,
+        tipcshm.socket(AF_TIPC, SOCK_DGRAM, node=node) as dg,
+    ):
+        unlimited = fill(tx, (tipcshm.TIPC_ADDR_ID, 0, rx2.port, 0))  # a whole lane
+        rx.setsockopt(SOL, socket.SO_RCVBUF, 4096)
+        limit = rx.getsockopt(SOL, socket.SO_RCVBUF)
+        assert limit == 8192  # doubled, as the kernel reports it
+        dest = (tipcshm.TIPC_ADDR_ID, 0, rx.port, 0)
+        sent = fill(tx, dest)
+        assert 1 <= sent <= limit // 1000 < unlimited
+        assert rx.recv(2000) == b"x" * 1000  # room again for one more
+        tx.sendto(b"x" * 1000, dest)
+        for _ in range(sent):
+            rx.recv(2000)
+        tx.sendto(b"y" * 60000, dest)  # larger than the limit, into an empty queue
+        assert rx.recv(65536) == b"y" * 60000
+        before = dg.statistics()["drops"]
+        for _ in range(50):
+            dg.sendto(b"d" * 1000, dest)
+        assert dg.statistics()["drops"] - before >= 50 - limit // 1000

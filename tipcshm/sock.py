@@ -546,6 +546,9 @@ class Socket:
             raw = sockopt.raw_value(value, optlen)
             length = len(raw) if raw is not None else _c_int(optlen)
             sockopt.set_option(self, self._so, option, raw, length)
+            if option in sockopt.RCVBUF_OPTIONS and not self._connection_type:
+                # the receive queue limit (tipc_sk_rcv's rcvbuf_limit), per sender lane
+                self._inbox.set_queue_limit(self._so.rcvbuf)
             return
         word, length = _option_value(value, optlen)
         if level == _IPPROTO_TCP and self.type == SOCK_STREAM:

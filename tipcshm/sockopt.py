@@ -80,6 +80,9 @@ SO_ATTACH_BPF = 50
 SO_INCOMING_CPU = 49
 SO_COOKIE = 57
 
+#: the options that set the receive buffer (the socket applies it to its inbox)
+RCVBUF_OPTIONS = frozenset((SO_RCVBUF, SO_RCVBUFFORCE))
+
 _INT = struct.Struct("=i")
 _TIMEVAL = struct.Struct("=qq")  # struct __kernel_old_timeval on x86-64: 16 bytes
 _LINGER = struct.Struct("=ii")
