@@ -1266,6 +1266,7 @@ class Inbox:
         hq[_SLOTS_OFF] = slots_off
         hq[_DATA_OFF] = data_off
         hq[_TAG] = self.tag
+        hq[_QLIMIT] = 0  # workers' inboxes set no queue limit: one written is a scribble
         hq[_CLOSED] = 0
         hq[_MAGIC] = MAGIC
 
