@@ -449,15 +449,13 @@ def _set_bindtodevice(o: SocketOptions, raw: bytes | None, optlen: int) -> None:
     if optlen and raw is None:
         raise _fail(errno.EFAULT, "SO_BINDTODEVICE", f"no value (NULL, {optlen})")
     name = (raw or b"")[: _IFNAMSIZ - 1].split(b"\0", 1)[0]
-    if not name:
-        o.bound_dev = ""
-        return
-    try:
-        _stdlib_socket.if_nametoindex(name.decode(errors="replace"))
-    except OSError:
-        raise _fail(errno.ENODEV, "SO_BINDTODEVICE", f"no network device {name!r}") from None
-    if o.bound_dev and not _privileged():
-        raise _fail(errno.EPERM, "SO_BINDTODEVICE", "rebinding needs CAP_NET_RAW")
+    if name:
+        try:
+            _stdlib_socket.if_nametoindex(name.decode(errors="replace"))
+        except OSError:
+            raise _fail(errno.ENODEV, "SO_BINDTODEVICE", f"no network device {name!r}") from None
+    if o.bound_dev and not _privileged():  # sock_bindtoindex_locked: also to unbind
+        raise _fail(errno.EPERM, "SO_BINDTODEVICE", "changing a binding needs CAP_NET_RAW")
     o.bound_dev = name.decode(errors="replace")
 
 
