@@ -453,8 +453,9 @@ class ConnSocket(Socket):
                     if nonblock:
                         raise WouldBlock(f"connect on socket {self._port:#010x} is pending")
                     if deadline is not None and time.monotonic() >= deadline:
+                        # tipc_wait_for_connect: SO_SNDTIMEO's wait, but ETIMEDOUT
                         raise self._timed_out(
-                            "send", f"socket {self._port:#010x}: connect still pending"
+                            "connect", f"socket {self._port:#010x}: connect still pending"
                         )
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._raise_if_refused()

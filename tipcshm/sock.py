@@ -525,8 +525,8 @@ class Socket:
         """The error for a wait that reached :meth:`_deadline`'s deadline."""
         if self._timeout:
             return TimedOut(what)
-        if kind == "connect":
-            return Timeout(f"{what} (TIPC_CONN_TIMEOUT {self._conn_timeout_ms} ms)")
+        if kind == "connect":  # tipc_wait_for_connect's expiry, whichever timer it ran on
+            return Timeout(f"{what}: no answer in time")
         opt = "SO_SNDTIMEO" if kind == "send" else "SO_RCVTIMEO"
         return WouldBlock(f"{what} ({opt} expired)")
 
