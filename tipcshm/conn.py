@@ -70,9 +70,9 @@ from tipcshm.errors import (
     HostUnreachable,
     InvalidArgument,
     MessageTooLong,
-    NodeNotRunning,
     NotConnected,
     SocketClosed,
+    TimedOut,
     Timeout,
     TipcError,
     WouldBlock,
@@ -431,16 +431,15 @@ class ConnSocket(Socket):
             return True
 
     def _node_stopped(self) -> NoReturn:
-        if self._client.dead:  # killed, not stopped: nothing on this node works any more
-            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
-        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
+        """Our inbox was closed by the node, not by us: it stopped (or its supervisor
+        died), and nothing made on it works any more."""
+        gone = self._node_gone()
+        if gone is not None:
+            raise gone
+        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} closed this socket")
 
-    def _deadline(self, flags: int, kind: str = "recv") -> tuple[float | None, bool]:
-        """(deadline, non-blocking) of a call of ``kind`` ("recv", "send", "connect",
-        "accept"): the socket's timeout for each of them, today."""
-        nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
-        t = self._timeout
-        return (None if t is None else time.monotonic() + t), nonblock
+    def _listening(self) -> bool:
+        return self._conn.state == State.TIPC_LISTEN
 
     # -- connection setup ------------------------------------------------------------
     def listen(self, backlog: int = 0) -> None:
@@ -462,7 +461,7 @@ class ConnSocket(Socket):
                     if nonblock:
                         raise WouldBlock(f"no connection waiting on {self._port:#010x}")
                     if deadline is not None and time.monotonic() >= deadline:
-                        raise Timeout(f"accept timed out on socket {self._port:#010x}")
+                        raise self._timed_out("accept", f"accept on socket {self._port:#010x}")
             syn = self._accept_q.popleft()
         m, _hs = _incoming(syn)
         new = ConnSocket(self.family, self.type, self.proto, node=self.node)
@@ -516,7 +515,7 @@ class ConnSocket(Socket):
     def _await_connect(self, flags: int) -> None:
         """send/recv on a socket whose non-blocking connect is pending: wait for the answer
         (per the socket's timeout) or raise BlockingIOError when non-blocking."""
-        deadline, nonblock = self._deadline(flags, "connect")
+        deadline, nonblock = self._deadline(flags, "send")
         self._check_not_held("a call waiting for the connection")
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
@@ -524,7 +523,10 @@ class ConnSocket(Socket):
                     if nonblock:
                         raise WouldBlock(f"connect on socket {self._port:#010x} is pending")
                     if deadline is not None and time.monotonic() >= deadline:
-                        raise Timeout(f"socket {self._port:#010x}: connect still pending")
+                        # tipc_wait_for_connect: SO_SNDTIMEO's wait, but ETIMEDOUT
+                        raise self._timed_out(
+                            "connect", f"socket {self._port:#010x}: connect still pending"
+                        )
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._raise_if_refused()
             self._not_sendable()
@@ -554,14 +556,17 @@ class ConnSocket(Socket):
         p = self._client.producer(port)
         if p is None:
             raise ConnectionRefused(f"connect to {addr}: no socket there")
-        deadline = time.monotonic() + self._conn_timeout_ms / 1000
+        deadline, nonblock = self._deadline(0, "connect")
         with p.lock:
             try:
                 while not p.write(frame):
-                    if self._timeout == 0.0:
+                    if nonblock:
                         raise WouldBlock(f"connect to {addr}: the listener's inbox is full")
-                    if not p.wait_space(len(frame), max(0.0, deadline - time.monotonic())):
-                        raise Timeout(f"connect to {addr}: the listener's inbox stayed full")
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not p.wait_space(len(frame), left):
+                        raise self._timed_out(
+                            "connect", f"connect to {addr}: the listener's inbox stayed full"
+                        )
             except InboxError as e:  # ESTALE: forgotten (the listener went away) meanwhile
                 if e.errno != errno.ESTALE:
                     raise
@@ -569,14 +574,18 @@ class ConnSocket(Socket):
         self._conn.connect()
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
-        if self._timeout == 0.0:
+        if nonblock:
             self._sel_touch()  # CONNECTING: neither readable nor writable until the answer
             return  # non-blocking: the answer is taken later (connect again, SO_ERROR, I/O)
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
-                if not self._pump(deadline, events=_IN_OR_OUT) and time.monotonic() >= deadline:
+                if (
+                    not self._pump(deadline, events=_IN_OR_OUT)
+                    and deadline is not None
+                    and time.monotonic() >= deadline
+                ):
                     self._conn.timed_out()
-                    raise Timeout(f"connect to {addr}: no answer within {self._conn_timeout_ms} ms")
+                    raise self._timed_out("connect", f"connect to {addr}: no answer")
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._refusal_reported = True  # connect() reports it, not SO_ERROR later
             raise ConnectionRefused(
@@ -661,7 +670,7 @@ class ConnSocket(Socket):
                 raise WouldBlock(f"{self._addr_text()}: the peer's inbox is full")
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise Timeout(f"{self._addr_text()}: timed out sending (peer full)")
+                raise self._timed_out("send", f"{self._addr_text()}: sending (peer full)")
             self._flush_counters()
             left = _FULL_SLICE if deadline is None else min(_FULL_SLICE, deadline - now)
             if self._recv_lock.acquire(blocking=False):
@@ -680,7 +689,7 @@ class ConnSocket(Socket):
 
     def _peer_gone(self) -> NoReturn:
         """The peer's inbox is closed: find its abort message if it came, then raise."""
-        if self._client.dead:
+        if self._node_gone() is not None:
             self._node_stopped()
         self._client.forget(self._conn.peer_port)
         self._peer_p = None
@@ -750,7 +759,9 @@ class ConnSocket(Socket):
                 if nonblock:
                     raise WouldBlock(f"{self._addr_text()}: send window full")
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for the window")
+                    raise self._timed_out(
+                        "send", f"{self._addr_text()}: waiting for the send window"
+                    )
                 if self._client.gone(conn.peer_port):
                     self._peer_gone()
 
@@ -835,10 +846,17 @@ class ConnSocket(Socket):
         return k * size
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        if self._stream:
-            self._send_stream(data, flags, partial=False)
-        else:
-            self.send(data, flags)
+        # settimeout() bounds the whole call, not each send under it (sock_sendall)
+        t = self._timeout
+        if t:
+            self._sendall_deadline = (threading.get_ident(), time.monotonic() + t)
+        try:
+            if self._stream:
+                self._send_stream(data, flags, partial=False)
+            else:
+                self.send(data, flags)
+        finally:
+            self._sendall_deadline = None
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
         if address is None:
@@ -889,7 +907,7 @@ class ConnSocket(Socket):
                 if nonblock:
                     return None
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                    raise self._timed_out("recv", f"{self._addr_text()}: recv")
         return rxq[0]
 
     def _consume(self) -> None:
@@ -902,7 +920,7 @@ class ConnSocket(Socket):
         bufsize, flags = recv_args(bufsize, flags, "recv")
         if self._closed:
             raise SocketClosed(self._port)
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv")
         with self._recv_lock:
@@ -912,6 +930,7 @@ class ConnSocket(Socket):
                     and not flags & ~(MSG_WAITALL | MSG_DONTWAIT)
                     and not self._rxq
                     and self._conn.state is State.TIPC_ESTABLISHED
+                    and self._so.rcvlowat == 1  # else the general path counts to it
                 ):
                     data = self._stream_bytes(bufsize, flags)
                     if data:
@@ -950,7 +969,7 @@ class ConnSocket(Socket):
         or the connection is no longer ESTABLISHED: the callers' other paths take those."""
         inbox = self._inbox
         conn = self._conn
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         while True:
             if self._rxq or self._closed or conn.state is not State.TIPC_ESTABLISHED:
                 return b""
@@ -960,7 +979,7 @@ class ConnSocket(Socket):
             if not self._wait_ring(deadline, nonblock):
                 if nonblock:
                     raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                raise self._timed_out("recv", f"{self._addr_text()}: recv")
         buf, _, _, lane = r
         node, port = conn.peer_node, conn.peer_port
         views = []
@@ -1015,20 +1034,29 @@ class ConnSocket(Socket):
     ) -> bytes:
         if flags & MSG_PEEK:
             return self._peek_stream(bufsize, flags, deadline, nonblock)
-        waitall = bool(flags & MSG_WAITALL)
+        # tipc_recvstream returns once it has sock_rcvlowat() bytes: all of them with
+        # MSG_WAITALL, else SO_RCVLOWAT's (1 unless set), never more than asked for. It
+        # waits for them on a blocking socket only: under settimeout() the stdlib's
+        # socket is non-blocking, and the kernel returns what it has.
+        if flags & MSG_WAITALL:
+            target = bufsize
+        elif self._timeout is None:
+            target = min(self._so.rcvlowat, bufsize)
+        else:
+            target = 1
         out = bytearray()
         if self._partial:
             out += self._partial[:bufsize]
             self._partial = self._partial[len(out) :]
         rxq = self._rxq
         while len(out) < bufsize:
-            if out and not waitall and not rxq:
+            if len(out) >= target and not rxq:
                 # Return what we have unless more is already waiting.
                 if not self._pump(None, nonblock=True) or not rxq:
                     break
             try:
                 frame = self._next(flags, deadline, nonblock)
-            except Timeout:
+            except (Timeout, TimedOut, WouldBlock):
                 if out:
                     break  # MSG_WAITALL timed out: what was taken is returned
                 raise
@@ -1077,7 +1105,12 @@ class ConnSocket(Socket):
     def _recv_into(self, target: memoryview, flags: int) -> int:
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recv_into")
-        if self._stream and not flags & ~(MSG_WAITALL | MSG_DONTWAIT) and not self._closed:
+        if (
+            self._stream
+            and not flags & ~(MSG_WAITALL | MSG_DONTWAIT)
+            and not self._closed
+            and self._so.rcvlowat == 1
+        ):
             with self._recv_lock:
                 if not self._rxq and self._conn.state == State.TIPC_ESTABLISHED:
                     got = self._stream_into(target, bool(flags & MSG_WAITALL), flags)
@@ -1096,7 +1129,7 @@ class ConnSocket(Socket):
         """
         n = len(target)
         got = 0
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         inbox = self._inbox
         conn = self._conn
         while got < n:
@@ -1117,7 +1150,7 @@ class ConnSocket(Socket):
                         break
                     if nonblock:
                         raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                    raise self._timed_out("recv", f"{self._addr_text()}: recv")
                 continue
             buf, off, length, lane = r
             size = 0
@@ -1271,7 +1304,7 @@ class ConnSocket(Socket):
                 return memoryview(frame)[hs:], _ZC_QUEUED
             if conn.state is not State.TIPC_ESTABLISHED:
                 if not waited:
-                    deadline, nonblock = self._deadline(flags)
+                    deadline, nonblock = self._deadline(flags, "recv")
                     waited = True
                 nxt = self._next(flags, deadline, nonblock)  # endings, pending connect
                 if nxt is None:
@@ -1283,12 +1316,12 @@ class ConnSocket(Socket):
             r = inbox.poll()
             if r is None:
                 if not waited:  # the deadline counts from the first wait
-                    deadline, nonblock = self._deadline(flags)
+                    deadline, nonblock = self._deadline(flags, "recv")
                     waited = True
                 if not self._wait_ring(deadline, nonblock):
                     if nonblock:
                         raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
-                    raise Timeout(f"{self._addr_text()}: timed out waiting for data")
+                    raise self._timed_out("recv", f"{self._addr_text()}: recv")
                 continue
             buf, off, length, lane = r
             if _plain_data_len(buf, off, conn.peer_node, conn.peer_port):
@@ -1364,7 +1397,7 @@ class ConnSocket(Socket):
             raise SocketClosed(self._port)
         if self._zc_thread:  # a zero-copy receive block is open somewhere
             self._check_not_held("recvmsg")
-        deadline, nonblock = self._deadline(flags)
+        deadline, nonblock = self._deadline(flags, "recv")
         msg_flags = 0
         with self._recv_lock:
             taken_before = self._end_taken

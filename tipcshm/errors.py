@@ -76,6 +76,21 @@ class Timeout(TipcError, TimeoutError):
         super().__init__(_errno.ETIMEDOUT, what)
 
 
+class TimedOut(TipcError, TimeoutError):
+    """A call ran out of the time ``settimeout()`` (or ``setdefaulttimeout()``) gave it.
+
+    Exactly the stdlib's ``socket.timeout``: message "timed out", no errno (what the kernel
+    gives when its own timers run out is :class:`Timeout`, ETIMEDOUT, or EAGAIN for
+    SO_RCVTIMEO / SO_SNDTIMEO). The call and socket at fault are in the exception's note.
+    """
+
+    def __init__(self, what: str) -> None:
+        OSError.__init__(self, "timed out")
+        self.tipc_error = 0
+        if hasattr(self, "add_note"):  # Python 3.11+
+            self.add_note(what)
+
+
 class AccessDenied(TipcError, PermissionError):
     def __init__(self, what: str) -> None:
         super().__init__(_errno.EACCES, what)

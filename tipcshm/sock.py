@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tipcshm import readiness, wire
+from tipcshm import readiness, sockfile, sockopt, wire
 from tipcshm.addresses import (
     AddressLike,
     ServiceAddr,
@@ -82,6 +82,7 @@ from tipcshm.errors import (
     NotSupportedYet,
     ProtocolOptionError,
     SocketClosed,
+    TimedOut,
     Timeout,
     TipcError,
     WouldBlock,
@@ -96,6 +97,7 @@ from tipcshm.shm.layout import (
     S_RX_MSGS,
     S_TX_BYTES,
     S_TX_MSGS,
+    NodeState,
     inbox_name,
 )
 
@@ -144,6 +146,10 @@ class Socket:
     """
 
     _connection_type = False
+    #: dup() handles and makefile() files open on this socket (the stdlib's protocol)
+    _io_refs = 0
+    #: close() was called while some were open: it happens when the last one closes
+    _close_pending = False
 
     def __new__(cls, family: int = AF_TIPC, type: int = SOCK_RDM, *args: Any, **kw: Any) -> Any:  # noqa: A002
         if cls is Socket and type in (SOCK_SEQPACKET, SOCK_STREAM):
@@ -182,6 +188,10 @@ class Socket:
         self._src_droppable = type == SOCK_DGRAM
         self._dest_droppable = True
         self._conn_timeout_ms = 8000
+        self._so = sockopt.SocketOptions()  # SOL_SOCKET state
+        # sendall()'s deadline and the thread it belongs to: the sends under that call
+        # count against it, another thread's sends meanwhile do not
+        self._sendall_deadline: tuple[int, float] | None = None
         self._bindings: list[tuple[int, int, int, int, int]] = []  # type, lower, upper, scope, key
         self._pub_count = 0
         self._ctl_seq = 0
@@ -286,6 +296,8 @@ class Socket:
         A call blocked in another thread wakes and raises SocketClosed (EBADF); close
         waits for it to let go of the receive side (at most _CLOSE_WAIT seconds, and not
         at all from inside this thread's own zero-copy receive block)."""
+        if self._defer_close():
+            return
         if self._closed:
             return
         self._closed = True
@@ -326,6 +338,68 @@ class Socket:
         if self._ready is not None:
             self._ready.close()
 
+    def _defer_close(self) -> bool:
+        """socket.close() with makefile() files or dup() handles open leaves the socket
+        working until the last of them closes, as the stdlib's does."""
+        if self._io_refs > 0:
+            self._close_pending = True
+            return True
+        return False
+
+    def _decref_socketios(self) -> None:
+        """A file or handle made from this socket closed (socket.SocketIO calls this)."""
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._close_pending and self._io_refs <= 0:
+            self.close()
+
+    # -- sockets as files (tipcshm.sockfile) -----------------------------------------
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        """The stdlib's socket.makefile over this socket's recv_into and send."""
+        return sockfile.makefile(
+            self, mode, buffering, encoding=encoding, errors=errors, newline=newline
+        )
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """Send a binary file's bytes (STREAM or SEQPACKET), as socket.sendfile does."""
+        return sockfile.sendfile(self, file, offset, count)
+
+    def dup(self) -> sockfile.SocketHandle:
+        """Another handle on this socket (tipcshm.sockfile.SocketHandle)."""
+        return sockfile.SocketHandle(self)
+
+    def detach(self) -> int:
+        """Leave this object closed and park the socket under the number returned, for
+        ``socket(fileno=N)`` in this process (tipcshm.sockfile)."""
+        return sockfile.detach(self)
+
+    def _move_out(self) -> Socket:
+        """detach(): a new object takes over this socket's state and its release at
+        collection; this one is left closed and owns nothing."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        _obj, func, args, kwargs = self._finalizer.detach()
+        new._finalizer = weakref.finalize(new, func, *args, **kwargs)
+        if self._ready is not None:
+            # The reactor and the refreshing lock hold weak references to this object:
+            # they must follow the state to its new owner, or nobody keeps fileno() true.
+            readiness.unwatch(self._ready_key)
+            inner = self._recv_lock._lock
+            new._recv_lock = readiness.RefreshingLock(inner, new)
+            new._ready_key = readiness.watch(new, new._inbox.bell_fileno())
+            self._ready = None
+            self._ready_key = -1
+        self._closed = True
+        return new
+
     def __enter__(self) -> Socket:
         return self
 
@@ -340,6 +414,32 @@ class Socket:
     def _check_open(self) -> None:
         if self._closed:
             raise SocketClosed(self._port)
+        gone = self._node_gone()
+        if gone is not None:
+            raise gone
+
+    def _node_gone(self) -> NodeNotRunning | None:
+        """NodeNotRunning if the node this socket was made on is no longer running.
+
+        Asked on every path that is not a per-message fast path (those find out through
+        their inboxes, which a stopping node closes): a stopped node's socket must never
+        look usable, even after a new node started under the same name (this socket still
+        maps the old one, whose state says it stopped).
+        """
+        client = self._client
+        try:
+            state = client.seg.state
+        except ValueError:  # its mapping is gone
+            state = -1
+        if client.dead or (
+            state != NodeState.READY and not (client.starting_ok and state == NodeState.STARTING)
+        ):
+            return NodeNotRunning(
+                self.node,
+                f"it stopped; socket {self._port:#010x} belonged to it and is unusable: "
+                "close it, and make a new socket once the node runs again",
+            )
+        return None
 
     # -- addresses -----------------------------------------------------------------
     @property
@@ -454,14 +554,54 @@ class Socket:
 
     # -- options ---------------------------------------------------------------------
     def settimeout(self, value: float | None) -> None:
+        """As socket.settimeout: None blocks, 0 never waits, t > 0 bounds every call."""
         if value is not None:
-            value = float(value)
+            # CPython's _PyTime_FromSecondsObject: a float, else an integer (__index__)
+            value = float(value if isinstance(value, float) else operator.index(value))
+            if value != value:
+                raise ValueError("Invalid value NaN (not a number)")
             if value < 0:
                 raise ValueError("Timeout value out of range")
         self._timeout = value
 
     def gettimeout(self) -> float | None:
         return self._timeout
+
+    def _deadline(self, flags: int, kind: str) -> tuple[float | None, bool]:
+        """(when a wait of ``kind`` gives up, or None; whether it must not wait at all).
+
+        ``kind`` is "recv", "send", "connect" or "accept". As a kernel socket under the
+        stdlib: MSG_DONTWAIT or settimeout(0) never waits; a settimeout(t > 0) bounds the
+        call (TimedOut, the stdlib's "timed out"); a blocking socket waits per the
+        kernel's own timers: SO_RCVTIMEO for recv and accept, SO_SNDTIMEO for send
+        (EAGAIN on expiry, sock_rcvtimeo / sock_sndtimeo), TIPC_CONN_TIMEOUT for connect
+        (ETIMEDOUT, tipc_wait_for_connect; 0 makes connect non-blocking, as tipc_connect
+        does). :meth:`_timed_out` builds the matching error.
+        """
+        t = self._timeout
+        if flags & MSG_DONTWAIT or t == 0.0:
+            return None, True
+        if t is None:  # blocking: the kernel's timers (the common case: kept short)
+            if kind == "connect":
+                ms = self._conn_timeout_ms
+                return (time.monotonic() + ms / 1000 if ms else None), not ms
+            t = self._so.sndtimeo_s if kind == "send" else self._so.rcvtimeo_s
+            if t is None:
+                return None, False
+            return time.monotonic() + t, False
+        whole = self._sendall_deadline
+        if kind == "send" and whole is not None and whole[0] == threading.get_ident():
+            return whole[1], False
+        return time.monotonic() + t, False
+
+    def _timed_out(self, kind: str, what: str) -> OSError:
+        """The error for a wait that reached :meth:`_deadline`'s deadline."""
+        if self._timeout:
+            return TimedOut(what)
+        if kind == "connect":  # tipc_wait_for_connect's expiry, whichever timer it ran on
+            return Timeout(f"{what}: no answer in time")
+        opt = "SO_SNDTIMEO" if kind == "send" else "SO_RCVTIMEO"
+        return WouldBlock(f"{what} ({opt} expired)")
 
     def setblocking(self, flag: bool) -> None:
         self._timeout = None if flag else 0.0
@@ -475,6 +615,14 @@ class Socket:
         """As tipc_setsockopt: the value is checked whole before anything changes."""
         self._check_open()
         level, option = _c_int(level), _c_int(option)
+        if level == _stdlib_socket.SOL_SOCKET:
+            raw = sockopt.raw_value(value, optlen)
+            length = len(raw) if raw is not None else _c_int(optlen)
+            sockopt.set_option(self, self._so, option, raw, length)
+            if option in sockopt.RCVBUF_OPTIONS and not self._connection_type:
+                # the receive queue limit (tipc_sk_rcv's rcvbuf_limit), per sender lane
+                self._inbox.set_queue_limit(self._so.rcvbuf)
+            return
         word, length = _option_value(value, optlen)
         if level == _IPPROTO_TCP and self.type == SOCK_STREAM:
             return  # the kernel accepts and ignores TCP options on STREAM sockets
@@ -504,7 +652,7 @@ class Socket:
             self._dest_droppable = bool(word)
         elif option == TIPC_CONN_TIMEOUT:
             assert word is not None
-            self._conn_timeout_ms = word
+            self._conn_timeout_ms = word & 0xFFFF  # tipc_sock.conn_timeout is a u16
         elif option in (TIPC_MCAST_BROADCAST, TIPC_MCAST_REPLICAST, TIPC_NODELAY):
             pass  # transmission-method hints: one node has one method
         elif option == TIPC_GROUP_LEAVE:
@@ -516,14 +664,14 @@ class Socket:
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
         self._check_open()
+        level, option, buflen = _c_int(level), _c_int(option), _c_int(buflen)
         if level == _stdlib_socket.SOL_SOCKET:
-            if option == _stdlib_socket.SO_ERROR:
-                value = self.so_error()
-            elif option == _stdlib_socket.SO_TYPE:
-                value = self.type
-            else:
-                raise ProtocolOptionError(level, option, "of SOL_SOCKET only SO_ERROR, SO_TYPE")
-        elif level != SOL_TIPC:
+            return sockopt.get_option(self, self._so, option, buflen)
+        if buflen and not 0 < buflen <= 1024:
+            raise OSError("getsockopt buflen out of range")  # CPython's, before the kernel
+        if level == _IPPROTO_TCP and self.type == SOCK_STREAM:
+            return b"" if buflen else 0  # tipc_getsockopt answers TCP options with nothing
+        if level != SOL_TIPC:
             raise ProtocolOptionError(level, option, "only SOL_TIPC options are supported")
         elif option == TIPC_IMPORTANCE:
             value = self._importance
@@ -545,12 +693,18 @@ class Socket:
         else:
             raise ProtocolOptionError(level, option)
         if buflen:
-            return struct.pack("=I", value)[:buflen]
+            if buflen < 4:  # tipc_getsockopt: the whole u32 or nothing
+                raise InvalidArgument(f"SOL_TIPC option {option}: buflen {buflen} < 4")
+            return struct.pack("=I", value)
         return value
 
     def so_error(self) -> int:
         """getsockopt(SOL_SOCKET, SO_ERROR): connectionless sockets have none pending."""
         return 0
+
+    def _listening(self) -> bool:
+        """SO_ACCEPTCONN: only connection sockets listen."""
+        return False
 
     def fileno(self) -> int:
         """A descriptor for select, poll, epoll, selectors and asyncio, ready exactly when a
@@ -720,7 +874,7 @@ class Socket:
         n = len(data)
         if n > TIPC_MAX_USER_MSG_SIZE:
             raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
-        nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
+        nonblock = self._deadline(flags, "send")[1]
         seq = self._u64[self._seq_i]
         table = self._client.table()
         if isinstance(addr, ServiceRange):
@@ -876,8 +1030,7 @@ class Socket:
 
     def _wait_space(self, p: Producer, port: int, size: int) -> int | None:
         self._flush_counters()
-        timeout = self._timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline, _ = self._deadline(0, "send")
         while True:
             off = p.reserve(size)
             if off is not None:
@@ -890,8 +1043,8 @@ class Socket:
                 _SEND_SLICE if deadline is None else min(_SEND_SLICE, deadline - time.monotonic())
             )
             if remaining <= 0:
-                raise Timeout(
-                    f"timed out sending to <{self._own:#010x}:{port:#010x}> (receiver full)"
+                raise self._timed_out(
+                    "send", f"sending to <{self._own:#010x}:{port:#010x}> (receiver full)"
                 )
             p.wait_space(size, remaining)
             self._client.check_alive()
@@ -917,12 +1070,11 @@ class Socket:
         r = inbox.poll()
         if r is not None:
             return r
-        if flags & MSG_DONTWAIT or self._timeout == 0.0:
+        deadline, nonblock = self._deadline(flags, "recv")
+        if nonblock:
             if inbox.closed:  # not "try again": fileno() is readable and stays so
                 raise NodeNotRunning(self.node, "the node stopped and closed this socket")
             raise WouldBlock(f"no message waiting on socket {self._port:#010x}")
-        timeout = self._timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._shut:  # tipc_wait_for_rcvmsg: nothing queued after RCV_SHUTDOWN
                 raise NotConnected(f"socket {self._port:#010x} was shut down")
@@ -930,7 +1082,7 @@ class Socket:
                 _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
             )
             if remaining <= 0:
-                raise Timeout(f"timed out waiting for a message on socket {self._port:#010x}")
+                raise self._timed_out("recv", f"recv on socket {self._port:#010x}")
             try:
                 if self._ready is not None:
                     self._wait_ready(select.POLLIN, remaining)

@@ -240,6 +240,7 @@ log = logging.getLogger("tipcshm.shm.lane")
 #   64  CLOSED        consumer    1 once mark_closed() ran
 #   72  GENERATION    producers*  bumped on every slot claim / release (*under flock)
 #   80  TAG           create      the creating node's incarnation tag (attach(tag=) checks it)
+#   96  QLIMIT        consumer    bytes a sender may have queued in its lane (SO_RCVBUF); 0: all
 #  128  ARMED         consumer=1  producers clear it when they ring; alone on its line
 #  192  SLEEPS        consumer    sleeps in wait()
 #  200  WAKEUPS       consumer    sleeps ended by the bell that found a frame
@@ -271,7 +272,7 @@ DATA_ALIGN = 4096  # lane data starts page aligned
 
 H_MAGIC, H_VERSION, H_LANES, H_LANE_BYTES = 0, 8, 16, 24
 H_OWNER_PID, H_OWNER_START, H_SLOTS_OFF, H_DATA_OFF = 32, 40, 48, 56
-H_CLOSED, H_GENERATION, H_TAG = 64, 72, 80
+H_CLOSED, H_GENERATION, H_TAG, H_QLIMIT = 64, 72, 80, 96
 H_ARMED = 128
 H_SLEEPS, H_WAKEUPS, H_LATE, H_SPURIOUS, H_CORRUPT = 192, 200, 208, 216, 224
 
@@ -298,6 +299,7 @@ _MAGIC, _VERSION, _LANES, _LANE_BYTES = (
 _OWNER_PID, _OWNER_START = H_OWNER_PID // 8, H_OWNER_START // 8
 _SLOTS_OFF, _DATA_OFF = H_SLOTS_OFF // 8, H_DATA_OFF // 8
 _CLOSED, _GEN, _ARMED, _TAG = H_CLOSED // 8, H_GENERATION // 8, H_ARMED // 8, H_TAG // 8
+_QLIMIT = H_QLIMIT // 8
 _GONE_HQ = memoryview(bytearray(8 * (max(_CLOSED, _GEN, _ARMED) + 1))).cast("Q")
 _GONE_HQ[_CLOSED] = 1  # what an invalidated producer reads instead of the inbox header
 _SLEEPS, _WAKEUPS, _LATE = H_SLEEPS // 8, H_WAKEUPS // 8, H_LATE // 8
@@ -590,7 +592,7 @@ class Producer:
         self._mask = inbox.lane_bytes - 1
         self._maxf = inbox.max_frame
         self._tail: int = ctl[_TAIL]
-        self._limit: int = ctl[_HEAD] + self._cap
+        self._limit: int = self._lane_limit(ctl[_HEAD])
         self._bell = inbox._nb_bell()
         fl = threading.Lock()
         self._facq = fl.acquire
@@ -695,7 +697,7 @@ class Producer:
         off = t & self._mask
         room = min(self._cap - off, self._limit - t) // rec
         if room < count:
-            self._limit = self._ctl[_HEAD] + self._cap  # the consumer may have moved on
+            self._limit = self._lane_limit(self._ctl[_HEAD])  # the consumer moved on?
             room = min(self._cap - off, self._limit - t) // rec
             if not room:
                 if self._reserve_slow(n) is None:  # wraps to the next lap if that helps
@@ -776,7 +778,10 @@ class Producer:
         cap = self._cap
         rec = (n + 15) & -8
         t = self._tail
-        limit = self._limit = self._ctl[_HEAD] + cap
+        head = self._ctl[_HEAD]
+        limit = self._limit = self._lane_limit(head)
+        if t == head:
+            limit = head + cap  # an empty lane takes one frame of any size (QLIMIT)
         off = t & self._mask
         if off + rec <= cap:
             if t + rec <= limit:
@@ -788,6 +793,16 @@ class Producer:
             self._tail = t + cap - off
             return 8
         return None
+
+    def _lane_limit(self, head: int) -> int:
+        """How far the tail may go: a ring's worth past the head, or the consumer's queue
+        limit (QLIMIT, its SO_RCVBUF) past it when that is smaller. Read only here, off
+        the hot path, which compares against the bound computed then: a limit set later
+        reaches a producer at its next slow-path reserve. (An empty lane takes one frame
+        of any size all the same, as the kernel's queue takes one message whatever its
+        limit: see _reserve_slow.)"""
+        q = self._hq[_QLIMIT]
+        return head + (q if 0 < q < self._cap else self._cap)
 
     def _ring(self) -> None:
         self._hq[_ARMED] = 0
@@ -946,7 +961,7 @@ class _OverflowProducer(Producer):
         self._held = True
         ctl = self._ctl
         self._tail = ctl[_TAIL]
-        self._limit = ctl[_HEAD] + self._cap
+        self._limit = self._lane_limit(ctl[_HEAD])
         return True
 
     def _unlock_lane(self) -> None:
@@ -966,7 +981,8 @@ class _OverflowProducer(Producer):
         rec = (n + 15) & -8
         off = t & self._mask
         need = rec if off + rec <= self._cap else self._cap - off + rec
-        return t + need <= ctl[_HEAD] + self._cap
+        head = ctl[_HEAD]
+        return t + need <= (head + self._cap if t == head else self._lane_limit(head))
 
     def _invalidate(self) -> None:
         super()._invalidate()
@@ -1269,6 +1285,7 @@ class Inbox:
         hq[_SLOTS_OFF] = slots_off
         hq[_DATA_OFF] = data_off
         hq[_TAG] = self.tag
+        hq[_QLIMIT] = 0  # workers' inboxes set no queue limit: one written is a scribble
         hq[_CLOSED] = 0
         hq[_MAGIC] = MAGIC
 
@@ -1276,6 +1293,11 @@ class Inbox:
         """Ring the doorbell unconditionally: for work posted outside the lanes (control
         requests in the socket table), whose poster cannot see ``armed``'s fence."""
         _send_bell(self._nb_bell())
+
+    def set_queue_limit(self, nbytes: int) -> None:
+        """Let each producer have at most ``nbytes`` queued in its lane (0: a whole
+        ring); the consumer's SO_RCVBUF. A producer over it finds its lane full."""
+        self._hq[_QLIMIT] = max(0, nbytes)
 
     def mark_closed(self) -> None:
         """Tell producers no more frames will be read, and wake a waiting consumer."""
