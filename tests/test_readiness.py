@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import select
 import selectors
 import socket as stdlib_socket
@@ -99,26 +98,6 @@ def test_rdm_readable_exactly_while_a_message_is_queued(node: str) -> None:
         assert srv.recv(100) == b"b"
         assert state(fd) == (False, True)
         assert not hung_up(fd)
-
-
-def test_a_collected_socket_does_not_silence_the_one_reusing_its_descriptor(node: str) -> None:
-    """The reactor keys sockets by a descriptor number; a closed socket's number is reused
-    by the next one, and the first socket's later collection must not unwatch it."""
-    old = tipcshm.socket(AF_TIPC, SOCK_RDM, node=node)
-    old.fileno()
-    old.close()
-    with (
-        tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as srv,
-        tipcshm.socket(AF_TIPC, SOCK_RDM, node=node) as cli,
-    ):
-        srv.bind(name())
-        fd = srv.fileno()
-        del old
-        gc.collect()
-        cli.sendto(b"x", name())
-        await_readable(fd)
-        assert srv.recv(10) == b"x"
-        assert state(fd) == (False, True)
 
 
 def test_rdm_peek_keeps_it_readable(node: str) -> None:
