@@ -51,9 +51,7 @@ def prerequisites() -> tuple[Path, Path, Path]:
     env = cache / "build.env"
     if not env.is_file():
         raise Skipped(f"harness cache {cache} is missing: build it once with {harness}/build.sh")
-    values = dict(
-        line.split("=", 1) for line in env.read_text().splitlines() if "=" in line
-    )
+    values = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
     kernel, initrd = Path(values.get("KERNEL", "")), Path(values.get("INITRD", ""))
     if not (kernel.is_absolute() and kernel.is_file() and initrd.is_absolute()):
         raise Skipped(f"harness cache {cache} is incomplete (KERNEL/INITRD in build.env)")
@@ -74,9 +72,7 @@ def build_cache(work: Path, base_env: Path, base_initrd: Path) -> Path:
         ["gcc", "-O2", "-Wall", "-static", "-s", "-o", str(binary), str(HERE / "sockcheck.c")],
         check=True,
     )
-    names = subprocess.run(
-        ["find", "."], cwd=overlay, check=True, capture_output=True
-    ).stdout
+    names = subprocess.run(["find", "."], cwd=overlay, check=True, capture_output=True).stdout
     archive = subprocess.run(
         ["cpio", "-o", "-H", "newc", "--quiet", "--owner=0:0"],
         cwd=overlay,
