@@ -24,12 +24,11 @@ import runpy
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any
 
 __all__ = ["main", "program_imports_tipcshm"]
 
 
-def _is_program_code(globals_: Mapping[str, Any] | None, program_dir: str) -> bool:
+def _is_program_code(globals_: Mapping[str, object] | None, program_dir: str) -> bool:
     if not globals_:
         return False
     if globals_.get("__name__") == "__main__":
@@ -51,9 +50,9 @@ def program_imports_tipcshm(program_dir: str) -> Iterator[None]:
 
     def importing(
         name: str,
-        globals: Mapping[str, Any] | None = None,  # noqa: A002 - __import__'s own names
-        locals: Mapping[str, Any] | None = None,  # noqa: A002
-        fromlist: Sequence[str] = (),
+        globals: Mapping[str, object] | None = None,  # noqa: A002 - __import__'s own names
+        locals: Mapping[str, object] | None = None,  # noqa: A002
+        fromlist: Sequence[str] | None = (),
         level: int = 0,
     ) -> ModuleType:
         if name == "socket" and level == 0 and _is_program_code(globals, program_dir):
