@@ -404,6 +404,15 @@ def connection_basics(r: Recorder, type_: int, inst: int) -> None:
     r.call("listen", ls.listen, 5)
     r.poll("listening", ls)
     r.call("listen_again", ls.listen, 5)
+    ls.setblocking(False)  # as O_NONBLOCK
+    r.call("accept_nothing_pending_o_nonblock", ls.accept)
+    ls.setblocking(True)
+    r.setup(set_timeval, ls, so("SO_RCVTIMEO"), 200)
+    start = time.monotonic()
+    r.call("accept_rcvtimeo_expired", ls.accept)
+    waited = time.monotonic() - start >= 0.150
+    r.record("accept_rcvtimeo_waited", {"value": "about SO_RCVTIMEO" if waited else "much less"})
+    r.setup(set_timeval, ls, so("SO_RCVTIMEO"), 0)
     r.call("recv_on_listener", ls.recv, 2000, MSG_DONTWAIT)
     r.call("send_on_listener", ls.send, b"x")
     r.call("connect_on_listener", ls.connect, addr)
