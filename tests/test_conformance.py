@@ -698,7 +698,9 @@ def test_every_kernel_group_is_replayed() -> None:
 def test_step(step_id: str, conformance_node: str) -> None:
     group, step = step_id.split(":", 1)
     answers, stopped, failures = group_answers(group)
-    assert step in answers, f"{group} stopped before step {step}: {stopped}"
+    if stopped:
+        assert step in answers, f"{group} stopped before step {step}: {stopped}"
+    assert step in answers, f"the replay of {group} has no step {step} (renamed in sockcheck.c?)"
     got = answers[step]
     context = f"; failed set-up calls in {group}: {failures}" if failures else ""
     if step_id in EXPECTED_OVERRIDES:
