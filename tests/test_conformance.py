@@ -537,6 +537,8 @@ def connection_ending(r: Recorder, type_: int, ending: str, inst: int) -> None:
     if ending != "close":
         r.poll("self", cli)
         r.call("self_recv", cli.recv, 64, MSG_DONTWAIT)
+        r.setup(set_timeval, cli, so("SO_RCVTIMEO"), 200)  # a guard: the kernel answers at once
+        r.call("self_recv_blocking", cli.recv, 64)
         r.call("self_send", cli.send, b"x")
         r.call("self_shutdown_again", cli.shutdown, _std.SHUT_RDWR)
         r.getopt("self_so_error", cli, so("SO_ERROR"))

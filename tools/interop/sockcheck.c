@@ -565,6 +565,9 @@ static void connection_ending(int type, const char *gname, const char *ending, u
 	if (strcmp(ending, "close")) {
 		rec_poll("self", cli);
 		rec_ret("self_recv", recv(cli, buf, sizeof(buf), MSG_DONTWAIT));
+		/* a blocking recv answers differently from a non-blocking one here */
+		set_rcvtimeo_ms(cli, SO_RCVTIMEO, 200);
+		rec_ret("self_recv_blocking", recv(cli, buf, sizeof(buf), 0));
 		rec_ret("self_send", send(cli, "x", 1, 0));
 		rec_ret("self_shutdown_again", shutdown(cli, SHUT_RDWR));
 		rec_int_opt("self_so_error", cli, SO_ERROR);
