@@ -362,9 +362,12 @@ class ConnSocket(Socket):
                 return got
 
     def _node_stopped(self) -> NoReturn:
+        # `from None`: called from handlers of the inbox's own InboxClosed too
         if self._client.dead:  # killed, not stopped: nothing on this node works any more
-            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
-        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped")
+            raise NodeNotRunning(
+                self.node, "its supervisor died; `tipcshm start` cleans up"
+            ) from None
+        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} stopped") from None
 
     def _deadline(self, flags: int) -> tuple[float | None, bool]:
         nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
@@ -411,6 +414,10 @@ class ConnSocket(Socket):
         getsockopt(SOL_SOCKET, SO_ERROR) gives 0 or ECONNREFUSED, and connect() again
         raises EISCONN (EALREADY while it is still pending)."""
         self._check_open()
+        # tipc_connect refuses a bad address (EINVAL) before it looks at the state
+        addr = parse_address(address, caller="connect")
+        if isinstance(addr, ServiceRange):
+            raise InvalidArgument(f"connect(): cannot connect to a service range {addr}")
         st = self._conn.state
         if st == State.TIPC_CONNECTING:
             self._poll_connect()
@@ -468,9 +475,9 @@ class ConnSocket(Socket):
 
     def _connect(self, address: AddressLike, data: Any) -> None:
         """Send the SYN; wait for the answer unless the socket is non-blocking."""
-        addr = parse_address(address)
+        addr = parse_address(address, caller="connect")
         if isinstance(addr, ServiceRange):
-            raise InvalidArgument(f"cannot connect to a service range {addr}")
+            raise InvalidArgument(f"connect(): cannot connect to a service range {addr}")
         port, words, hdr, hsize = self._resolve_syn(addr)
         if self._client.seg.refuses_connections(port):
             raise ConnectionRefused(f"connect to {addr}: the socket there is not listening", 2)
@@ -513,8 +520,8 @@ class ConnSocket(Socket):
     def _resolve_syn(self, addr: ServiceAddr | SocketAddr) -> tuple[int, tuple, Any, int]:
         if isinstance(addr, ServiceAddr):
             found = self._client.table().lookup_anycast(addr.type, addr.instance)
-            if found is None:
-                raise ConnectionRefused(f"connect to {addr}: nothing is bound there", 1)
+            if found is None:  # __tipc_sendmsg's failed lookup, before any SYN (Linux 6.1)
+                raise HostUnreachable(addr, "connect(): nothing is bound at this address")
             node, port = found
             if node != self._own:
                 raise HostUnreachable(addr, "inter-node links are not supported yet")

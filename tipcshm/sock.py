@@ -36,6 +36,7 @@ from tipcshm.addresses import (
     ServiceAddr,
     ServiceRange,
     SocketAddr,
+    check_service_range,
     parse_address,
 )
 from tipcshm.client import NodeClient, get_client
@@ -77,6 +78,7 @@ from tipcshm.errors import (
     LimitReached,
     MessageTooLong,
     NodeNotRunning,
+    NotASocketDescriptor,
     NotSupportedYet,
     ProtocolOptionError,
     SocketClosed,
@@ -131,22 +133,145 @@ class _Route:
         self.w0 = w0  # word 0 without the size
 
 
-class Socket:
-    """A TIPC socket on a tipcshm node (see the module docstring).
+_SOCK_NONBLOCK = int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0))
+_SOCK_CLOEXEC = int(getattr(_stdlib_socket, "SOCK_CLOEXEC", 0))
+_SOCK_TYPE_MASK = 0xF  # the kernel's: the rest of a socket() type are flags
+_SOCK_MAX = 10
+_connection_classes: dict[type, type] = {}
 
-    ``Socket(AF_TIPC, SOCK_SEQPACKET)`` and ``SOCK_STREAM`` build a
-    :class:`tipcshm.conn.ConnSocket` (connection sockets, in their own module so that this
-    class's connectionless hot paths stay as they are).
+
+def _enum(value: int, kind: Any) -> int:
+    """``value`` as the stdlib's IntEnum member (what socket.family / .type give), if any."""
+    try:
+        member: int = kind(value)
+        return member
+    except ValueError:
+        return value
+
+
+class _SocketMeta(type):
+    """What ``tipcshm.socket(...)`` builds, and what counts as one.
+
+    The call takes the stdlib's arguments, ``socket(family=-1, type=-1, proto=-1,
+    fileno=None)`` plus tipcshm's ``node=``. AF_TIPC builds a tipcshm socket (a
+    :class:`tipcshm.conn.ConnSocket` for SOCK_SEQPACKET and SOCK_STREAM); any other family
+    builds the stdlib's own ``socket.socket``, so a program that mixes TIPC with TCP, UDP
+    or UNIX sockets ports by swapping its import. For the same reason
+    ``isinstance(s, tipcshm.socket)`` holds for both kinds.
+    """
+
+    def __call__(
+        cls,
+        family: Any = -1,
+        type: Any = -1,  # noqa: A002 - the stdlib's parameter name
+        proto: Any = -1,
+        fileno: Any = None,
+        *,
+        node: str | None = None,
+    ) -> Any:
+        try:
+            tipc = operator.index(family) == AF_TIPC
+        except TypeError:
+            tipc = False  # the stdlib raises its own TypeError for it
+        if not tipc:
+            if node is not None:
+                raise TypeError(
+                    f"socket(family={family!r}, node={node!r}): node= selects a tipcshm "
+                    f"node and applies to AF_TIPC ({AF_TIPC}) sockets only"
+                )
+            if not cls.__dict__.get("_covers_stdlib", False):
+                raise TypeError(
+                    f"{cls.__name__}(family={family!r}): a subclass of tipcshm.socket is an "
+                    "AF_TIPC socket; for other families subclass the stdlib's socket.socket"
+                )
+            if family == -1 and fileno is None:
+                family = _stdlib_socket.AF_INET  # the stdlib's default, said explicitly
+            return _stdlib_socket.socket(family, type, proto, fileno)
+        if fileno is not None:
+            raise NotASocketDescriptor(f"socket(AF_TIPC, fileno={fileno!r})", fileno)
+        kind = _c_int(type)
+        if kind == -1:
+            kind = SOCK_STREAM  # CPython's default type, whatever the family
+        flags = kind & ~_SOCK_TYPE_MASK
+        kind &= _SOCK_TYPE_MASK
+        if flags & ~(_SOCK_NONBLOCK | _SOCK_CLOEXEC) or kind >= _SOCK_MAX:
+            raise InvalidArgument(f"socket(AF_TIPC, type={type!r}): not a socket type")
+        protocol = _c_int(proto)
+        if protocol == -1:
+            protocol = 0
+        if protocol != 0:
+            raise TipcError(
+                errno.EPROTONOSUPPORT, f"socket(AF_TIPC, proto={proto!r}): TIPC takes protocol 0"
+            )
+        if kind not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
+            raise TipcError(
+                errno.EPROTOTYPE,
+                f"socket(AF_TIPC, type={type!r}): TIPC has SOCK_STREAM, SOCK_DGRAM, "
+                "SOCK_RDM and SOCK_SEQPACKET",
+            )
+        from tipcshm.conn import ConnSocket
+
+        impl: Any = cls
+        if kind in (SOCK_SEQPACKET, SOCK_STREAM):
+            if not issubclass(cls, ConnSocket):
+                impl = _connection_class(cls, ConnSocket)
+        elif issubclass(cls, ConnSocket):
+            raise TypeError(f"{cls.__name__} is for SOCK_SEQPACKET and SOCK_STREAM, not {type!r}")
+        sock = impl.__new__(impl)
+        sock.__init__(
+            _enum(AF_TIPC, _stdlib_socket.AddressFamily),
+            _enum(kind, _stdlib_socket.SocketKind),
+            0,
+            node=node,
+        )
+        if flags & _SOCK_NONBLOCK:
+            sock.setblocking(False)
+        return sock
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        if cls.__dict__.get("_covers_stdlib", False) and isinstance(
+            instance, _stdlib_socket.socket
+        ):
+            return True
+        return type.__instancecheck__(cls, instance)
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        if (
+            cls.__dict__.get("_covers_stdlib", False)
+            and isinstance(subclass, type)
+            and issubclass(subclass, _stdlib_socket.socket)
+        ):
+            return True
+        return type.__subclasscheck__(cls, subclass)
+
+
+def _connection_class(cls: type, conn: type) -> type:
+    """``cls`` (tipcshm.socket or a program's subclass of it) with ConnSocket's methods,
+    for SOCK_SEQPACKET and SOCK_STREAM: the subclass's overrides come first."""
+    if cls is Socket:
+        return conn
+    combined = _connection_classes.get(cls)
+    if combined is None:
+        combined = _SocketMeta(
+            cls.__name__,
+            (cls, conn),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
+        )
+        _connection_classes[cls] = combined
+    return combined
+
+
+class Socket(metaclass=_SocketMeta):
+    """A TIPC socket on a tipcshm node (see the module docstring); ``tipcshm.socket``.
+
+    Called as the stdlib's ``socket.socket`` (see :class:`_SocketMeta`): AF_TIPC with
+    ``SOCK_SEQPACKET`` or ``SOCK_STREAM`` builds a :class:`tipcshm.conn.ConnSocket`
+    (connection sockets, in their own module so that this class's connectionless hot
+    paths stay as they are), other families the stdlib's socket.
     """
 
     _connection_type = False
-
-    def __new__(cls, family: int = AF_TIPC, type: int = SOCK_RDM, *args: Any, **kw: Any) -> Any:  # noqa: A002
-        if cls is Socket and type in (SOCK_SEQPACKET, SOCK_STREAM):
-            from tipcshm.conn import ConnSocket
-
-            return object.__new__(ConnSocket)
-        return object.__new__(cls)
+    _covers_stdlib = True  # isinstance(stdlib_socket, tipcshm.socket): see _SocketMeta
 
     def __init__(
         self,
@@ -156,16 +281,7 @@ class Socket:
         *,
         node: str | None = None,
     ) -> None:
-        if family != AF_TIPC:
-            raise AddressFamilyNotSupported(
-                f"tipcshm sockets are AF_TIPC ({AF_TIPC}), not {family}"
-            )
-        if type in (SOCK_SEQPACKET, SOCK_STREAM) and not self._connection_type:
-            raise InvalidArgument(f"socket type {type} needs tipcshm.conn.ConnSocket")
-        if type not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
-            raise TipcError(94, f"socket type {type} is not supported by TIPC")  # ESOCKTNOSUPPORT
-        if proto != 0:
-            raise TipcError(93, f"protocol {proto} is not supported by TIPC")  # EPROTONOSUPPORT
+        # Arguments arrive checked and normalised by _SocketMeta.__call__.
         self._closed = True  # until fully built, so __del__/close are safe
         self.family = family
         self.type = type
@@ -313,18 +429,20 @@ class Socket:
     def bind(self, address: AddressLike) -> None:
         """Bind a service address or range; a negative scope removes that binding."""
         self._check_open()
-        addr = parse_address(address, allow_negative_scope=True)
+        # tipc_bind's order: an invalid range (EINVAL), a socket address (EAFNOSUPPORT),
+        # a reserved type (EACCES, for unbinding too), then bind or unbind.
+        addr = parse_address(address, allow_negative_scope=True, caller="bind")
         if isinstance(addr, SocketAddr):
-            raise AddressFamilyNotSupported(f"cannot bind a socket address {addr}")
+            raise AddressFamilyNotSupported(f"bind(): cannot bind a socket address {addr}")
         if isinstance(addr, ServiceAddr):
             type_, lower, upper, scope = addr.type, addr.instance, addr.instance, addr.scope
         else:
             type_, lower, upper, scope = addr.type, addr.lower, addr.upper, addr.scope
-        if scope < 0:
-            self._unbind(type_, lower, upper, -scope if -scope in (2, 3) else None, address)
-            return
         if type_ < TIPC_RESERVED_TYPES:
             raise AccessDenied(f"service type {type_} is reserved (types below 64): {address}")
+        if scope < 0:
+            self._unbind(type_, lower, upper, -scope, address)
+            return
         with self._ctl_lock:
             key = (self._port + self._pub_count + 1) & 0xFFFFFFFF
             if key == self._port:
@@ -344,7 +462,7 @@ class Socket:
     def unbind(self, address: AddressLike) -> None:
         """Remove one binding (the kernel's bind with negative scope)."""
         self._check_open()
-        addr = parse_address(address, allow_negative_scope=True)
+        addr = parse_address(address, allow_negative_scope=True, caller="unbind")
         if isinstance(addr, ServiceAddr):
             self._unbind(addr.type, addr.instance, addr.instance, abs(addr.scope), address)
         elif isinstance(addr, ServiceRange):
@@ -385,8 +503,7 @@ class Socket:
     def connect(self, address: AddressLike) -> None:
         """On RDM/DGRAM: remember a default destination for send(), as the kernel does."""
         self._check_open()
-        addr = parse_address(address)
-        self._default_dest = addr
+        self._default_dest = parse_address(address, caller="connect")
 
     # -- options ---------------------------------------------------------------------
     def settimeout(self, value: float | None) -> None:
@@ -503,9 +620,10 @@ class Socket:
         try:
             route = self._routes[address]
         except (KeyError, TypeError):  # TypeError: an unhashable (malformed) address
-            return self._send(data, flags, address)
+            route = None  # _send is called outside the handler: its errors chain nothing
         if (
-            route.seq != self._u64[self._seq_i]
+            route is None
+            or route.seq != self._u64[self._seq_i]
             or flags
             or self._closed
             or (data.__class__ is not bytes and data.__class__ is not bytearray)
@@ -561,10 +679,11 @@ class Socket:
         if data.__class__ is not bytes and data.__class__ is not bytearray:
             data = _bytes_view(data)
         flags = _c_int(flags)
-        addr = parse_address(address)
+        addr = parse_address(address, caller="sendto", check_range=False)  # CPython's checks
         n = len(data)
-        if n > TIPC_MAX_USER_MSG_SIZE:
+        if n > TIPC_MAX_USER_MSG_SIZE:  # __tipc_sendmsg checks the size, then the address
             raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
+        check_service_range(addr, "sendto", address)
         nonblock = bool(flags & MSG_DONTWAIT) or self._timeout == 0.0
         seq = self._u64[self._seq_i]
         table = self._client.table()
