@@ -490,6 +490,21 @@ class Socket(metaclass=_SocketMeta):
         )
         return self._client.control(req)
 
+    def listen(self, backlog: int = 0) -> None:
+        """Connectionless sockets do not listen: EOPNOTSUPP, as the kernel's sock_no_listen."""
+        self._check_open()
+        _c_int(backlog)
+        raise TipcError(
+            errno.EOPNOTSUPP, f"listen(): socket {self._port:#010x} is connectionless ({self.type!r})"
+        )
+
+    def accept(self) -> tuple[Socket, tuple[int, int, int, int, int]]:
+        """Connectionless sockets accept nothing: EOPNOTSUPP, as the kernel's sock_no_accept."""
+        self._check_open()
+        raise TipcError(
+            errno.EOPNOTSUPP, f"accept(): socket {self._port:#010x} is connectionless ({self.type!r})"
+        )
+
     def connect_ex(self, address: Any) -> int:
         """connect(), returning the errno instead of raising (0 on success), as socket does."""
         try:
