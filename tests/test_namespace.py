@@ -244,6 +244,12 @@ def test_errors_carry_the_kernels_errno(node: str) -> None:
                 call()
             assert info.value.errno == code, (info.value, code)
         assert seq.connect_ex((socket.TIPC_ADDR_NAME, SERVICE, 9, 0)) == errno.EHOSTUNREACH
+    a, b = socket.socketpair(TIPC, socket.SOCK_SEQPACKET, node=node)
+    with a, b:  # connected: the kernel ignores the address, but CPython still parses it
+        assert a.sendto(b"x", (socket.TIPC_ADDR_NAME, SERVICE, 9, 0)) == 1
+        with pytest.raises(TypeError, match="must be tuple"):
+            a.sendto(b"x", [socket.TIPC_ADDR_NAME, SERVICE, 9, 0])
+        assert b.recv(10) == b"x"
 
 
 def _chains_nothing(exc: BaseException) -> bool:

@@ -759,6 +759,7 @@ class ConnSocket(Socket):
             address, flags = flags_or_address, 0
         else:
             flags = flags_or_address
+        parse_address(address, caller="sendto", check_range=False)  # CPython parses it always
         self._check_open()
         if self._conn.state == State.TIPC_OPEN:
             n = len(data)

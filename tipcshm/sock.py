@@ -495,14 +495,16 @@ class Socket(metaclass=_SocketMeta):
         self._check_open()
         _c_int(backlog)
         raise TipcError(
-            errno.EOPNOTSUPP, f"listen(): socket {self._port:#010x} is connectionless ({self.type!r})"
+            errno.EOPNOTSUPP,
+            f"listen(): socket {self._port:#010x} is connectionless ({self.type!r})",
         )
 
     def accept(self) -> tuple[Socket, tuple[int, int, int, int, int]]:
         """Connectionless sockets accept nothing: EOPNOTSUPP, as the kernel's sock_no_accept."""
         self._check_open()
         raise TipcError(
-            errno.EOPNOTSUPP, f"accept(): socket {self._port:#010x} is connectionless ({self.type!r})"
+            errno.EOPNOTSUPP,
+            f"accept(): socket {self._port:#010x} is connectionless ({self.type!r})",
         )
 
     def connect_ex(self, address: Any) -> int:
