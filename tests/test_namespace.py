@@ -319,3 +319,26 @@ def test_failures_do_not_chain_internal_exceptions(node_name: str) -> None:
     finally:
         if not stopped:
             stop_node(node_name)
+
+
+@pytest.mark.parametrize("kind", ["SOCK_RDM", "SOCK_SEQPACKET", "SOCK_STREAM"])
+def test_send_checks_its_arguments_as_the_stdlib_does(node: str, kind: str) -> None:
+    import array
+
+    a, b = socket.socketpair(TIPC, getattr(socket, kind), node=node)
+    lone = socket.socket(TIPC, getattr(socket, kind), node=node)
+    with a, b, lone:
+        for data, flags, error in [
+            ("text", 0, TypeError),
+            (None, 0, TypeError),
+            (b"x", "0", TypeError),
+            (b"x", 1.5, TypeError),
+            (b"x", 1 << 40, OverflowError),
+        ]:
+            for s in (a, lone):  # connected or not, the arguments are checked first
+                with pytest.raises(error):
+                    s.send(data, flags)
+                with pytest.raises(error):
+                    s.sendall(data, flags)
+        assert a.send(array.array("i", [1, 2])) == 8  # any buffer, counted in bytes
+        assert b.recv(100) == struct.pack("=ii", 1, 2)

@@ -82,6 +82,8 @@ from tipcshm.sock import (
     _ANC_ERRINFO,
     _WAIT_SLICE,
     Socket,
+    _bytes_view,
+    _c_int,
     _post,
     _source,
     recv_args,
@@ -673,6 +675,12 @@ class ConnSocket(Socket):
                     self._peer_gone()
 
     def send(self, data: Any, flags: int = 0) -> int:
+        # the stdlib's argument checks come first: a bytes-like object (as bytes, so that
+        # len() counts bytes), a C int of flags
+        if data.__class__ is not bytes and data.__class__ is not bytearray:
+            data = _bytes_view(data)
+        if flags.__class__ is not int or flags:
+            flags = _c_int(flags)
         if self._closed:
             raise SocketClosed(self._port)
         n = len(data)
@@ -749,6 +757,8 @@ class ConnSocket(Socket):
         return k * size
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        data = _bytes_view(data)
+        flags = _c_int(flags)
         if self._stream:
             self._send_stream(data, flags, partial=False)
         else:
@@ -759,6 +769,8 @@ class ConnSocket(Socket):
             address, flags = flags_or_address, 0
         else:
             flags = flags_or_address
+        data = _bytes_view(data)  # CPython's order: data, flags, then the address
+        flags = _c_int(flags)
         parse_address(address, caller="sendto", check_range=False)  # CPython parses it always
         self._check_open()
         if self._conn.state == State.TIPC_OPEN:

@@ -668,6 +668,8 @@ class Socket(metaclass=_SocketMeta):
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._default_dest is None:
+            _bytes_view(data)  # the stdlib's argument errors before the kernel's
+            _c_int(flags)
             self._check_open()
             raise TipcError(
                 89, f"socket {self._port:#010x} has no destination: use sendto or connect"
