@@ -239,6 +239,9 @@ def test_errors_carry_the_kernels_errno(node: str) -> None:
             (lambda: seq.connect((socket.TIPC_ADDR_NAMESEQ, SERVICE, 1, 2)), errno.EINVAL),
             (lambda: seq.accept(), errno.EINVAL),  # not listening
         ]
+        for backlog, error in [("1", TypeError), (1.0, TypeError), (1 << 40, OverflowError)]:
+            with pytest.raises(error):
+                seq.listen(backlog)
         for call, code in cases:
             with pytest.raises(socket.error) as info:
                 call()

@@ -378,6 +378,7 @@ class ConnSocket(Socket):
 
     # -- connection setup ------------------------------------------------------------
     def listen(self, backlog: int = 0) -> None:
+        _c_int(backlog)  # the stdlib's TypeError / OverflowError; tipc_listen ignores it
         self._check_open()
         if self._conn.state not in (State.TIPC_OPEN, State.TIPC_LISTEN):
             raise InvalidArgument(f"socket {self._port:#010x} is {self._conn.state.name}")
