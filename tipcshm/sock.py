@@ -1109,6 +1109,44 @@ class Socket(metaclass=_SocketMeta):
                 ancdata.append((SOL_TIPC, TIPC_DESTNAME, _ANC_DESTNAME.pack(*name)))
         return data, ancdata, msg_flags, addr
 
+    # -- the rest of socket.socket's surface ------------------------------------------------
+    @property
+    def timeout(self) -> float | None:
+        """The stdlib's read-only ``sock.timeout``: what gettimeout() answers."""
+        return self.gettimeout()
+
+    def recvmsg_into(
+        self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, tuple[int, int, int, int, int]]:
+        """socket.recvmsg_into: :meth:`recvmsg` scattered over writable buffers in turn
+        (the kernel's iovec), returning the bytes stored instead of the data."""
+        try:
+            views = [memoryview(b) for b in buffers]
+        except TypeError:
+            raise TypeError(
+                "recvmsg_into() argument 1 must be an iterable of read-write bytes-like objects"
+            ) from None
+        if any(v.readonly for v in views):
+            raise TypeError("recvmsg_into() argument 1 must be read-write bytes-like objects")
+        views = [v.cast("B") for v in views]
+        data, ancdata, msg_flags, address = self.recvmsg(
+            sum(len(v) for v in views), ancbufsize, flags
+        )
+        offset = 0
+        for view in views:
+            piece = data[offset : offset + len(view)]
+            view[: len(piece)] = piece
+            offset += len(piece)
+        return len(data), ancdata, msg_flags, address
+
+    def get_inheritable(self) -> bool:
+        """Whether the descriptor fileno() gives passes to exec'd children, as the stdlib's;
+        a child inherits the doorbell only, never the socket."""
+        return os.get_inheritable(self.fileno())
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        os.set_inheritable(self.fileno(), inheritable)
+
     # -- observability -------------------------------------------------------------------
     def statistics(self) -> dict[str, Any]:
         self._check_open()
