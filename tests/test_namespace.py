@@ -158,6 +158,30 @@ def test_subclasses_of_tipcshm_socket_are_tipc_sockets(node: str) -> None:
     with pytest.raises(TypeError, match="subclass the stdlib"):
         Tagged(socket.AF_INET, socket.SOCK_STREAM)
 
+    class Named(socket.socket):
+        """A subclass with its own constructor, as programs write them for the stdlib's."""
+
+        def __init__(self, name: str, kind: int) -> None:
+            super().__init__(TIPC, kind, node=node)
+            self.name = name
+
+    with Named("worker", socket.SOCK_DGRAM) as s:
+        assert s.name == "worker" and isinstance(s, Named) and s.type == socket.SOCK_DGRAM
+    with Named("nb", socket.SOCK_STREAM | socket.SOCK_NONBLOCK) as s:
+        assert s.type == socket.SOCK_STREAM and s.gettimeout() == 0.0
+    listener = socket.socket(TIPC, socket.SOCK_SEQPACKET, node=node)
+    with listener, Named("client", socket.SOCK_SEQPACKET) as client:
+        listener.bind((socket.TIPC_ADDR_NAME, SERVICE, 5, 0))
+        listener.listen()
+        client.setblocking(False)
+        assert client.connect_ex((socket.TIPC_ADDR_NAME, SERVICE, 5, 0)) == errno.EINPROGRESS
+        conn, _ = listener.accept()
+        with conn:
+            client.setblocking(True)
+            client.send(b"from a subclass")
+            assert conn.recv(100) == b"from a subclass"
+            assert client.name == "client"
+
 
 def test_address_fields_are_masked_to_32_bits_as_cpython_does(node: str) -> None:
     srv = socket.socket(TIPC, socket.SOCK_RDM, node=node)

@@ -13,22 +13,14 @@ work for AF_TIPC: a tipcshm socket is not a kernel object behind a descriptor.
 from __future__ import annotations
 
 import errno
-import operator
 import socket as _stdlib_socket
 from typing import Any
 
 from tipcshm.constants import AF_TIPC, SOCK_SEQPACKET, SOCK_STREAM
 from tipcshm.errors import NotASocketDescriptor, TipcError
-from tipcshm.sock import Socket
+from tipcshm.sock import Socket, _is_tipc
 
 _PAIR_ACCEPT_TIMEOUT = 8.0  # the kernel's default TIPC_CONN_TIMEOUT; the SYN is already queued
-
-
-def _is_tipc(family: Any) -> bool:
-    try:
-        return operator.index(family) == AF_TIPC
-    except TypeError:
-        return False  # the stdlib raises its own TypeError for it
 
 
 def socketpair(

@@ -149,84 +149,62 @@ def _enum(value: int, kind: Any) -> int:
         return value
 
 
-class _SocketMeta(type):
-    """What ``tipcshm.socket(...)`` builds, and what counts as one.
+def _is_tipc(family: Any) -> bool:
+    try:
+        return operator.index(family) == AF_TIPC
+    except TypeError:
+        return False  # the stdlib raises its own TypeError for it
 
-    The call takes the stdlib's arguments, ``socket(family=-1, type=-1, proto=-1,
-    fileno=None)`` plus tipcshm's ``node=``. AF_TIPC builds a tipcshm socket (a
-    :class:`tipcshm.conn.ConnSocket` for SOCK_SEQPACKET and SOCK_STREAM); any other family
-    builds the stdlib's own ``socket.socket``, so a program that mixes TIPC with TCP, UDP
-    or UNIX sockets ports by swapping its import. For the same reason
-    ``isinstance(s, tipcshm.socket)`` holds for both kinds.
+
+def _stdlib_socket_of(
+    family: Any = -1,
+    type: Any = -1,  # noqa: A002 - the stdlib's parameter name
+    proto: Any = -1,
+    fileno: Any = None,
+    *,
+    node: str | None = None,
+) -> _stdlib_socket.socket:
+    """``tipcshm.socket(...)`` for any family but AF_TIPC: the stdlib's own socket."""
+    if node is not None:
+        raise TypeError(
+            f"socket(family={family!r}, node={node!r}): node= selects a tipcshm node and "
+            f"applies to AF_TIPC ({AF_TIPC}) sockets only"
+        )
+    if family == -1 and fileno is None:
+        family = _stdlib_socket.AF_INET  # the stdlib's default, said explicitly
+    return _stdlib_socket.socket(family, type, proto, fileno)
+
+
+class _SocketMeta(type):
+    """``tipcshm.socket(...)`` for families other than AF_TIPC, and what counts as one.
+
+    ``tipcshm.socket`` takes the stdlib's arguments, ``socket(family=-1, type=-1,
+    proto=-1, fileno=None)`` plus tipcshm's ``node=``. AF_TIPC builds a tipcshm socket
+    (see :meth:`Socket.__init__`); any other family builds the stdlib's own
+    ``socket.socket``, so a program that mixes TIPC with TCP, UDP or UNIX sockets ports by
+    swapping its import. For the same reason ``isinstance(s, tipcshm.socket)`` holds for
+    both kinds. A program's subclass of tipcshm.socket is built the ordinary way (its own
+    ``__init__`` may take other arguments), as a TIPC socket.
     """
 
-    def __call__(
-        cls,
-        family: Any = -1,
-        type: Any = -1,  # noqa: A002 - the stdlib's parameter name
-        proto: Any = -1,
-        fileno: Any = None,
-        *,
-        node: str | None = None,
-    ) -> Any:
-        try:
-            tipc = operator.index(family) == AF_TIPC
-        except TypeError:
-            tipc = False  # the stdlib raises its own TypeError for it
-        if not tipc:
-            if node is not None:
-                raise TypeError(
-                    f"socket(family={family!r}, node={node!r}): node= selects a tipcshm "
-                    f"node and applies to AF_TIPC ({AF_TIPC}) sockets only"
-                )
-            if not cls.__dict__.get("_covers_stdlib", False):
-                raise TypeError(
-                    f"{cls.__name__}(family={family!r}): a subclass of tipcshm.socket is an "
-                    "AF_TIPC socket; for other families subclass the stdlib's socket.socket"
-                )
-            if family == -1 and fileno is None:
-                family = _stdlib_socket.AF_INET  # the stdlib's default, said explicitly
-            return _stdlib_socket.socket(family, type, proto, fileno)
-        if fileno is not None:
-            raise NotASocketDescriptor(f"socket(AF_TIPC, fileno={fileno!r})", fileno)
-        kind = _c_int(type)
-        if kind == -1:
-            kind = SOCK_STREAM  # CPython's default type, whatever the family
-        flags = kind & ~_SOCK_TYPE_MASK
-        kind &= _SOCK_TYPE_MASK
-        if flags & ~(_SOCK_NONBLOCK | _SOCK_CLOEXEC) or kind >= _SOCK_MAX:
-            raise InvalidArgument(f"socket(AF_TIPC, type={type!r}): not a socket type")
-        protocol = _c_int(proto)
-        if protocol == -1:
-            protocol = 0
-        if protocol != 0:
-            raise TipcError(
-                errno.EPROTONOSUPPORT, f"socket(AF_TIPC, proto={proto!r}): TIPC takes protocol 0"
-            )
-        if kind not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
-            raise TipcError(
-                errno.EPROTOTYPE,
-                f"socket(AF_TIPC, type={type!r}): TIPC has SOCK_STREAM, SOCK_DGRAM, "
-                "SOCK_RDM and SOCK_SEQPACKET",
-            )
-        from tipcshm.conn import ConnSocket
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls.__dict__.get("_covers_stdlib", False):  # tipcshm.socket itself
+            family = args[0] if args else kwargs.get("family", -1)
+            if not _is_tipc(family):
+                return _stdlib_socket_of(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
 
-        impl: Any = cls
-        if kind in (SOCK_SEQPACKET, SOCK_STREAM):
-            if not issubclass(cls, ConnSocket):
-                impl = _connection_class(cls, ConnSocket)
-        elif issubclass(cls, ConnSocket):
-            raise TypeError(f"{cls.__name__} is for SOCK_SEQPACKET and SOCK_STREAM, not {type!r}")
-        sock = impl.__new__(impl)
-        sock.__init__(
-            _enum(AF_TIPC, _stdlib_socket.AddressFamily),
-            _enum(kind, _stdlib_socket.SocketKind),
-            0,
-            node=node,
+    @property
+    def __signature__(cls) -> Any:
+        """What inspect and help() show for the call: ``__init__``'s parameters (the
+        generic __call__ above would hide them)."""
+        import inspect
+
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return sig.replace(
+            parameters=list(sig.parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,
         )
-        if flags & _SOCK_NONBLOCK:
-            sock.setblocking(False)
-        return sock
 
     def __instancecheck__(cls, instance: Any) -> bool:
         if cls.__dict__.get("_covers_stdlib", False) and isinstance(
@@ -261,13 +239,46 @@ def _connection_class(cls: type, conn: type) -> type:
     return combined
 
 
+def _socket_args(family: Any, type_: Any, proto: Any, fileno: Any, who: str) -> tuple[int, int]:
+    """(socket type, flags) of an AF_TIPC socket() call, refused as CPython and then the
+    kernel refuse them (sys_socket's flags, __sock_create's type range, tipc_sk_create's
+    protocol and type)."""
+    if not _is_tipc(family):
+        _c_int(family)  # the stdlib's TypeError / OverflowError first
+        raise TypeError(
+            f"{who}(family={family!r}): a subclass of tipcshm.socket is an AF_TIPC socket; "
+            "for other families subclass the stdlib's socket.socket"
+        )
+    kind = _c_int(type_)
+    protocol = _c_int(proto)
+    if fileno is not None:
+        raise NotASocketDescriptor(f"{who}(AF_TIPC, fileno={fileno!r})", fileno)
+    if kind == -1:
+        kind = SOCK_STREAM  # CPython's default type, whatever the family
+    flags = kind & ~_SOCK_TYPE_MASK
+    kind &= _SOCK_TYPE_MASK
+    if flags & ~(_SOCK_NONBLOCK | _SOCK_CLOEXEC) or kind >= _SOCK_MAX:
+        raise InvalidArgument(f"{who}(AF_TIPC, type={type_!r}): not a socket type")
+    if protocol not in (-1, 0):
+        raise TipcError(
+            errno.EPROTONOSUPPORT, f"{who}(AF_TIPC, proto={proto!r}): TIPC takes protocol 0"
+        )
+    if kind not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
+        raise TipcError(
+            errno.EPROTOTYPE,
+            f"{who}(AF_TIPC, type={type_!r}): TIPC has SOCK_STREAM, SOCK_DGRAM, SOCK_RDM "
+            "and SOCK_SEQPACKET",
+        )
+    return kind, flags
+
+
 class Socket(metaclass=_SocketMeta):
     """A TIPC socket on a tipcshm node (see the module docstring); ``tipcshm.socket``.
 
-    Called as the stdlib's ``socket.socket`` (see :class:`_SocketMeta`): AF_TIPC with
-    ``SOCK_SEQPACKET`` or ``SOCK_STREAM`` builds a :class:`tipcshm.conn.ConnSocket`
+    Called as the stdlib's ``socket.socket`` (other families: see :class:`_SocketMeta`).
+    SOCK_SEQPACKET and SOCK_STREAM sockets are :class:`tipcshm.conn.ConnSocket`s
     (connection sockets, in their own module so that this class's connectionless hot
-    paths stay as they are), other families the stdlib's socket.
+    paths stay as they are).
     """
 
     _connection_type = False
@@ -275,16 +286,38 @@ class Socket(metaclass=_SocketMeta):
 
     def __init__(
         self,
-        family: int = AF_TIPC,
-        type: int = SOCK_RDM,  # noqa: A002 - the stdlib's parameter name
-        proto: int = 0,
+        family: Any = -1,
+        type: Any = -1,  # noqa: A002 - the stdlib's parameter name
+        proto: Any = -1,
+        fileno: Any = None,
         *,
         node: str | None = None,
     ) -> None:
-        # Arguments arrive checked and normalised by _SocketMeta.__call__.
+        who = "socket" if self.__class__ is Socket else self.__class__.__name__
+        kind, flags = _socket_args(family, type, proto, fileno, who)
+        connection = kind in (SOCK_SEQPACKET, SOCK_STREAM)
+        if connection != self._connection_type:
+            from tipcshm.conn import ConnSocket
+
+            if not connection:
+                raise TypeError(f"{self.__class__.__name__} is for SOCK_SEQPACKET and SOCK_STREAM")
+            # Become the connection socket the type asks for, keeping a subclass's methods
+            # first, and build that (it calls back here for the common part).
+            self.__class__ = _connection_class(self.__class__, ConnSocket)
+            ConnSocket.__init__(self, AF_TIPC, kind, 0, node=node)  # type: ignore[arg-type]
+        else:
+            self._build(kind, node)
+        if flags & _SOCK_NONBLOCK:
+            self.setblocking(False)
+
+    def _build(self, kind: int, node: str | None) -> None:
+        """The state every TIPC socket has: a port, its inbox, its counters."""
+        family = AF_TIPC
+        type = kind  # noqa: A001 - as the stdlib names it
+        proto = 0
         self._closed = True  # until fully built, so __del__/close are safe
-        self.family = family
-        self.type = type
+        self.family = _enum(family, _stdlib_socket.AddressFamily)
+        self.type = _enum(type, _stdlib_socket.SocketKind)
         self.proto = proto
         self._client: NodeClient = get_client(node)
         self.node = self._client.node
