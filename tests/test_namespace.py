@@ -315,25 +315,35 @@ def test_failures_do_not_chain_internal_exceptions(node_name: str) -> None:
             with pytest.raises((OSError, TypeError)) as info:
                 fail()
             assert _chains_nothing(info.value), repr(info.value)
-        # a call blocked when the node stops, and calls after it
+        # calls blocked when the node stops (whether they were asleep yet or not, each
+        # ends in an error), and calls after it
+        pa, pb = socket.socketpair(TIPC, socket.SOCK_SEQPACKET, node=node_name)
         errors: list[BaseException] = []
-        ready = threading.Event()
+        started = threading.Barrier(3)
 
-        def blocked() -> None:
-            ready.set()
+        def blocked(sock: socket.Socket) -> None:
+            started.wait(10)
             try:
-                waiting.recv(10)
+                sock.recv(10)
             except BaseException as exc:  # noqa: BLE001 - recorded for the assertions
                 errors.append(exc)
 
-        t = threading.Thread(target=blocked)
-        t.start()
-        ready.wait(10)
+        threads = [threading.Thread(target=blocked, args=(s,)) for s in (waiting, pb)]
+        for t in threads:
+            t.start()
+        started.wait(10)
         stop_node(node_name)
         stopped = True
-        t.join(30)
-        assert not t.is_alive() and len(errors) == 1
-        after = [lambda: waiting.recv(10), lambda: rdm.sendto(b"x", (3, 0, waiting.port, 0))]
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive()
+        assert len(errors) == 2
+        after = [
+            lambda: waiting.recv(10),
+            lambda: rdm.sendto(b"x", (3, 0, waiting.port, 0)),
+            lambda: pa.send(b"x"),
+            lambda: pb.recv(10),
+        ]
         for fail in after:
             try:
                 fail()
@@ -341,7 +351,7 @@ def test_failures_do_not_chain_internal_exceptions(node_name: str) -> None:
                 errors.append(exc)
         for exc in errors:
             assert isinstance(exc, OSError) and _chains_nothing(exc), repr(exc)
-        for s in (rdm, seq, waiting):
+        for s in (rdm, seq, waiting, pa, pb):
             s.close()
     finally:
         if not stopped:
