@@ -1,5 +1,8 @@
 """The socket API: ``tipcshm.socket`` behaves like ``socket.socket(AF_TIPC, ...)``.
 
+``tipcshm.socket`` (this module's :class:`Socket`) is called as the stdlib's socket class;
+for families other than AF_TIPC it hands back the stdlib's own socket (:class:`_SocketMeta`).
+
 Send path (one readable line of work per step, STYLE.md 8)::
 
     sendto -> resolve (replica, no round trip) -> reserve in our lane of the destination's
