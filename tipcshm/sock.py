@@ -66,6 +66,7 @@ from tipcshm.constants import (
     TIPC_MCAST_BROADCAST,
     TIPC_MCAST_REPLICAST,
     TIPC_NODE_RECVQ_DEPTH,
+    TIPC_NODE_SCOPE,
     TIPC_NODELAY,
     TIPC_RESERVED_TYPES,
     TIPC_RETDATA,
@@ -594,6 +595,9 @@ class Socket(metaclass=_SocketMeta):
         elif option == TIPC_GROUP_JOIN:
             if length < 16:
                 raise InvalidArgument("TIPC_GROUP_JOIN: the value must be a 16-byte request")
+            if value is None:
+                raise TipcError(errno.EFAULT, f"TIPC_GROUP_JOIN: no request (None, {length})")
+            _check_group_request(value)
             raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
         elif value is not None or length:
             raise InvalidArgument(f"option {option} takes no value (None, 0)")
@@ -1258,6 +1262,19 @@ def _option_value(value: Any, optlen: Any) -> tuple[int | None, int]:
     if len(raw) < 4:
         return None, len(raw)
     return int(_U32LE.unpack_from(raw)[0]), len(raw)
+
+
+_GROUP_REQ = struct.Struct("=IIII")  # struct tipc_group_req: type, instance, scope, flags
+
+
+def _check_group_request(value: Any) -> None:
+    """What tipc_sk_join refuses before it builds a group: a reserved type (EACCES), a
+    scope above node scope (EINVAL)."""
+    group, _instance, scope, _flags = _GROUP_REQ.unpack_from(memoryview(value).cast("B"))
+    if group < TIPC_RESERVED_TYPES:
+        raise AccessDenied(f"TIPC_GROUP_JOIN: group type {group} is reserved (types below 64)")
+    if scope > TIPC_NODE_SCOPE:
+        raise InvalidArgument(f"TIPC_GROUP_JOIN: scope {scope} is not 2 (cluster) or 3 (node)")
 
 
 def _bytes_view(data: Any) -> memoryview:
