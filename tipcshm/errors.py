@@ -173,7 +173,7 @@ class NotASocketDescriptor(TipcError, _io.UnsupportedOperation):
     """ENOTSOCK: a tipcshm socket cannot be rebuilt from a file descriptor.
 
     ``socket(AF_TIPC, ..., fileno=fd)`` and ``fromfd(fd, AF_TIPC, ...)`` wrap a kernel
-    socket; a tipcshm socket's ``fileno()`` is its doorbell FIFO, which carries none of
+    socket; a tipcshm socket's ``fileno()`` only signals readiness and carries none of
     the socket's state. Also an ``io.UnsupportedOperation``, as the stdlib's file-like
     objects say "not on this kind of object".
     """
@@ -182,7 +182,7 @@ class NotASocketDescriptor(TipcError, _io.UnsupportedOperation):
         super().__init__(
             _errno.ENOTSOCK,
             f"{call}: descriptor {fd!r} cannot become an AF_TIPC socket: a tipcshm socket "
-            "lives in the node's shared memory and its fileno() is only a doorbell FIFO; "
+            "lives in the node's shared memory and its fileno() only signals readiness; "
             "pass the socket object itself",
         )
         self.fd = fd
