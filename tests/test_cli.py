@@ -55,7 +55,7 @@ def test_bad_node_name_is_refused() -> None:
 def test_crashed_node_is_cleaned_by_the_next_start(node_name: str) -> None:
     start_node(node_name)
     try:
-        sock = tipcshm.socket(node=node_name)
+        sock = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
         sock.bind((tipcshm.TIPC_ADDR_NAME, 4000, 1, 0))
         seg = NodeSegment.attach(node_name)
         sup_pid, _ = seg.supervisor
@@ -71,10 +71,10 @@ def test_crashed_node_is_cleaned_by_the_next_start(node_name: str) -> None:
         sock.close()  # the node is gone: closing must still not raise
         assert shm_leftovers(node_name), "a crashed node leaves its segments behind"
         with pytest.raises(tipcshm.NodeNotRunning, match="supervisor died"):
-            tipcshm.socket(node=node_name)
+            tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
         tipcshm.client.drop_client(node_name)
         start_node(node_name)  # detects the crash and cleans up first
-        with tipcshm.socket(node=node_name) as fresh:
+        with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name) as fresh:
             fresh.bind((tipcshm.TIPC_ADDR_NAME, 4000, 1, 0))
     finally:
         stop_node(node_name)
@@ -86,7 +86,7 @@ def test_environment_variable_picks_the_node(node: str) -> None:
     out = cli("demo", "--count", "1", env=env)
     assert out.returncode == 0, out.stderr
     assert f"through node {node}" in out.stdout
-    code = "import tipcshm; s = tipcshm.socket(); print(s.node)"
+    code = "import tipcshm; s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM); print(s.node)"
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert child.stdout.strip() == node
 
@@ -94,7 +94,7 @@ def test_environment_variable_picks_the_node(node: str) -> None:
 def test_stop_wakes_a_blocked_receiver(node_name: str) -> None:
     start_node(node_name)
     try:
-        sock = tipcshm.socket(node=node_name)
+        sock = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
         errors: list[BaseException] = []
 
         def receive() -> None:
@@ -125,7 +125,7 @@ def test_foreground_node_stops_on_sigterm(node_name: str) -> None:
     try:
         assert proc.stdout is not None
         assert "ready" in proc.stdout.readline()
-        with tipcshm.socket(node=node_name) as s:
+        with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name) as s:
             s.bind((tipcshm.TIPC_ADDR_NAME, 4000, 2, 0))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

@@ -49,12 +49,12 @@ SCRIPT = textwrap.dedent(
     os.unlink("/dev/shm/filler")
     out = cli("start", "--lanes", "4")
     assert out.returncode == 0, out
-    server = tipcshm.socket(node=node)
+    server = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
     server.bind((tipcshm.TIPC_ADDR_NAME, 7000, 1, 0))
-    client = tipcshm.socket(node=node)
+    client = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
     fill(0)
     try:
-        tipcshm.socket(node=node)
+        tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
     except OSError as exc:
         assert exc.errno == errno.ENOSPC and "--shm-size" in str(exc), exc
     else:

@@ -32,9 +32,9 @@ SEGMENT_REGIONS = {
 }
 INBOX_PARTS = ("inbox header", "inbox slots", "inbox data")
 ROUND_TRIP_CODE = """
-s = tipcshm.socket(node=NODE)
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=NODE)
 s.bind((tipcshm.TIPC_ADDR_NAME, 5100, 2, 0))
-c = tipcshm.socket(node=NODE)
+c = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=NODE)
 c.settimeout(5)
 s.settimeout(5)
 c.sendto(b"still here", (tipcshm.TIPC_ADDR_NAME, 5100, 2, 0))
@@ -96,10 +96,12 @@ def test_garbage_in_a_region_does_not_take_the_node_down(node: str, region: str,
         return {c.pid for c in sup.children() if c.status() != psutil.STATUS_ZOMBIE}
 
     seen = worker_pids()
-    old = tipcshm.socket(node=node)
+    old = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
     old.bind((tipcshm.TIPC_ADDR_NAME, 5000, 1, 0))
-    victim = tipcshm.socket(node=node)  # the scribbled application's own socket
-    sender = tipcshm.socket(node=node)
+    victim = tipcshm.socket(
+        tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node
+    )  # the scribbled application's own socket
+    sender = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
     sender.sendto(b"warm-up", (tipcshm.TIPC_ADDR_NAME, 5000, 1, 0))
     assert old.recv(100) == b"warm-up"
     try:

@@ -93,7 +93,7 @@ def test_a_planted_segment_is_refused_and_nobody_is_signalled(
         out = cli("stop", "--name", node_name)
         assert out.returncode != 0 and path in out.stderr, out.stderr
         with pytest.raises(UntrustedObject, match=str(stranger.pw_uid)) as info:
-            tipcshm.socket(node=node_name)
+            tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
         assert isinstance(info.value, PermissionError)
         assert victim.poll() is None, "a pid written by another user was signalled"
         assert os.path.exists(path), "another user's file was used or removed"
@@ -135,7 +135,7 @@ def test_the_supervisor_restores_what_others_scribble_on_its_header(node: str) -
             time.sleep(0.01)
     finally:
         seg.close()
-    with tipcshm.socket(node=node) as s:
+    with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node) as s:
         assert s.getsockname()[1] == addr
 
 
@@ -206,7 +206,7 @@ def test_concurrent_starts_one_wins(node_name: str) -> None:
         for code, _out, err in results:
             if code:
                 assert "already running" in err, err
-        with tipcshm.socket(node=node_name) as s:
+        with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name) as s:
             s.bind((tipcshm.TIPC_ADDR_NAME, 4000, 7, 0))
     finally:
         stop_node(node_name)
@@ -224,10 +224,12 @@ def test_supervisor_death_ends_blocked_calls_at_once(node_name: str) -> None:
     workers = [c.pid for c in psutil.Process(record[0]).children()]
     assert workers, "the supervisor runs no worker"
     try:
-        receiver = tipcshm.socket(node=node_name)
-        server = tipcshm.socket(node=node_name)  # never reads: the sender fills it and blocks
+        receiver = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
+        server = tipcshm.socket(
+            tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name
+        )  # never reads: the sender fills it and blocks
         server.bind((tipcshm.TIPC_ADDR_NAME, 4100, 1, 0))
-        sender = tipcshm.socket(node=node_name)
+        sender = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
         ended: dict[str, tuple[float, BaseException]] = {}
 
         def blocked(what: str, call: object) -> None:
@@ -288,7 +290,7 @@ def test_supervisor_death_ends_blocked_calls_at_once(node_name: str) -> None:
             time.sleep(0.01)
         # A new node under the same name: the old sockets stay dead and deliver nothing.
         start_node(node_name)
-        with tipcshm.socket(node=node_name) as fresh:
+        with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name) as fresh:
             fresh.bind((tipcshm.TIPC_ADDR_NAME, 4100, 1, 0))
             with pytest.raises(tipcshm.NodeNotRunning):
                 sender.sendto(b"old", (tipcshm.TIPC_ADDR_NAME, 4100, 1, 0))
@@ -363,12 +365,12 @@ def test_a_group_member_uses_the_node_but_cannot_turn_the_owners_tools(
         f.write("keep me")
     start_node(node_name, "--group", str(stranger.pw_gid))
     try:
-        server = tipcshm.socket(node=node_name)
+        server = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
         server.bind((tipcshm.TIPC_ADDR_NAME, 6000, 1, 0))
         server.settimeout(20)
 
         def member() -> object:
-            s = tipcshm.socket(node=node_name)
+            s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node_name)
             s.bind((tipcshm.TIPC_ADDR_NAME, 6001, 1, 0))
             with tipcshm.subscribe((tipcshm.TIPC_ADDR_NAME, 6000, 1, 0), node=node_name) as sub:
                 event = sub.get(10)
@@ -417,7 +419,7 @@ def test_supervisor_death_reaches_a_process_with_many_descriptors(node_name: str
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
         spare = [os.dup(0) for _ in range(1100)]
-        s = tipcshm.socket(node=NODE)
+        s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=NODE)
         print("ready", flush=True)
         try:
             s.recv(10)

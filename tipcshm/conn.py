@@ -83,6 +83,8 @@ from tipcshm.sock import (
     _ANC_ERRINFO,
     _WAIT_SLICE,
     Socket,
+    _bytes_view,
+    _c_int,
     _post,
     _source,
     recv_args,
@@ -435,14 +437,17 @@ class ConnSocket(Socket):
         died), and nothing made on it works any more."""
         gone = self._node_gone()
         if gone is not None:
-            raise gone
-        raise ConnectionReset(f"{self._addr_text()}: the node {self.node!r} closed this socket")
+            raise gone from None
+        raise ConnectionReset(
+            f"{self._addr_text()}: the node {self.node!r} closed this socket"
+        ) from None
 
     def _listening(self) -> bool:
         return self._conn.state == State.TIPC_LISTEN
 
     # -- connection setup ------------------------------------------------------------
     def listen(self, backlog: int = 0) -> None:
+        _c_int(backlog)  # the stdlib's TypeError / OverflowError; tipc_listen ignores it
         self._check_open()
         if self._conn.state not in (State.TIPC_OPEN, State.TIPC_LISTEN):
             raise InvalidArgument(f"socket {self._port:#010x} is {self._conn.state.name}")
@@ -482,6 +487,10 @@ class ConnSocket(Socket):
         getsockopt(SOL_SOCKET, SO_ERROR) gives 0 or ECONNREFUSED, and connect() again
         raises EISCONN (EALREADY while it is still pending)."""
         self._check_open()
+        # tipc_connect refuses a bad address (EINVAL) before it looks at the state
+        addr = parse_address(address, caller="connect")
+        if isinstance(addr, ServiceRange):
+            raise InvalidArgument(f"connect(): cannot connect to a service range {addr}")
         st = self._conn.state
         if st == State.TIPC_CONNECTING:
             self._poll_connect()
@@ -542,9 +551,9 @@ class ConnSocket(Socket):
 
     def _connect(self, address: AddressLike, data: Any) -> None:
         """Send the SYN; wait for the answer unless the socket is non-blocking."""
-        addr = parse_address(address)
+        addr = parse_address(address, caller="connect")
         if isinstance(addr, ServiceRange):
-            raise InvalidArgument(f"cannot connect to a service range {addr}")
+            raise InvalidArgument(f"connect(): cannot connect to a service range {addr}")
         port, words, hdr, hsize = self._resolve_syn(addr)
         if self._client.seg.refuses_connections(port):
             raise ConnectionRefused(f"connect to {addr}: the socket there is not listening", 2)
@@ -595,8 +604,8 @@ class ConnSocket(Socket):
     def _resolve_syn(self, addr: ServiceAddr | SocketAddr) -> tuple[int, tuple, Any, int]:
         if isinstance(addr, ServiceAddr):
             found = self._client.table().lookup_anycast(addr.type, addr.instance)
-            if found is None:
-                raise ConnectionRefused(f"connect to {addr}: nothing is bound there", 1)
+            if found is None:  # __tipc_sendmsg's failed lookup, before any SYN (Linux 6.1)
+                raise HostUnreachable(addr, "connect(): nothing is bound at this address")
             node, port = found
             if node != self._own:
                 raise HostUnreachable(addr, "inter-node links are not supported yet")
@@ -766,6 +775,12 @@ class ConnSocket(Socket):
                     self._peer_gone()
 
     def send(self, data: Any, flags: int = 0) -> int:
+        # the stdlib's argument checks come first: a bytes-like object (as bytes, so that
+        # len() counts bytes), a C int of flags
+        if data.__class__ is not bytes and data.__class__ is not bytearray:
+            data = _bytes_view(data)
+        if flags.__class__ is not int or flags:
+            flags = _c_int(flags)
         if self._closed:
             raise SocketClosed(self._port)
         n = len(data)
@@ -846,6 +861,8 @@ class ConnSocket(Socket):
         return k * size
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        data = _bytes_view(data)
+        flags = _c_int(flags)
         # settimeout() bounds the whole call, not each send under it (sock_sendall)
         t = self._timeout
         if t:
@@ -863,6 +880,9 @@ class ConnSocket(Socket):
             address, flags = flags_or_address, 0
         else:
             flags = flags_or_address
+        data = _bytes_view(data)  # CPython's order: data, flags, then the address
+        flags = _c_int(flags)
+        parse_address(address, caller="sendto", check_range=False)  # CPython parses it always
         self._check_open()
         if self._conn.state == State.TIPC_OPEN:
             n = len(data)

@@ -88,6 +88,13 @@ TIPC_SUBSCR_TIMEOUT = 3
 # Message size limits (uapi tipc.h).
 TIPC_MAX_USER_MSG_SIZE = 66000
 
+# Name lengths of nodes, media, interfaces, bearers and links.
+TIPC_NODEID_LEN = 16
+TIPC_MAX_MEDIA_NAME = 16
+TIPC_MAX_IF_NAME = 16
+TIPC_MAX_BEARER_NAME = 32
+TIPC_MAX_LINK_NAME = 68
+
 # Group join flags.
 TIPC_GROUP_LOOPBACK = 0x1
 TIPC_GROUP_MEMBER_EVTS = 0x2
@@ -100,3 +107,6 @@ MSG_DONTWAIT = int(_stdlib_socket.MSG_DONTWAIT)
 MSG_WAITALL = int(_stdlib_socket.MSG_WAITALL)
 MSG_TRUNC = int(_stdlib_socket.MSG_TRUNC)
 MSG_CTRUNC = int(_stdlib_socket.MSG_CTRUNC)
+
+# The constants only: `from tipcshm.constants import *` must not carry this module's imports.
+__all__ = [name for name in dict(globals()) if name.isupper() and not name.startswith("_")]

@@ -11,6 +11,7 @@ gone" (:class:`NodeNotRunning`, :class:`NodeFailure`).
 from __future__ import annotations
 
 import errno as _errno
+import io as _io
 
 
 class TipcError(OSError):
@@ -178,3 +179,25 @@ class LimitReached(TipcError):
 
     def __init__(self, code: int, what: str) -> None:
         super().__init__(code, what)
+
+
+# -- the socket module's face (issue 10) -----------------------------------------------
+
+
+class NotASocketDescriptor(TipcError, _io.UnsupportedOperation):
+    """ENOTSOCK: a tipcshm socket cannot be rebuilt from a file descriptor.
+
+    ``socket(AF_TIPC, ..., fileno=fd)`` and ``fromfd(fd, AF_TIPC, ...)`` wrap a kernel
+    socket; a tipcshm socket's ``fileno()`` only signals readiness and carries none of
+    the socket's state. Also an ``io.UnsupportedOperation``, as the stdlib's file-like
+    objects say "not on this kind of object".
+    """
+
+    def __init__(self, call: str, fd: object) -> None:
+        super().__init__(
+            _errno.ENOTSOCK,
+            f"{call}: descriptor {fd!r} cannot become an AF_TIPC socket: a tipcshm socket "
+            "lives in the node's shared memory and its fileno() only signals readiness; "
+            "pass the socket object itself",
+        )
+        self.fd = fd

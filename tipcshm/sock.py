@@ -1,5 +1,8 @@
 """The socket API: ``tipcshm.socket`` behaves like ``socket.socket(AF_TIPC, ...)``.
 
+``tipcshm.socket`` (this module's :class:`Socket`) is called as the stdlib's socket class;
+for families other than AF_TIPC it hands back the stdlib's own socket (:class:`_SocketMeta`).
+
 Send path (one readable line of work per step, STYLE.md 8)::
 
     sendto -> resolve (replica, no round trip) -> reserve in our lane of the destination's
@@ -37,6 +40,7 @@ from tipcshm.addresses import (
     ServiceAddr,
     ServiceRange,
     SocketAddr,
+    check_service_range,
     parse_address,
 )
 from tipcshm.client import NodeClient, get_client
@@ -63,6 +67,7 @@ from tipcshm.constants import (
     TIPC_MCAST_BROADCAST,
     TIPC_MCAST_REPLICAST,
     TIPC_NODE_RECVQ_DEPTH,
+    TIPC_NODE_SCOPE,
     TIPC_NODELAY,
     TIPC_RESERVED_TYPES,
     TIPC_RETDATA,
@@ -78,6 +83,7 @@ from tipcshm.errors import (
     LimitReached,
     MessageTooLong,
     NodeNotRunning,
+    NotASocketDescriptor,
     NotConnected,
     NotSupportedYet,
     ProtocolOptionError,
@@ -137,12 +143,157 @@ class _Route:
         self.w0 = w0  # word 0 without the size
 
 
-class Socket:
-    """A TIPC socket on a tipcshm node (see the module docstring).
+_SOCK_NONBLOCK = int(getattr(_stdlib_socket, "SOCK_NONBLOCK", 0))
+_SOCK_CLOEXEC = int(getattr(_stdlib_socket, "SOCK_CLOEXEC", 0))
+_SOCK_TYPE_MASK = 0xF  # the kernel's: the rest of a socket() type are flags
+_SOCK_MAX = 10
+_connection_classes: dict[type, type] = {}
 
-    ``Socket(AF_TIPC, SOCK_SEQPACKET)`` and ``SOCK_STREAM`` build a
-    :class:`tipcshm.conn.ConnSocket` (connection sockets, in their own module so that this
-    class's connectionless hot paths stay as they are).
+
+def _enum(value: int, kind: Any) -> int:
+    """``value`` as the stdlib's IntEnum member (what socket.family / .type give), if any."""
+    try:
+        member: int = kind(value)
+        return member
+    except ValueError:
+        return value
+
+
+def _is_tipc(family: Any) -> bool:
+    try:
+        return operator.index(family) == AF_TIPC
+    except TypeError:
+        return False  # the stdlib raises its own TypeError for it
+
+
+def _stdlib_socket_of(
+    family: Any = -1,
+    type: Any = -1,  # noqa: A002 - the stdlib's parameter name
+    proto: Any = -1,
+    fileno: Any = None,
+    *,
+    node: str | None = None,
+) -> _stdlib_socket.socket:
+    """``tipcshm.socket(...)`` for any family but AF_TIPC: the stdlib's own socket."""
+    if node is not None:
+        raise TypeError(
+            f"socket(family={family!r}, node={node!r}): node= selects a tipcshm node and "
+            f"applies to AF_TIPC ({AF_TIPC}) sockets only"
+        )
+    if family == -1 and fileno is None:
+        family = _stdlib_socket.AF_INET  # the stdlib's default, said explicitly
+    return _stdlib_socket.socket(family, type, proto, fileno)
+
+
+class _SocketMeta(type):
+    """``tipcshm.socket(...)`` for families other than AF_TIPC, and what counts as one.
+
+    ``tipcshm.socket`` takes the stdlib's arguments, ``socket(family=-1, type=-1,
+    proto=-1, fileno=None)`` plus tipcshm's ``node=``. AF_TIPC builds a tipcshm socket
+    (see :meth:`Socket.__init__`); any other family builds the stdlib's own
+    ``socket.socket``, so a program that mixes TIPC with TCP, UDP or UNIX sockets ports by
+    swapping its import. For the same reason ``isinstance(s, tipcshm.socket)`` holds for
+    both kinds. A program's subclass of tipcshm.socket is built the ordinary way (its own
+    ``__init__`` may take other arguments), as a TIPC socket.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls.__dict__.get("_covers_stdlib", False):  # tipcshm.socket itself
+            fileno = args[3] if len(args) > 3 else kwargs.get("fileno")
+            if fileno is not None and sockfile.is_detached(fileno):
+                # A number this process's detach() gave: that socket, whatever the family
+                # argument says (the stdlib reads the family from the descriptor).
+                return sockfile.attach(fileno)
+            family = args[0] if args else kwargs.get("family", -1)
+            if not _is_tipc(family):
+                return _stdlib_socket_of(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def __signature__(cls) -> Any:
+        """What inspect and help() show for the call: ``__init__``'s parameters (the
+        generic __call__ above would hide them)."""
+        import inspect
+
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return sig.replace(
+            parameters=list(sig.parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,
+        )
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        if cls.__dict__.get("_covers_stdlib", False) and isinstance(
+            instance, _stdlib_socket.socket
+        ):
+            return True
+        return type.__instancecheck__(cls, instance)
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        if (
+            cls.__dict__.get("_covers_stdlib", False)
+            and isinstance(subclass, type)
+            and issubclass(subclass, _stdlib_socket.socket)
+        ):
+            return True
+        return type.__subclasscheck__(cls, subclass)
+
+
+def _connection_class(cls: type, conn: type) -> type:
+    """``cls`` (tipcshm.socket or a program's subclass of it) with ConnSocket's methods,
+    for SOCK_SEQPACKET and SOCK_STREAM: the subclass's overrides come first."""
+    if cls is Socket:
+        return conn
+    combined = _connection_classes.get(cls)
+    if combined is None:
+        combined = _SocketMeta(
+            cls.__name__,
+            (cls, conn),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
+        )
+        _connection_classes[cls] = combined
+    return combined
+
+
+def _socket_args(family: Any, type_: Any, proto: Any, fileno: Any, who: str) -> tuple[int, int]:
+    """(socket type, flags) of an AF_TIPC socket() call, refused as CPython and then the
+    kernel refuse them (sys_socket's flags, __sock_create's type range, tipc_sk_create's
+    protocol and type)."""
+    if not _is_tipc(family):
+        _c_int(family)  # the stdlib's TypeError / OverflowError first
+        raise TypeError(
+            f"{who}(family={family!r}): a subclass of tipcshm.socket is an AF_TIPC socket; "
+            "for other families subclass the stdlib's socket.socket"
+        )
+    kind = _c_int(type_)
+    protocol = _c_int(proto)
+    if fileno is not None:
+        raise NotASocketDescriptor(f"{who}(AF_TIPC, fileno={fileno!r})", fileno)
+    if kind == -1:
+        kind = SOCK_STREAM  # CPython's default type, whatever the family
+    flags = kind & ~_SOCK_TYPE_MASK
+    kind &= _SOCK_TYPE_MASK
+    if flags & ~(_SOCK_NONBLOCK | _SOCK_CLOEXEC) or kind >= _SOCK_MAX:
+        raise InvalidArgument(f"{who}(AF_TIPC, type={type_!r}): not a socket type")
+    if protocol not in (-1, 0):
+        raise TipcError(
+            errno.EPROTONOSUPPORT, f"{who}(AF_TIPC, proto={proto!r}): TIPC takes protocol 0"
+        )
+    if kind not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
+        raise TipcError(
+            errno.EPROTOTYPE,
+            f"{who}(AF_TIPC, type={type_!r}): TIPC has SOCK_STREAM, SOCK_DGRAM, SOCK_RDM "
+            "and SOCK_SEQPACKET",
+        )
+    return kind, flags
+
+
+class Socket(metaclass=_SocketMeta):
+    """A TIPC socket on a tipcshm node (see the module docstring); ``tipcshm.socket``.
+
+    Called as the stdlib's ``socket.socket`` (other families: see :class:`_SocketMeta`).
+    SOCK_SEQPACKET and SOCK_STREAM sockets are :class:`tipcshm.conn.ConnSocket`s
+    (connection sockets, in their own module so that this class's connectionless hot
+    paths stay as they are).
     """
 
     _connection_type = False
@@ -150,35 +301,42 @@ class Socket:
     _io_refs = 0
     #: close() was called while some were open: it happens when the last one closes
     _close_pending = False
-
-    def __new__(cls, family: int = AF_TIPC, type: int = SOCK_RDM, *args: Any, **kw: Any) -> Any:  # noqa: A002
-        if cls is Socket and type in (SOCK_SEQPACKET, SOCK_STREAM):
-            from tipcshm.conn import ConnSocket
-
-            return object.__new__(ConnSocket)
-        return object.__new__(cls)
+    _covers_stdlib = True  # isinstance(stdlib_socket, tipcshm.socket): see _SocketMeta
 
     def __init__(
         self,
-        family: int = AF_TIPC,
-        type: int = SOCK_RDM,  # noqa: A002 - the stdlib's parameter name
-        proto: int = 0,
+        family: Any = -1,
+        type: Any = -1,  # noqa: A002 - the stdlib's parameter name
+        proto: Any = -1,
+        fileno: Any = None,
         *,
         node: str | None = None,
     ) -> None:
-        if family != AF_TIPC:
-            raise AddressFamilyNotSupported(
-                f"tipcshm sockets are AF_TIPC ({AF_TIPC}), not {family}"
-            )
-        if type in (SOCK_SEQPACKET, SOCK_STREAM) and not self._connection_type:
-            raise InvalidArgument(f"socket type {type} needs tipcshm.conn.ConnSocket")
-        if type not in (SOCK_RDM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM):
-            raise TipcError(94, f"socket type {type} is not supported by TIPC")  # ESOCKTNOSUPPORT
-        if proto != 0:
-            raise TipcError(93, f"protocol {proto} is not supported by TIPC")  # EPROTONOSUPPORT
+        who = "socket" if self.__class__ is Socket else self.__class__.__name__
+        kind, flags = _socket_args(family, type, proto, fileno, who)
+        connection = kind in (SOCK_SEQPACKET, SOCK_STREAM)
+        if connection != self._connection_type:
+            from tipcshm.conn import ConnSocket
+
+            if not connection:
+                raise TypeError(f"{self.__class__.__name__} is for SOCK_SEQPACKET and SOCK_STREAM")
+            # Become the connection socket the type asks for, keeping a subclass's methods
+            # first, and build that (it calls back here for the common part).
+            self.__class__ = _connection_class(self.__class__, ConnSocket)
+            ConnSocket.__init__(self, AF_TIPC, kind, 0, node=node)  # type: ignore[arg-type]
+        else:
+            self._build(kind, node)
+        if flags & _SOCK_NONBLOCK:
+            self.setblocking(False)
+
+    def _build(self, kind: int, node: str | None) -> None:
+        """The state every TIPC socket has: a port, its inbox, its counters."""
+        family = AF_TIPC
+        type = kind  # noqa: A001 - as the stdlib names it
+        proto = 0
         self._closed = True  # until fully built, so __del__/close are safe
-        self.family = family
-        self.type = type
+        self.family = _enum(family, _stdlib_socket.AddressFamily)
+        self.type = _enum(type, _stdlib_socket.SocketKind)
         self.proto = proto
         self._client: NodeClient = get_client(node)
         self.node = self._client.node
@@ -457,18 +615,20 @@ class Socket:
     def bind(self, address: AddressLike) -> None:
         """Bind a service address or range; a negative scope removes that binding."""
         self._check_open()
-        addr = parse_address(address, allow_negative_scope=True)
+        # tipc_bind's order: an invalid range (EINVAL), a socket address (EAFNOSUPPORT),
+        # a reserved type (EACCES, for unbinding too), then bind or unbind.
+        addr = parse_address(address, allow_negative_scope=True, caller="bind")
         if isinstance(addr, SocketAddr):
-            raise AddressFamilyNotSupported(f"cannot bind a socket address {addr}")
+            raise AddressFamilyNotSupported(f"bind(): cannot bind a socket address {addr}")
         if isinstance(addr, ServiceAddr):
             type_, lower, upper, scope = addr.type, addr.instance, addr.instance, addr.scope
         else:
             type_, lower, upper, scope = addr.type, addr.lower, addr.upper, addr.scope
-        if scope < 0:
-            self._unbind(type_, lower, upper, -scope if -scope in (2, 3) else None, address)
-            return
         if type_ < TIPC_RESERVED_TYPES:
             raise AccessDenied(f"service type {type_} is reserved (types below 64): {address}")
+        if scope < 0:
+            self._unbind(type_, lower, upper, -scope, address)
+            return
         with self._ctl_lock:
             key = (self._port + self._pub_count + 1) & 0xFFFFFFFF
             if key == self._port:
@@ -488,7 +648,7 @@ class Socket:
     def unbind(self, address: AddressLike) -> None:
         """Remove one binding (the kernel's bind with negative scope)."""
         self._check_open()
-        addr = parse_address(address, allow_negative_scope=True)
+        addr = parse_address(address, allow_negative_scope=True, caller="unbind")
         if isinstance(addr, ServiceAddr):
             self._unbind(addr.type, addr.instance, addr.instance, abs(addr.scope), address)
         elif isinstance(addr, ServiceRange):
@@ -516,6 +676,23 @@ class Socket:
         )
         return self._client.control(req)
 
+    def listen(self, backlog: int = 0) -> None:
+        """Connectionless sockets do not listen: EOPNOTSUPP, as the kernel's sock_no_listen."""
+        self._check_open()
+        _c_int(backlog)
+        raise TipcError(
+            errno.EOPNOTSUPP,
+            f"listen(): socket {self._port:#010x} is connectionless ({self.type!r})",
+        )
+
+    def accept(self) -> tuple[Socket, tuple[int, int, int, int, int]]:
+        """Connectionless sockets accept nothing: EOPNOTSUPP, as the kernel's sock_no_accept."""
+        self._check_open()
+        raise TipcError(
+            errno.EOPNOTSUPP,
+            f"accept(): socket {self._port:#010x} is connectionless ({self.type!r})",
+        )
+
     def connect_ex(self, address: Any) -> int:
         """connect(), returning the errno instead of raising (0 on success), as socket does."""
         try:
@@ -529,8 +706,7 @@ class Socket:
     def connect(self, address: AddressLike) -> None:
         """On RDM/DGRAM: remember a default destination for send(), as the kernel does."""
         self._check_open()
-        addr = parse_address(address)
-        self._default_dest = addr
+        self._default_dest = parse_address(address, caller="connect")
 
     def shutdown(self, how: int) -> None:
         """As tipc_shutdown does on a connectionless socket: the queued messages go back
@@ -636,6 +812,9 @@ class Socket:
         elif option == TIPC_GROUP_JOIN:
             if length < 16:
                 raise InvalidArgument("TIPC_GROUP_JOIN: the value must be a 16-byte request")
+            if value is None:
+                raise TipcError(errno.EFAULT, f"TIPC_GROUP_JOIN: no request (None, {length})")
+            _check_group_request(value)
             raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
         elif value is not None or length:
             raise InvalidArgument(f"option {option} takes no value (None, 0)")
@@ -812,9 +991,10 @@ class Socket:
         try:
             route = self._routes[address]
         except (KeyError, TypeError):  # TypeError: an unhashable (malformed) address
-            return self._send(data, flags, address)
+            route = None  # _send is called outside the handler: its errors chain nothing
         if (
-            route.seq != self._u64[self._seq_i]
+            route is None
+            or route.seq != self._u64[self._seq_i]
             or flags
             or self._closed
             or (data.__class__ is not bytes and data.__class__ is not bytearray)
@@ -842,6 +1022,8 @@ class Socket:
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._default_dest is None:
+            _bytes_view(data)  # the stdlib's argument errors before the kernel's
+            _c_int(flags)
             self._check_open()
             raise TipcError(
                 89, f"socket {self._port:#010x} has no destination: use sendto or connect"
@@ -870,10 +1052,11 @@ class Socket:
         if data.__class__ is not bytes and data.__class__ is not bytearray:
             data = _bytes_view(data)
         flags = _c_int(flags)
-        addr = parse_address(address)
+        addr = parse_address(address, caller="sendto", check_range=False)  # CPython's checks
         n = len(data)
-        if n > TIPC_MAX_USER_MSG_SIZE:
+        if n > TIPC_MAX_USER_MSG_SIZE:  # __tipc_sendmsg checks the size, then the address
             raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
+        check_service_range(addr, "sendto", address)
         nonblock = self._deadline(flags, "send")[1]
         seq = self._u64[self._seq_i]
         table = self._client.table()
@@ -1285,6 +1468,44 @@ class Socket:
                 ancdata.append((SOL_TIPC, TIPC_DESTNAME, _ANC_DESTNAME.pack(*name)))
         return data, ancdata, msg_flags, addr
 
+    # -- the rest of socket.socket's surface ------------------------------------------------
+    @property
+    def timeout(self) -> float | None:
+        """The stdlib's read-only ``sock.timeout``: what gettimeout() answers."""
+        return self.gettimeout()
+
+    def recvmsg_into(
+        self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, tuple[int, int, int, int, int]]:
+        """socket.recvmsg_into: :meth:`recvmsg` scattered over writable buffers in turn
+        (the kernel's iovec), returning the bytes stored instead of the data."""
+        try:
+            views = [memoryview(b) for b in buffers]
+        except TypeError:
+            raise TypeError(
+                "recvmsg_into() argument 1 must be an iterable of read-write bytes-like objects"
+            ) from None
+        if any(v.readonly for v in views):
+            raise TypeError("recvmsg_into() argument 1 must be read-write bytes-like objects")
+        views = [v.cast("B") for v in views]
+        data, ancdata, msg_flags, address = self.recvmsg(
+            sum(len(v) for v in views), ancbufsize, flags
+        )
+        offset = 0
+        for view in views:
+            piece = data[offset : offset + len(view)]
+            view[: len(piece)] = piece
+            offset += len(piece)
+        return len(data), ancdata, msg_flags, address
+
+    def get_inheritable(self) -> bool:
+        """Whether the descriptor fileno() gives passes to exec'd children, as the stdlib's;
+        a child inherits the doorbell only, never the socket."""
+        return os.get_inheritable(self.fileno())
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        os.set_inheritable(self.fileno(), inheritable)
+
     # -- observability -------------------------------------------------------------------
     def statistics(self) -> dict[str, Any]:
         self._check_open()
@@ -1360,6 +1581,19 @@ def _option_value(value: Any, optlen: Any) -> tuple[int | None, int]:
     if len(raw) < 4:
         return None, len(raw)
     return int(_U32LE.unpack_from(raw)[0]), len(raw)
+
+
+_GROUP_REQ = struct.Struct("=IIII")  # struct tipc_group_req: type, instance, scope, flags
+
+
+def _check_group_request(value: Any) -> None:
+    """What tipc_sk_join refuses before it builds a group: a reserved type (EACCES), a
+    scope above node scope (EINVAL)."""
+    group, _instance, scope, _flags = _GROUP_REQ.unpack_from(memoryview(value).cast("B"))
+    if group < TIPC_RESERVED_TYPES:
+        raise AccessDenied(f"TIPC_GROUP_JOIN: group type {group} is reserved (types below 64)")
+    if scope > TIPC_NODE_SCOPE:
+        raise InvalidArgument(f"TIPC_GROUP_JOIN: scope {scope} is not 2 (cluster) or 3 (node)")
 
 
 def _bytes_view(data: Any) -> memoryview:

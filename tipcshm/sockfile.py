@@ -29,7 +29,7 @@ import socket as _stdlib_socket
 import threading
 from typing import Any
 
-from tipcshm.errors import SocketClosed
+from tipcshm.errors import NotASocketDescriptor, SocketClosed
 
 _detached: dict[int, Any] = {}  # number -> socket, until attached again
 _detached_lock = threading.Lock()
@@ -177,6 +177,15 @@ def detach(sock: Any) -> int:
     return int(number)
 
 
+def is_detached(fileno: object) -> bool:
+    """True if ``fileno`` is a number this process's ``detach()`` returned and nobody
+    took back yet."""
+    if not isinstance(fileno, int):
+        return False
+    with _detached_lock:
+        return fileno in _detached
+
+
 def attach(fileno: int) -> Any:
     """socket(fileno=N): the socket ``detach()`` returned N for, taken back."""
     with _detached_lock:
@@ -202,8 +211,10 @@ def fromfd(fd: int, family: int, type: int, proto: int = 0) -> SocketHandle:  # 
 
 
 def _foreign(fd: int) -> io.UnsupportedOperation:
-    return io.UnsupportedOperation(
+    err = NotASocketDescriptor(f"socket(fileno={fd!r})", fd)
+    err.strerror = (
         f"{fd} is not a tipcshm socket detached by this process (pid {os.getpid()}): a "
         "tipcshm socket's state lives in the process that made it, so it cannot be "
         "rebuilt from a descriptor number or passed to another process"
     )
+    return err

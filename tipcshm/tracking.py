@@ -37,6 +37,7 @@ from tipcshm.core.topology import (
     decode_event,
     encode_subscription,
 )
+from tipcshm.sock import Socket
 
 _KINDS = {TIPC_PUBLISHED: "published", TIPC_WITHDRAWN: "withdrawn", TIPC_SUBSCR_TIMEOUT: "timeout"}
 
@@ -64,8 +65,6 @@ class ServiceSubscription:
         timeout: float | None,
         node: str | None,
     ) -> None:
-        import tipcshm
-
         self.service = service
         self._sub = Subscription(
             service.type,
@@ -74,7 +73,7 @@ class ServiceSubscription:
             TIPC_WAIT_FOREVER if timeout is None else max(0, int(timeout * 1000)),
             TIPC_SUB_PORTS if ports else TIPC_SUB_SERVICE,
         )
-        self._sock: Any = tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node)
+        self._sock: Any = Socket(AF_TIPC, SOCK_SEQPACKET, node=node)
         try:
             self._sock.connect((TIPC_ADDR_NAME, TIPC_TOP_SRV, TIPC_TOP_SRV, 0))
             self._sock.send(encode_subscription(self._sub))
