@@ -16,7 +16,10 @@ SERVICE = (socket.TIPC_ADDR_NAME, 18891, 0, 0)
 async def echo(loop, conn):
     with conn:
         while True:
-            data = await loop.sock_recv(conn, 66000)
+            try:
+                data = await loop.sock_recv(conn, 66000)
+            except ConnectionResetError:
+                return  # a TIPC peer's close() reads as a reset; its shutdown() as EOF
             if not data:
                 return
             await loop.sock_sendall(conn, data)
