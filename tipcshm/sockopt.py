@@ -338,6 +338,12 @@ def _get_error(sock: Any, _o: SocketOptions) -> bytes:
     return _int(sock.so_error())
 
 
+def _set_reuseport(_sock: Any, _o: SocketOptions, val: int, _raw: bytes) -> None:
+    """sock_setsockopt: port reuse is for inet sockets; anything else may only turn it off."""
+    if val:
+        raise _fail(errno.EOPNOTSUPP, "SO_REUSEPORT", "port reuse is for inet sockets only")
+
+
 def _get_acceptconn(sock: Any, _o: SocketOptions) -> bytes:
     return _int(1 if sock._listening() else 0)
 
@@ -345,7 +351,7 @@ def _get_acceptconn(sock: Any, _o: SocketOptions) -> bytes:
 _TABLE: dict[int, _Option] = {
     SO_DEBUG: _Option("SO_DEBUG", lambda s, o: _int(o.flags.get(SO_DEBUG, 0)), _set_debug),
     SO_REUSEADDR: _flag(SO_REUSEADDR, "SO_REUSEADDR"),
-    SO_REUSEPORT: _flag(SO_REUSEPORT, "SO_REUSEPORT"),
+    SO_REUSEPORT: _Option("SO_REUSEPORT", lambda s, o: _int(0), _set_reuseport),
     SO_DONTROUTE: _flag(SO_DONTROUTE, "SO_DONTROUTE"),
     SO_BROADCAST: _flag(SO_BROADCAST, "SO_BROADCAST"),
     SO_KEEPALIVE: _flag(SO_KEEPALIVE, "SO_KEEPALIVE"),
