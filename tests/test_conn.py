@@ -767,20 +767,48 @@ def test_nonblocking_connect_refused(node: str) -> None:
             c.connect(address)
 
 
-def test_send_on_a_pending_connect_waits_for_it(node: str) -> None:
+def test_send_on_a_pending_connect_is_enotconn(node: str) -> None:
+    """As __tipc_sendstream answers it (tipc_sk_sock_err; Linux 6.1 in the conformance
+    suite): a send while the connect is pending fails at once with ENOTCONN, blocking or
+    not; a blocking connect() on the pending socket waits for the answer (tipc_connect)."""
+    address = (TIPC_ADDR_NAME, SERVICE, 1, 0)
     with listener(node, SOCK_STREAM) as srv, sock(node, SOCK_STREAM) as c:
         c.setblocking(False)
-        assert c.connect_ex((TIPC_ADDR_NAME, SERVICE, 1, 0)) == errno.EINPROGRESS
-        with pytest.raises(BlockingIOError):
+        assert c.connect_ex(address) == errno.EINPROGRESS
+        with pytest.raises(OSError) as info:
             c.send(b"too early")
+        assert info.value.errno == errno.ENOTCONN
         c.setblocking(True)
+        with pytest.raises(OSError) as info:
+            c.sendall(b"still too early")
+        assert info.value.errno == errno.ENOTCONN
         accepted: list = []
         t = threading.Timer(0.1, lambda: accepted.append(srv.accept()[0]))
         t.start()
+        c.connect(address)
         c.sendall(b"after the accept")
         t.join(5)
         with accepted[0] as b:
             assert b.recv(100) == b"after the accept"
+
+
+def test_a_timed_out_connect_is_still_pending(node: str) -> None:
+    """tipc_wait_for_connect's ETIMEDOUT leaves the socket CONNECTING: poll reports
+    nothing, and the SYN still queued at the listener completes it once accepted."""
+    address = (TIPC_ADDR_NAME, SERVICE, 1, 0)
+    with listener(node) as srv, sock(node) as c, selectors.DefaultSelector() as sel:
+        c.setsockopt(SOL_TIPC, tipcshm.TIPC_CONN_TIMEOUT, 200)
+        with pytest.raises(TimeoutError) as info:
+            c.connect(address)
+        assert info.value.errno == errno.ETIMEDOUT
+        sel.register(c, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        assert not sel.select(0.1)
+        b, _ = srv.accept()
+        with b:
+            events = sel.select(5)
+            assert events and events[0][1] == selectors.EVENT_WRITE
+            c.send(b"late but connected")
+            assert b.recv(100) == b"late but connected"
 
 
 def test_fileno_stays_readable_once_the_peer_ended(node: str) -> None:

@@ -68,17 +68,27 @@ def test_handshake_client_side() -> None:
     assert c.connected
 
 
-def test_refused_and_timeout() -> None:
+def test_refused() -> None:
     c = Connection()
     c.connect()
     assert c.receive(data(cc.TIPC_ERR_NO_PORT)) is Verdict.REFUSED
     assert c.state is State.TIPC_DISCONNECTING
+    with pytest.raises(ConnectionStateError):
+        c.connect()
+
+
+def test_listen_and_connect_only_from_open() -> None:
+    """tipc_set_sk_state: LISTEN and CONNECTING are entered from OPEN only (a second
+    listen() is EINVAL); a connect that timed out stays CONNECTING (no event here)."""
+    c = Connection()
+    c.listen()
+    with pytest.raises(ConnectionStateError):
+        c.listen()
     c2 = Connection()
     c2.connect()
-    c2.timed_out()
-    assert c2.state is State.TIPC_DISCONNECTING
     with pytest.raises(ConnectionStateError):
         c2.connect()
+    assert c2.receive(data(n=0)) is Verdict.ESTABLISHED
 
 
 def test_listener_takes_syns_and_rejects_the_rest() -> None:

@@ -382,30 +382,25 @@ class ConnSocket(Socket):
         are; an unconnected socket (OPEN) is. Readable while a data message, a SYN for
         accept() or a piece of the stream is queued.
 
-        The kernel handles connection protocol messages (acks, probes, the peer's end,
-        the answer to a connect) when they arrive, whoever reads: so does this, for the
-        frames at the heads of the lanes, and with the window closed it reads the data
-        in front of the acks into the socket's queue."""
+        The kernel's receive path handles every message when it arrives, whoever reads
+        (tipc_sk_filter_connect): the peer's end takes the connection to DISCONNECTING at
+        once, also when data is queued before it. So does this: it reads every frame
+        waiting in the rings into the socket's own queues (data into _rxq, the end into
+        _end, acks and probes handled) until the connection ends. That costs a copy per
+        message in select mode only; the window (512 messages unacknowledged, acks sent
+        as the application consumes) bounds what can wait there."""
         ready = self._ready
         if ready is None or self._closed:
             return
         conn = self._conn
         inbox = self._inbox
-        data_waiting = False
         while not inbox.closed and conn.state is not State.TIPC_DISCONNECTING:
-            if conn.state is State.TIPC_ESTABLISHED and conn.snt_unacked >= conn.window:
-                self._pump_frames(None, True)
             r = inbox.poll()
             if r is None:
                 if inbox.rearm():
                     continue
                 break
             buf, off, length, lane = r
-            if conn.state is State.TIPC_ESTABLISHED and _plain_data_len(
-                buf, off, conn.peer_node, conn.peer_port
-            ):
-                data_waiting = True
-                break
             frame = bytes(buf[off : off + length])
             inbox.release(lane)
             self._handle(frame)
@@ -416,7 +411,7 @@ class ConnSocket(Socket):
         if self._shut:  # shut down while not connected: ENOTCONN, yet sk_shutdown is set
             ready.hangup(writable=st is State.TIPC_OPEN)
             return
-        readable = data_waiting or bool(self._rxq or self._accept_q or self._partial)
+        readable = bool(self._rxq or self._accept_q or self._partial)
         if st is State.TIPC_ESTABLISHED:
             writable = conn.snt_unacked < conn.window and self._peer_room()
         else:
@@ -449,7 +444,7 @@ class ConnSocket(Socket):
     def listen(self, backlog: int = 0) -> None:
         _c_int(backlog)  # the stdlib's TypeError / OverflowError; tipc_listen ignores it
         self._check_open()
-        if self._conn.state not in (State.TIPC_OPEN, State.TIPC_LISTEN):
+        if self._conn.state is not State.TIPC_OPEN:  # tipc_set_sk_state: LISTEN from OPEN only
             raise InvalidArgument(f"socket {self._port:#010x} is {self._conn.state.name}")
         self._conn.listen()
         self._client.seg.set_listening(self._slot)
@@ -495,7 +490,16 @@ class ConnSocket(Socket):
         if st == State.TIPC_CONNECTING:
             self._poll_connect()
             if self._conn.state == State.TIPC_CONNECTING:
-                raise WouldBlock(f"connect on socket {self._port:#010x} is pending", errno.EALREADY)
+                # tipc_connect: a blocking socket waits for the answer again (a connect
+                # that timed out left it CONNECTING); O_NONBLOCK, and so a socket under
+                # settimeout() as the stdlib drives it, gets EALREADY
+                deadline, nonblock = self._deadline(0, "connect")
+                if nonblock or self._timeout is not None:
+                    raise WouldBlock(
+                        f"connect on socket {self._port:#010x} is pending", errno.EALREADY
+                    )
+                self._wait_connected(deadline, str(address))
+                return
             st = self._conn.state
         if st == State.TIPC_ESTABLISHED:
             raise TipcError(errno.EISCONN, f"socket {self._port:#010x} is already connected")
@@ -521,24 +525,21 @@ class ConnSocket(Socket):
                 self._refused,
             )
 
-    def _await_connect(self, flags: int) -> None:
-        """send/recv on a socket whose non-blocking connect is pending: wait for the answer
-        (per the socket's timeout) or raise BlockingIOError when non-blocking."""
-        deadline, nonblock = self._deadline(flags, "send")
-        self._check_not_held("a call waiting for the connection")
-        with self._recv_lock:
-            while self._conn.state == State.TIPC_CONNECTING:
-                if not self._pump(deadline, nonblock, _IN_OR_OUT):
-                    if nonblock:
-                        raise WouldBlock(f"connect on socket {self._port:#010x} is pending")
-                    if deadline is not None and time.monotonic() >= deadline:
-                        # tipc_wait_for_connect: SO_SNDTIMEO's wait, but ETIMEDOUT
-                        raise self._timed_out(
-                            "connect", f"socket {self._port:#010x}: connect still pending"
-                        )
-        if self._conn.state != State.TIPC_ESTABLISHED:
+    def _send_unestablished(self) -> None:
+        """A send on a socket that is not ESTABLISHED, as __tipc_sendstream's wait
+        (tipc_sk_sock_err) answers it at once, blocking or not: a pending error first (a
+        refused connect, reported once, shared with SO_ERROR), then EPIPE once the
+        connection ended, else ENOTCONN (also while a connect is pending). An answer to
+        the connect that is queued but not yet read is taken first, as the kernel would
+        have on its arrival."""
+        if self._conn.state is State.TIPC_CONNECTING:
+            self._poll_connect()
+            if self._conn.state is State.TIPC_ESTABLISHED:
+                return
+        if self._refused and not self._refusal_reported:
+            self._refusal_reported = True
             self._raise_if_refused()
-            self._not_sendable()
+        self._not_sendable()
 
     def so_error(self) -> int:
         """SO_ERROR: a refused non-blocking connect reports ECONNREFUSED once."""
@@ -586,6 +587,12 @@ class ConnSocket(Socket):
         if nonblock:
             self._sel_touch()  # CONNECTING: neither readable nor writable until the answer
             return  # non-blocking: the answer is taken later (connect again, SO_ERROR, I/O)
+        self._wait_connected(deadline, str(addr))
+
+    def _wait_connected(self, deadline: float | None, addr: str) -> None:
+        """A blocking connect's wait for the answer (tipc_wait_for_connect). Running out
+        of time leaves the socket CONNECTING, as the kernel's: fileno() reports nothing,
+        and the answer, should it still come, establishes or refuses the connection."""
         with self._recv_lock:
             while self._conn.state == State.TIPC_CONNECTING:
                 if (
@@ -593,7 +600,6 @@ class ConnSocket(Socket):
                     and deadline is not None
                     and time.monotonic() >= deadline
                 ):
-                    self._conn.timed_out()
                     raise self._timed_out("connect", f"connect to {addr}: no answer")
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._refusal_reported = True  # connect() reports it, not SO_ERROR later
@@ -621,10 +627,8 @@ class ConnSocket(Socket):
     def _send_data(self, data: Any, flags: int) -> int:
         """One CONN_MSG of at most 66000 bytes to the peer; blocks on window or full lane."""
         conn = self._conn
-        if conn.state != State.TIPC_ESTABLISHED:
-            if conn.state != State.TIPC_CONNECTING:
-                self._not_sendable()
-            self._await_connect(flags)
+        if conn.state is not State.TIPC_ESTABLISHED:
+            self._send_unestablished()
         if conn.snt_unacked >= conn.window:
             self._wait_window(flags)
         p = self._peer_p
@@ -912,15 +916,25 @@ class ConnSocket(Socket):
                 if rxq:
                     break
                 err = conn.peer_error
-                if err and conn.recv_outcome(err) == "reset" and not self._end_taken:
-                    raise ConnectionReset(f"{self._addr_text()}: the peer closed or died", err)
-                if err and not self._end_taken:
-                    return b""
                 if conn.local_shutdown:
-                    raise NotConnected(f"socket {self._port:#010x} was shut down")
-                self._raise_if_refused()
-                if not err:
+                    # tipc_wait_for_rcvmsg on the queue our shutdown purged: RCV_SHUTDOWN
+                    # is ENOTCONN for a call that may wait on the kernel's timers, EAGAIN
+                    # for one that may not; under settimeout() the stdlib retries that
+                    # EAGAIN until its timeout (the wait below)
+                    if not nonblock and self._timeout is None:
+                        raise NotConnected(f"socket {self._port:#010x} was shut down")
+                elif err and conn.recv_outcome(err) == "reset" and not self._end_taken:
+                    raise ConnectionReset(f"{self._addr_text()}: the peer closed or died", err)
+                elif err and not self._end_taken:
+                    return b""
+                elif not err:
+                    self._raise_if_refused()
                     raise NotConnected(f"socket {self._port:#010x} is not connected")
+            elif st is State.TIPC_LISTEN:
+                # a listener's queue holds SYNs: tipc_recvmsg takes them as messages
+                frame = self._syn_as_message()
+                if frame is not None:
+                    return frame
             elif st != State.TIPC_ESTABLISHED and st != State.TIPC_CONNECTING:
                 raise NotConnected(f"socket {self._port:#010x} is not connected")
             if not self._pump(deadline, nonblock) and not rxq:
@@ -929,6 +943,20 @@ class ConnSocket(Socket):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise self._timed_out("recv", f"{self._addr_text()}: recv")
         return rxq[0]
+
+    def _syn_as_message(self) -> bytes | None:
+        """recv() on a listener reads its queue as tipc_recvmsg reads any queue: a SYN
+        without data is skipped and so dropped (its connect is never answered), one
+        with data (an implicit connect) is the message. None: nothing queued."""
+        accept_q = self._accept_q
+        while accept_q:
+            syn = accept_q[0]
+            if (_W01.unpack_from(syn)[0] & 0x1FFFF) > _incoming(syn)[1]:
+                accept_q.popleft()
+                self._rxq.append(syn)
+                return syn
+            accept_q.popleft()
+        return None
 
     def _consume(self) -> None:
         frame = self._rxq.popleft()
@@ -1468,6 +1496,15 @@ class ConnSocket(Socket):
             msg = self._conn.shutdown()
             if msg is not None:
                 self._send_ctl(msg)
+            # tipc_shutdown discards what was not received: recv finds an empty queue
+            # (unless another thread is in a receive call now: it may take what it finds)
+            lock = self._recv_lock
+            if lock.acquire(blocking=False):
+                try:
+                    self._rxq.clear()
+                    self._partial = b""
+                finally:
+                    lock.release()
         finally:
             self._sel_touch()
 

@@ -32,13 +32,21 @@ protocol of :mod:`tipcshm.shm.lane`, so the next frame rings again. A socket bus
 another thread's call (its receive lock taken) is retried every few milliseconds until the
 reactor gets it; the call brings ``A`` up to date itself when it releases the lock.
 
+A socket's re-evaluation reads what waits in its rings as the kernel's receive path
+handles each message on arrival (a connection moves every frame into its own queue, so
+a peer's end queued behind unread data shows at once, POLLHUP without POLLOUT).
+
 Residual inexactness: as on any kernel socket, a message consumed by one thread while
-another sits in ``select`` may leave that one woken for nothing. Protocol messages are
-acted on when they reach the head of their ring, not on arrival as in the kernel, so a
-peer's close or shutdown queued behind its unread data shows (POLLHUP, no POLLOUT) once
-that data was read; until then a send fails at once with EPIPE rather than blocking. ``A`` reports
-``POLLRDHUP`` with ``POLLHUP`` where the kernel gives ``POLLHUP`` alone (an AF_UNIX socket
-cannot hang up without it), visible only to callers that ask for ``POLLRDHUP``.
+another sits in ``select`` may leave that one woken for nothing. ``A`` reports
+``POLLRDHUP`` with ``POLLHUP`` where the kernel gives ``POLLHUP`` alone, visible only to
+callers that ask for ``POLLRDHUP``. An AF_UNIX socket cannot hang up without it while it
+lives: ``unix_poll`` and ``unix_dgram_poll`` give ``POLLHUP`` alone only to a socket in
+TCP_CLOSE, which a connected socket reaches only by being closed, and an unconnected one
+has nothing queued (no POLLIN) and is writable; every other hang-up is ``sk_shutdown``,
+whose RCV_SHUTDOWN half is ``POLLRDHUP``. Replacing the descriptor (``dup2``) would drop
+its epoll registrations. A pseudo-terminal master does hang up without ``POLLRDHUP``
+(its slave closed), but ptys are a scarce system resource and its writability follows
+tty buffer thresholds, so it is not used.
 """
 
 from __future__ import annotations

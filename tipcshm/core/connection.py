@@ -56,7 +56,6 @@ class Event(Enum):
     ACCEPTED = "accepted"  # this socket was created by accept() for a SYN
     SYN_ACK = "syn_ack"  # CONNECTING: an error-free CONN_MSG arrived
     REFUSED = "refused"  # CONNECTING: the SYN came back with an error
-    TIMEOUT = "timeout"  # CONNECTING: TIPC_CONN_TIMEOUT passed (the socket's clock)
     PEER_ERROR = "peer_error"  # ESTABLISHED: a message from the peer with an error code
     SHUTDOWN = "shutdown"  # local shutdown()
     CLOSE = "close"  # local close()
@@ -66,11 +65,9 @@ S = State
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.TIPC_OPEN, Event.CONNECT): S.TIPC_CONNECTING,
     (S.TIPC_OPEN, Event.LISTEN): S.TIPC_LISTEN,
-    (S.TIPC_LISTEN, Event.LISTEN): S.TIPC_LISTEN,
     (S.TIPC_OPEN, Event.ACCEPTED): S.TIPC_ESTABLISHED,
     (S.TIPC_CONNECTING, Event.SYN_ACK): S.TIPC_ESTABLISHED,
     (S.TIPC_CONNECTING, Event.REFUSED): S.TIPC_DISCONNECTING,
-    (S.TIPC_CONNECTING, Event.TIMEOUT): S.TIPC_DISCONNECTING,
     (S.TIPC_CONNECTING, Event.CLOSE): S.TIPC_DISCONNECTING,
     (S.TIPC_ESTABLISHED, Event.PEER_ERROR): S.TIPC_DISCONNECTING,
     (S.TIPC_ESTABLISHED, Event.SHUTDOWN): S.TIPC_DISCONNECTING,
@@ -154,9 +151,6 @@ class Connection:
     def accepted(self, peer_node: int, peer_port: int) -> None:
         self._fire(Event.ACCEPTED)
         self.peer_node, self.peer_port = peer_node, peer_port
-
-    def timed_out(self) -> None:
-        self._fire(Event.TIMEOUT)
 
     @property
     def connected(self) -> bool:
