@@ -19,6 +19,8 @@ import pytest
 import tipcshm as socket
 from tipcshm.testing import start_node, stop_node
 
+pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
+
 TIPC = socket.AF_TIPC
 SERVICE = 7300
 

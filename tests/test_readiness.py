@@ -21,6 +21,8 @@ import pytest
 import tipcshm
 from tipcshm import AF_TIPC, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM, TIPC_ADDR_NAME
 
+pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
+
 SERVICE = 18800
 WAIT = 5.0  # longest wait for a change another socket made (fails the test, never hangs)
 

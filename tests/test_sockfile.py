@@ -17,6 +17,8 @@ import pytest
 import tipcshm
 from tipcshm import AF_TIPC, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM, TIPC_ADDR_NAME, sockfile
 
+pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
+
 SERVICE = 7400
 
 

@@ -20,6 +20,8 @@ import pytest
 import tipcshm
 from tipcshm import AF_TIPC, SOCK_DGRAM, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM
 
+pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
+
 SOL = socket.SOL_SOCKET
 TIMEVAL = struct.Struct("=qq")
 LINGER = struct.Struct("=ii")

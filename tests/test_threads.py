@@ -18,6 +18,8 @@ from tipcshm import AF_TIPC, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM, TIPC_ADDR_NA
 from tipcshm.errors import SocketClosed
 
 SERVICE = 18900
+pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
+
 WAIT = 5.0
 
 
@@ -174,6 +176,7 @@ def test_one_thread_receives_while_another_sends(node: str, select_mode: bool, k
 
 PRODUCER = """
 import random
+
 s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=NODE)
 rng = random.Random({seed})
 print("ready", flush=True)

@@ -37,6 +37,8 @@ LONG = (
     6.0  # generous: a wait that ignored the timeout would take 8 s (TIPC_CONN_TIMEOUT) or forever
 )
 
+pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
+
 
 def timeval(seconds: float) -> bytes:
     return struct.pack("=qq", int(seconds), round((seconds % 1) * 1e6))
