@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
+import os
 import select
 import selectors
 import socket as stdlib_socket
@@ -100,6 +102,45 @@ def test_rdm_readable_exactly_while_a_message_is_queued(node: str) -> None:
         assert srv.recv(100) == b"b"
         assert state(fd) == (False, True)
         assert not hung_up(fd)
+
+
+def test_a_collected_socket_never_unwatches_the_one_reusing_its_key() -> None:
+    """The reactor keys sockets by a descriptor number. A closed socket gives its number
+    back, but its weak reference may outlive the entry (the reactor's loop may still hold
+    the entry); its later collection notice must not unwatch the socket that reuses the
+    number (seen: the reactor stopped with a live socket watched, and acks went unseen)."""
+    from tipcshm import readiness
+
+    class Watched:
+        def _sel_evaluate(self) -> bool:
+            return True
+
+    r, w = os.pipe()
+    try:
+        first = Watched()
+        key = readiness.watch(first, r)
+        reactor = readiness._reactor
+        assert reactor is not None
+        held = reactor.entries[key]  # as the reactor's loop may hold it
+        readiness.unwatch(key)
+        second = Watched()
+        again = readiness.watch(second, r)
+        try:
+            assert again == key, "the descriptor number was not reused; nothing to check"
+            del first
+            gc.collect()
+            deadline = time.monotonic() + 10
+            while readiness._dead:  # the reactor acts on the collection notice
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            live = readiness._reactor
+            assert live is not None and key in live.entries, "the reused key was unwatched"
+        finally:
+            readiness.unwatch(again)
+            del held
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_rdm_peek_keeps_it_readable(node: str) -> None:

@@ -448,7 +448,7 @@ class ConnSocket(Socket):
             raise InvalidArgument(f"socket {self._port:#010x} is {self._conn.state.name}")
         self._conn.listen()
         self._client.seg.set_listening(self._slot)
-        self._sel_touch()  # LISTEN is never writable
+        self._sel_touch(wait=0.5)  # LISTEN is never writable
 
     def accept(self) -> tuple[ConnSocket, tuple[int, int, int, int, int]]:
         self._check_open()
@@ -585,7 +585,7 @@ class ConnSocket(Socket):
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
         if nonblock:
-            self._sel_touch()  # CONNECTING: neither readable nor writable until the answer
+            self._sel_touch(wait=0.5)  # CONNECTING: neither readable nor writable until the answer
             return  # non-blocking: the answer is taken later (connect again, SO_ERROR, I/O)
         self._wait_connected(deadline, str(addr))
 

@@ -235,7 +235,8 @@ class _Reactor:
         periodic = BACKSTOP < 1.0  # off x86 a bell can be missed: re-evaluate now and then
         while True:
             while _dead:
-                unwatch(_dead.popleft())
+                key, ref = _dead.popleft()
+                unwatch(key, ref)
             with _lock:
                 if not self.entries:
                     self.stopped = True
@@ -280,7 +281,9 @@ class _Reactor:
 
 _lock = threading.Lock()
 _reactor: _Reactor | None = None
-_dead: collections.deque[int] = collections.deque()  # keys of sockets collected unclosed
+# (key, weak reference) of sockets collected unclosed: the reference tells whether the key
+# still belongs to that socket, as a closed socket's descriptor number is reused.
+_dead: collections.deque[tuple[int, weakref.ref[Any]]] = collections.deque()
 
 
 def watch(sock: Any, bell_fd: int) -> int:
@@ -291,9 +294,9 @@ def watch(sock: Any, bell_fd: int) -> int:
     os.set_inheritable(fd, False)
     key = fd
 
-    def gone(_ref: Any) -> None:
+    def gone(ref: weakref.ref[Any]) -> None:
         # Runs wherever the GC happens to run, perhaps under _lock: take no lock here.
-        _dead.append(key)
+        _dead.append((key, ref))
         r = _reactor
         if r is not None:
             r.wake()
@@ -325,12 +328,18 @@ def poke(key: int) -> None:
         r.wake()
 
 
-def unwatch(key: int) -> None:
-    """Stop watching (idempotent); the reactor ends when nothing is left to watch."""
+def unwatch(key: int, ref: weakref.ref[Any] | None = None) -> None:
+    """Stop watching (idempotent); the reactor ends when nothing is left to watch. With
+    ``ref``, only if ``key`` is still that socket's: keys are descriptor numbers, and a
+    number a closed socket gave back may be watching another socket by now."""
     with _lock:
         r = _reactor
-        if r is None or r.entries.pop(key, None) is None:
+        if r is None:
             return
+        entry = r.entries.get(key)
+        if entry is None or (ref is not None and entry.ref is not ref):
+            return
+        del r.entries[key]
         r.retry.discard(key)
         with contextlib.suppress(OSError, ValueError):
             r.ep.unregister(key)

@@ -956,13 +956,16 @@ class Socket(metaclass=_SocketMeta):
         lock.release()  # a RefreshingLock: this is the re-evaluation
         return True
 
-    def _sel_touch(self) -> None:
+    def _sel_touch(self, wait: float = 0.002) -> None:
         """Select mode, after a change made without the receive lock (a send, connect,
-        listen): refresh now if the lock is free, else have the reactor do it."""
+        listen): refresh before returning, as the kernel's poll sees the new state at once.
+        The lock is held only briefly in select mode (by the reactor's re-evaluation, or a
+        call about to sleep on fileno()), so wait for it up to ``wait`` seconds; past that
+        (a zero-copy block holds it, perhaps in this very thread) have the reactor do it."""
         if self._ready is None:
             return
         lock = self._recv_lock
-        if lock.acquire(blocking=False):
+        if lock.acquire(blocking=False) or lock.acquire(timeout=wait):
             lock.release()
         elif self._ready_key >= 0:
             readiness.poke(self._ready_key)
