@@ -150,3 +150,33 @@ def test_restart_under_the_same_name(node_name: str) -> None:
         close_all(socks)
         stop_node(node_name)
     assert shm_leftovers(node_name) == []
+
+
+def test_a_killed_node_is_never_silent_after_stop_cleans_up(node_name: str) -> None:
+    """A supervisor killed with SIGKILL closes no inbox; `tipcshm stop` (cleaning up after
+    it) does, so a sender's cached route fails instead of reporting success."""
+    import os
+    import signal
+
+    from tipcshm import rundir
+
+    start_node(node_name)
+    try:
+        rx = tipcshm.socket(AF_TIPC, SOCK_RDM, node=node_name)
+        tx = tipcshm.socket(AF_TIPC, SOCK_RDM, node=node_name)
+        rx.bind((TIPC_ADDR_NAME, SERVICE, 100, 0))
+        for _ in range(3):  # the route is cached: the fast path, which reads no node state
+            tx.sendto(b"before", (TIPC_ADDR_NAME, SERVICE, 100, 0))
+        record = rundir.read_record(node_name)
+        assert record is not None
+        os.kill(record[0], signal.SIGKILL)
+    finally:
+        stop_node(node_name)
+    try:
+        expect_not_running(
+            "cached sendto", lambda: tx.sendto(b"after", (TIPC_ADDR_NAME, SERVICE, 100, 0))
+        )
+    finally:
+        rx.close()
+        tx.close()
+    assert shm_leftovers(node_name) == []

@@ -1238,7 +1238,13 @@ class Socket(metaclass=_SocketMeta):
     def _undeliverable(
         self, hdr: struct.Struct, w0: int, words: tuple[int, ...], data: Any, err: int
     ) -> None:
-        """The kernel's reject path: return to sender unless dest-droppable, else drop."""
+        """The kernel's reject path: return to sender unless dest-droppable, else drop.
+
+        Not when the node itself stopped: its closing closed every inbox, and a send must
+        not report success for a message nobody can receive."""
+        gone = self._node_gone()
+        if gone is not None:
+            raise gone
         if self._dest_droppable:
             return
         frame = bytearray(hdr.size + len(data))

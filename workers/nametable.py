@@ -47,6 +47,7 @@ from tipcshm.core.nametable import (
     NameTableError,
     NoSuchBinding,
 )
+from tipcshm.errors import NodeNotRunning
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
@@ -375,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     seg.nametable_beat()
     try:
         worker.run()
+    except NodeNotRunning:
+        # The supervisor is stopping the node (its state left READY) and will end this
+        # process next: the topology service's sockets say so first. Not a crash.
+        log.info("node stopping: name-table worker ends")
     finally:
         inbox.detach()
         seg.close()

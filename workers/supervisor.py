@@ -520,11 +520,11 @@ class Supervisor:
         if seg is not None:
             for e in seg.sockets():
                 name = inbox_name(self.node, e.port)
-                with (
-                    contextlib.suppress(OSError),
-                    Inbox.attach(name, trust=seg.trust, tag=seg.tag) as inbox,
-                ):
-                    inbox.mark_closed()  # blocked callers wake and see the node stopped
+                try:
+                    with Inbox.attach(name, trust=seg.trust, tag=seg.tag) as inbox:
+                        inbox.mark_closed()  # blocked callers wake and see the node stopped
+                except OSError as exc:
+                    log.warning("stop: could not close inbox %s: %s", name, exc)
                 Inbox.unlink_name(name)
         if self.worker_inbox is not None:
             self.worker_inbox.unlink()
