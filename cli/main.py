@@ -223,6 +223,11 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = Fals
                     if not _readable(pidfd, timeout):
                         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                         _readable(pidfd, timeout)
+                else:
+                    # Dying (killed) but perhaps not yet exited: its lock is already free,
+                    # while clients still see it alive. Let it finish first, so that after
+                    # stop every client knows (a pid reused meanwhile costs this second).
+                    _readable(pidfd, 1.0)
             except ProcessLookupError:
                 pass
             finally:

@@ -102,6 +102,8 @@ class NodeClient:
         #: set once the supervisor is seen dead: every call fails with NodeNotRunning
         self.dead = False
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        # The watcher closes its pidfd when it ends: this copy answers supervisor_gone().
+        self._sup_probe = os.dup(self._sup_fd)
         threading.Thread(target=self._watch, name=f"tipcshm-watch-{node}", daemon=True).start()
 
     # -- supervisor death ----------------------------------------------------------------
@@ -132,6 +134,17 @@ class NodeClient:
         with contextlib.suppress(ValueError):  # mapping closed meanwhile: a stop, not a crash
             if self.seg.state != NodeState.STOPPING:
                 log.warning("node %s: its supervisor died; sockets on it are closed", self.node)
+
+    def supervisor_gone(self) -> bool:
+        """True once the supervisor has ended, asked now (the watcher thread learns it a
+        moment later): for the paths that must not report success on a dead node."""
+        if self.dead:
+            return True
+        if self._sup_probe < 0:  # this process let go of the node (drop_client on stop)
+            return True
+        poller = select.poll()
+        poller.register(self._sup_probe, select.POLLIN)
+        return bool(poller.poll(0))
 
     # -- name table ----------------------------------------------------------------
     def table(self) -> NameTable:
@@ -318,6 +331,9 @@ class NodeClient:
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
 
     def close(self) -> None:
+        if self._sup_probe >= 0:
+            os.close(self._sup_probe)
+            self._sup_probe = -1
         if self._stop_w >= 0:
             os.close(self._stop_w)  # ends the watcher thread, which closes its descriptors
             self._stop_w = -1
@@ -391,10 +407,10 @@ def _after_fork_in_child() -> None:
     # The parent's mappings stay valid in the child but its lanes are the parent's: start over.
     # The supervisor watchers are the parent's threads; their descriptors are of no use here.
     for client in _clients.values():
-        for fd in (client._sup_fd, client._stop_r, client._stop_w):
+        for fd in (client._sup_fd, client._stop_r, client._stop_w, client._sup_probe):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        client._stop_w = -1
+        client._stop_w = client._sup_probe = -1
     _clients.clear()
 
 

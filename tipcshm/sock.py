@@ -589,9 +589,9 @@ class Socket(metaclass=_SocketMeta):
             state = client.seg.state
         except ValueError:  # its mapping is gone
             state = -1
-        if client.dead or (
+        if (
             state != NodeState.READY and not (client.starting_ok and state == NodeState.STARTING)
-        ):
+        ) or client.supervisor_gone():
             return NodeNotRunning(
                 self.node,
                 f"it stopped; socket {self._port:#010x} belonged to it and is unusable: "

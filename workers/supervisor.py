@@ -130,8 +130,18 @@ def clean_leftovers(node: str) -> list[str]:
                 f"a leftover of uid {st.st_uid}, not yours: its owner (or root) must remove it, "
                 "or pick another --name",
             )
+    names = _shm_names(node)
+    for name in names:
+        # A killed supervisor closed none of its sockets' inboxes: close them now, so that
+        # a process holding a lane into one (a cached route) gets an error from its next
+        # send instead of a success nobody can receive. (Each process's watcher closes its
+        # own inboxes too, but a moment later: this makes `stop` the point after which
+        # every send fails.)
+        if name != segment_name(node) and not name.endswith(".bell"):
+            with contextlib.suppress(OSError, ValueError), Inbox.attach(name) as inbox:
+                inbox.mark_closed()
     removed = []
-    for name in _shm_names(node):
+    for name in names:
         try:
             os.unlink(f"/dev/shm{name}")
         except FileNotFoundError:
