@@ -220,3 +220,52 @@ def test_select_loop_with_producer_processes_loses_no_wakeup(node: str) -> None:
         for ch in children:
             ch.close()
         srv.close()
+
+
+@pytest.mark.parametrize("kind", [SOCK_SEQPACKET, SOCK_STREAM], ids=["seqpacket", "stream"])
+def test_both_ways_at_once_with_full_rings(node: str, kind: int) -> None:
+    """Each end sends large messages while another of its threads reads: the rings into
+    both ends fill with data, and each reader's acks must still reach the other end (an
+    ack that waited for room in a full ring waited for the other reader, which waited
+    likewise: a stall of seconds and a lost ack)."""
+    count, size = 160, 60000
+    ls, c, a = pair(node, kind)
+    with ls, c, a:
+        a.settimeout(WAIT)
+        c.settimeout(WAIT)
+        errors: list[BaseException] = []
+        totals = {id(c): 0, id(a): 0}
+
+        def send(s: tipcshm.socket) -> None:
+            try:
+                for _ in range(count):
+                    s.sendall(bytes(size))
+            except BaseException as exc:  # reported by the test, not the thread hook
+                errors.append(exc)
+
+        def receive(s: tipcshm.socket) -> None:
+            try:
+                while totals[id(s)] < count * size:
+                    totals[id(s)] += len(s.recv(65536))
+            except BaseException as exc:
+                errors.append(exc)
+
+        senders = [threading.Thread(target=send, args=(s,)) for s in (c, a)]
+        readers = [threading.Thread(target=receive, args=(s,)) for s in (c, a)]
+        for t in senders:
+            t.start()
+        # Readers start once both rings are nearly full, so that every ack meets a full
+        # ring that the other side's sender refills as soon as its reader frees room.
+        deadline = time.monotonic() + WAIT
+        while any(s._inbox.fill()[0] < s._inbox.lane_bytes * 0.8 for s in (c, a)):
+            if time.monotonic() > deadline:
+                break  # (a window may close first: then this is a plain two-way test)
+            time.sleep(0.01)
+        for t in readers:
+            t.start()
+        threads = senders + readers
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        assert totals == {id(c): count * size, id(a): count * size}

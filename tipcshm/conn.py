@@ -168,6 +168,7 @@ class ConnSocket(Socket):
         self._rxq: deque[bytes] = deque()  # frames read while waiting, in arrival order
         self._accept_q: deque[bytes] = deque()  # SYNs for accept()
         self._partial = b""  # STREAM: the rest of a message recv did not take yet
+        self._ack_owed = 0  # CONN_ACK units read but not yet told (see _send_ack)
         self._peer_p: Producer | None = None
         self._head24 = b""
         self._w0c = 0
@@ -266,6 +267,9 @@ class ConnSocket(Socket):
     def _send_ctl(self, s: Send) -> None:
         """A protocol message to the peer: an ack, a probe reply, an abort (best effort)."""
         c = self._conn
+        if s.user == _CONN_MANAGER and s.mtype == wire.ConnMgrType.CONN_ACK:
+            self._send_ack(s.acked)
+            return
         if s.user == _CONN_MANAGER:
             frame = wire.HDR40.pack(
                 wire.make_w0(_CONN_MANAGER, wire.INT_H_SIZE, wire.INT_H_SIZE),
@@ -301,6 +305,45 @@ class ConnSocket(Socket):
             except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
                 if e.errno != errno.ESTALE:
                     raise
+
+    def _send_ack(self, acked: int) -> None:
+        """A CONN_ACK for ``acked`` more messages read, plus any owed, without waiting.
+
+        Our lane into the peer may be full of our own data, which the peer reads only
+        once our ack lets it send again: two sockets both waiting to put an ack into a
+        full lane wait for each other (the kernel's acks need no room). Ack counts are
+        increments (tipc_sk_conn_proto_rcv subtracts them), so one that cannot go now is
+        owed, not dropped, and goes with the next ack or the next wait (:meth:`_wait_ring`).
+        """
+        c = self._conn
+        total = self._ack_owed + acked
+        self._ack_owed = total
+        p = self._client.producer(c.peer_port)
+        if p is None or not total:
+            return
+        frame = wire.HDR40.pack(
+            wire.make_w0(_CONN_MANAGER, wire.INT_H_SIZE, wire.INT_H_SIZE),
+            _ACK_W1,
+            0,
+            self._own,
+            self._port,
+            c.peer_port,
+            self._own,
+            c.peer_node,
+            0,
+            (total & 0xFFFF) << 16,
+        )
+        if not p.lock.acquire(timeout=0.001):  # a sender of ours holds it, maybe waiting
+            return
+        try:
+            if p.write(frame):
+                self._ack_owed = 0
+        except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
+            if e.errno != errno.ESTALE:
+                raise
+            self._ack_owed = 0
+        finally:
+            p.lock.release()
 
     # -- frames in -------------------------------------------------------------------
     def _handle(self, frame: bytes) -> None:
@@ -392,6 +435,9 @@ class ConnSocket(Socket):
         ready = self._ready
         if ready is None or self._closed:
             return
+        if self._ack_owed:
+            with contextlib.suppress(OSError, ValueError):
+                self._send_ack(0)
         conn = self._conn
         inbox = self._inbox
         while not inbox.closed and conn.state is not State.TIPC_DISCONNECTING:
@@ -1257,6 +1303,8 @@ class ConnSocket(Socket):
         timed out). Raises when the socket or the node closed. In select mode the wait
         is on fileno() reporting ``events`` (receive lock let go meanwhile), so that the
         reactor, the only waiter on the doorbell then, never loses a bell to us."""
+        if self._ack_owed:
+            self._send_ack(0)
         if nonblock:
             if self._inbox.closed and self._inbox.poll() is None:
                 self._node_stopped()  # not "try again": fileno() stays readable
