@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+
+import tipcshm
 
 
 class Child:
@@ -74,3 +77,18 @@ class Child:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def connected_trio(
+    node: str, kind: int, service: int, instance: int = 1
+) -> tuple[tipcshm.socket, tipcshm.socket, tipcshm.socket]:
+    """(listener, client, accepted): a connection through the service {service, instance}."""
+    srv = tipcshm.socket(tipcshm.AF_TIPC, kind, node=node)
+    srv.bind((tipcshm.TIPC_ADDR_NAME, service, instance, 0))
+    srv.listen(4)
+    c = tipcshm.socket(tipcshm.AF_TIPC, kind, node=node)
+    t = threading.Thread(target=c.connect, args=((tipcshm.TIPC_ADDR_NAME, service, instance, 0),))
+    t.start()
+    b, _ = srv.accept()
+    t.join(10)
+    return srv, c, b

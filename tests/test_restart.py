@@ -8,11 +8,11 @@ nobody can receive; sockets made afterwards attach to the node running then.
 from __future__ import annotations
 
 import errno
-import threading
 from collections.abc import Callable
 
 import pytest
 from conftest import shm_leftovers
+from helpers import connected_trio
 
 import tipcshm
 from tipcshm import (
@@ -38,15 +38,7 @@ def expect_not_running(what: str, call: Callable[[], object]) -> None:
 
 
 def connected(node: str, kind: int, instance: int):
-    srv = tipcshm.socket(AF_TIPC, kind, node=node)
-    srv.bind((TIPC_ADDR_NAME, SERVICE, instance, 0))
-    srv.listen(4)
-    c = tipcshm.socket(AF_TIPC, kind, node=node)
-    t = threading.Thread(target=c.connect, args=((TIPC_ADDR_NAME, SERVICE, instance, 0),))
-    t.start()
-    b, _ = srv.accept()
-    t.join(10)
-    return srv, c, b
+    return connected_trio(node, kind, SERVICE, instance)
 
 
 def old_sockets(node: str) -> dict[str, tipcshm.Socket]:

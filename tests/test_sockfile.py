@@ -13,9 +13,10 @@ import tempfile
 import threading
 
 import pytest
+from helpers import connected_trio
 
 import tipcshm
-from tipcshm import AF_TIPC, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM, TIPC_ADDR_NAME, sockfile
+from tipcshm import AF_TIPC, SOCK_RDM, SOCK_SEQPACKET, SOCK_STREAM, sockfile
 
 pytestmark = pytest.mark.shared_node  # tests only open sockets: one node per file
 
@@ -23,14 +24,7 @@ SERVICE = 7400
 
 
 def connected(node: str, kind: int, instance: int = 1):
-    srv = tipcshm.socket(AF_TIPC, kind, node=node)
-    srv.bind((TIPC_ADDR_NAME, SERVICE, instance, 0))
-    srv.listen(4)
-    c = tipcshm.socket(AF_TIPC, kind, node=node)
-    t = threading.Thread(target=c.connect, args=((TIPC_ADDR_NAME, SERVICE, instance, 0),))
-    t.start()
-    b, _ = srv.accept()
-    t.join(10)
+    srv, c, b = connected_trio(node, kind, SERVICE, instance)
     srv.close()
     return c, b
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers import connected_trio
 
 import tipcshm
 from tipcshm import (
@@ -76,15 +77,7 @@ def default_timeout(value: float | None) -> Iterator[None]:
 
 
 def connected(node: str, kind: int, instance: int = 1):
-    srv = tipcshm.socket(AF_TIPC, kind, node=node)
-    srv.bind((TIPC_ADDR_NAME, SERVICE, instance, 0))
-    srv.listen(4)
-    c = tipcshm.socket(AF_TIPC, kind, node=node)
-    t = threading.Thread(target=c.connect, args=((TIPC_ADDR_NAME, SERVICE, instance, 0),))
-    t.start()
-    b, _ = srv.accept()
-    t.join(10)
-    return srv, c, b
+    return connected_trio(node, kind, SERVICE, instance)
 
 
 def test_rdm_recv_and_accept_forms(node: str) -> None:
