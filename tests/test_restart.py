@@ -172,3 +172,32 @@ def test_a_killed_node_is_never_silent_after_stop_cleans_up(node_name: str) -> N
         rx.close()
         tx.close()
     assert shm_leftovers(node_name) == []
+
+
+def test_a_socket_made_before_fork_works_in_the_child(node: str) -> None:
+    """A forked child inherits the parent's sockets and uses them, as with kernel
+    sockets; the checks that a node is still running must not read the child's copy of
+    the parent's attachment as a stopped node."""
+    import contextlib
+    import os
+
+    with tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as ls:
+        ls.bind((TIPC_ADDR_NAME, SERVICE, 50, 0))
+        ls.listen(1)
+        pid = os.fork()
+        if pid == 0:  # the child: accept on the inherited listener, answer, leave
+            code = 1
+            try:
+                a, _ = ls.accept()
+                a.send(b"from the child")
+                with contextlib.suppress(ConnectionResetError):
+                    a.recv(10)  # until the parent closes (a reset: close() aborts)
+                code = 0
+            finally:
+                os._exit(code)
+        with tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node) as c:
+            c.settimeout(10)
+            c.connect((TIPC_ADDR_NAME, SERVICE, 50, 0))
+            assert c.recv(100) == b"from the child"
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -140,8 +140,8 @@ class NodeClient:
         moment later): for the paths that must not report success on a dead node."""
         if self.dead:
             return True
-        if self._sup_probe < 0:  # this process let go of the node (drop_client on stop)
-            return True
+        if self._sup_probe < 0:  # closed, or a child after fork: the watcher decides
+            return False
         poller = select.poll()
         poller.register(self._sup_probe, select.POLLIN)
         return bool(poller.poll(0))
