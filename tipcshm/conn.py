@@ -797,10 +797,20 @@ class ConnSocket(Socket):
                 self._not_sendable()
             lock = self._recv_lock
             if lock.acquire(blocking=False):
+                # Hold the receive side for a short wait only: another thread of ours may
+                # be waiting to recv, and only its reading acks the peer, whose acks we
+                # wait for (holding it until an ack came deadlocked two such pairs).
+                hold = time.monotonic() + _WINDOW_HOLD
                 try:
-                    got = self._pump(deadline, nonblock, select.POLLOUT)
+                    got = self._pump(
+                        hold if deadline is None else min(hold, deadline),
+                        nonblock,
+                        select.POLLOUT,
+                    )
                 finally:
                     lock.release()
+                if not got and not nonblock:
+                    time.sleep(0.0005)  # a thread waiting for the lock takes it now
             elif self._ready is not None and not nonblock:
                 # another thread is receiving; the reactor (or that thread) takes the
                 # acks and makes fileno() writable
@@ -1578,6 +1588,9 @@ class ConnSocket(Socket):
         self._rxq.clear()
         self._accept_q.clear()
 
+
+#: How long a send waiting for its window holds the receive side at a time (s).
+_WINDOW_HOLD = 0.005
 
 _ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # where lent data came from, if not a lane
 _NO_ROWS = np.empty((0, 0), np.uint8)  # recv_array() at end of stream
