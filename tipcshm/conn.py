@@ -86,7 +86,6 @@ from tipcshm.sock import (
     _bytes_view,
     _c_int,
     _post,
-    _source,
     recv_args,
     recv_target,
     recvmsg_args,
@@ -104,6 +103,8 @@ _HS = wire.SHORT_H_SIZE  # connection data: the 24-byte header
 #: Longest wait for an ack before a sender facing a full ring looks at the ring again.
 _FULL_SLICE = 0.002
 _IN_OR_OUT = select.POLLIN | select.POLLOUT  # a connect waits for either (or a hang-up)
+#: How long a send waiting for its window holds the receive side at a time (s).
+_WINDOW_HOLD = 0.005
 
 
 def _plain_data_len(buf: Any, off: int, peer_node: int, peer_port: int) -> int:
@@ -1589,9 +1590,6 @@ class ConnSocket(Socket):
         self._accept_q.clear()
 
 
-#: How long a send waiting for its window holds the receive side at a time (s).
-_WINDOW_HOLD = 0.005
-
 _ZC_NOTHING, _ZC_QUEUED, _ZC_PARTIAL = -1, -2, -3  # where lent data came from, if not a lane
 _NO_ROWS = np.empty((0, 0), np.uint8)  # recv_array() at end of stream
 _NO_ROWS.flags.writeable = False
@@ -1704,5 +1702,3 @@ __all__ = [
     "ConnectionReset",
     "NotConnected",
 ]
-
-_ = _source  # re-exported helper kept for symmetry with sock.py
