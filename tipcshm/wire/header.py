@@ -114,6 +114,7 @@ __all__ = [
     "pack_header_into",
     "reverse_for_reject",
     # hot path
+    "HDR_W01",
     "HDR24",
     "HDR32",
     "HDR40",
