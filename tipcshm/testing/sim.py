@@ -1,0 +1,560 @@
+"""A deterministic network simulator for sans-IO protocol objects (users get it too).
+
+Theory of operation. Every protocol object in :mod:`tipcshm.core` is driven by the same
+five calls (:mod:`tipcshm.core.contract`): ``receive``, ``frames_to_send``,
+``next_timer``, ``handle_timer`` and ``next_event``. That is all a simulator needs. A
+:class:`SimNetwork` plays the bearer (one UDP subnet, say) that the nodes share:
+
+* each attached object has a *media address* (the 32 bytes discovery advertises; any
+  unique bytes do). Its ``frames_to_send`` yields ``(frame, dest_media)`` pairs, ``None``
+  meaning the bearer broadcast (every other node hears it), as a NodeStack or a
+  Discoverer does. A point-to-point object such as a Link yields bare frames; attach it
+  with ``peer_media`` and they all go there.
+* every directed path ``src -> dst`` applies :class:`Faults`: loss, duplication,
+  reordering (a frame is held back so that later frames overtake it) and delay with
+  jitter. Partitions cut paths; a frame sent on a cut path, or still in flight when its
+  path is cut, is dropped and counted.
+* time is a :class:`FakeClock`. The loop jumps straight to the next event: the earliest
+  frame arrival or the earliest ``next_timer()`` of any object, so ten simulated
+  seconds take as long as the work done in them, not ten seconds.
+* after every arrival or timer, the touched objects are drained: their frames enter the
+  network, their events are recorded (and handed to ``on_event`` if given), in node
+  order. Nothing depends on the wall clock, hash order or the global ``random``: all
+  randomness comes from one ``random.Random(seed)``, so one seed gives one trace
+  (:meth:`SimNetwork.trace`), which is what makes a failing property reproducible.
+
+The kernel has nothing like this (its tests run real nodes); it plays the part of the
+Ethernet or UDP bearer of net/tipc/bearer.c, including ``tipc_bearer_xmit``'s
+broadcast to every node on the medium. :class:`SimLinkPair` and :class:`SimCluster`
+build on it for two links back to back and for a cluster of NodeStacks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
+
+from tipcshm.core.errors import RemoteProtocolError
+from tipcshm.core.events import CoreEvent
+
+# -- clock ----------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Simulated time in seconds. It only moves when told to, and never backwards."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    def __call__(self) -> float:
+        """The clock is also a ``time.monotonic`` stand-in."""
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move ``seconds`` (>= 0) forward; returns the new time."""
+        if seconds < 0:
+            raise ValueError(f"cannot advance a clock by {seconds} s")
+        self._now += seconds
+        return self._now
+
+    def jump(self, to: float) -> float:
+        """Move forward to ``to``; a time already past leaves the clock where it is."""
+        if to > self._now:
+            self._now = to
+        return self._now
+
+    def jump_to_next(self, *deadlines: float | None) -> float | None:
+        """Jump to the earliest of ``deadlines`` (``next_timer()`` values; ``None`` means
+        none pending). Returns the deadline taken, or None if there was none."""
+        pending = [d for d in deadlines if d is not None]
+        if not pending:
+            return None
+        first = min(pending)
+        self.jump(first)
+        return first
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r})"
+
+
+# -- faults ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """What one directed path does to a frame. Probabilities are per frame in [0, 1].
+
+    ``delay`` and ``jitter`` (seconds): a frame arrives ``delay + U(0, jitter)`` after it
+    was sent. A *reordered* frame arrives ``reorder_delay * U(1, 2)`` later still, so the
+    frames sent after it overtake it. A *duplicated* frame arrives twice, each copy with
+    its own delay (and its own chance of being reordered).
+    """
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.001
+    jitter: float = 0.0
+    reorder_delay: float = 0.005
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "duplicate", "reorder"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], not {p}")
+        for name in ("delay", "jitter", "reorder_delay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
+
+
+@dataclass(slots=True)
+class PathStatistics:
+    """Counters of one directed path (or of the whole network)."""
+
+    sent: int = 0  # frames offered to the path (a broadcast counts once per receiver)
+    delivered: int = 0  # receive() calls made, duplicates included
+    lost: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    partitioned: int = 0  # dropped because the path was cut (at send or arrival)
+    rejected: int = 0  # receive() raised RemoteProtocolError
+
+    def add(self, other: PathStatistics) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatistics:
+    """Totals over every path, plus what no path could carry."""
+
+    paths: PathStatistics
+    unroutable: int  # unicast to a media address no node has
+    in_flight: int
+    now: float
+
+
+# -- what the network drives ------------------------------------------------------------
+
+
+class BearerObject(Protocol):
+    """A sans-IO object on a shared bearer (NodeStack, Discoverer): frames carry their
+    destination media address, ``None`` for the broadcast."""
+
+    def receive(self, frame: bytes, now: float, src_media: bytes | None = None) -> None: ...
+
+    def frames_to_send(self, now: float) -> list[tuple[bytes, bytes | None]]: ...
+
+    def next_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> CoreEvent | None: ...
+
+
+class PointToPointObject(Protocol):
+    """A sans-IO object that talks to one peer only (a Link)."""
+
+    def receive(self, frame: bytes, now: float) -> None: ...
+
+    def frames_to_send(self, now: float) -> list[bytes]: ...
+
+    def next_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> CoreEvent | None: ...
+
+
+@dataclass(slots=True)
+class _Port:
+    obj: Any
+    media: bytes
+    peer_media: bytes | None  # set for point-to-point objects
+    name: str
+    events: list[tuple[float, CoreEvent]] = field(default_factory=list)
+    rejected: list[tuple[float, bytes, str]] = field(default_factory=list)
+    spins: int = 0  # handle_timer calls in a row that left the timer in the past
+
+
+#: How many times in a row an object may ask for a timer that is already due after
+#: handle_timer ran at the same instant before the loop calls it a livelock.
+MAX_SPINS = 10_000
+
+TraceEntry = tuple[float, str, int, int, int, int]
+
+
+class SimNetwork:
+    """A seeded, simulated bearer with per-path faults, partitions and a fake clock.
+
+    ``faults`` (or the keyword arguments of :class:`Faults`) apply to every path unless
+    :meth:`set_faults` gives a path its own. ``trace=False`` stops recording the trace
+    (benchmarks); ``on_event(index, now, event)`` sees every event as it is drained and
+    may act on it (send, publish...), the simulator drains whatever that produces.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        faults: Faults | None = None,
+        clock: FakeClock | None = None,
+        trace: bool = True,
+        on_event: Callable[[int, float, CoreEvent], None] | None = None,
+        **fault_kwargs: float,
+    ) -> None:
+        if faults is not None and fault_kwargs:
+            raise TypeError("give either faults= or the Faults keyword arguments, not both")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.clock = clock if clock is not None else FakeClock()
+        self.default_faults = faults if faults is not None else Faults(**fault_kwargs)
+        self.on_event = on_event
+        self._ports: list[_Port] = []
+        self._by_media: dict[bytes, int] = {}
+        self._path_faults: dict[tuple[int, int], Faults] = {}
+        self._cut: set[tuple[int, int]] = set()
+        self._stats: dict[tuple[int, int], PathStatistics] = {}
+        self._unroutable = 0
+        self._heap: list[tuple[float, int, int, int, bytes]] = []
+        self._seq = 0  # tie-break: equal arrival times keep their sending order
+        self._dirty: set[int] = set()
+        self._trace: list[TraceEntry] | None = [] if trace else None
+
+    # -- membership ---------------------------------------------------------------------
+
+    def attach(
+        self,
+        obj: BearerObject | PointToPointObject,
+        media: bytes,
+        *,
+        peer_media: bytes | None = None,
+        name: str | None = None,
+    ) -> int:
+        """Put ``obj`` on the network at ``media``; returns its index (0, 1, ...).
+
+        With ``peer_media`` the object is point-to-point: it receives ``(frame, now)``
+        and every frame it sends goes to ``peer_media``.
+        """
+        media = bytes(media)
+        if media in self._by_media:
+            raise ValueError(f"media address {media.hex()} is already attached")
+        index = len(self._ports)
+        self._ports.append(_Port(obj, media, peer_media, name or f"node{index}"))
+        self._by_media[media] = index
+        self._dirty.add(index)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def node(self, index: int) -> Any:
+        """The object attached as ``index``."""
+        return self._ports[index].obj
+
+    def media(self, index: int) -> bytes:
+        return self._ports[index].media
+
+    def index_of(self, media: bytes) -> int | None:
+        return self._by_media.get(bytes(media))
+
+    def touch(self, index: int) -> None:
+        """Say that ``index`` was called from outside (send, publish...): its frames and
+        events are drained before time moves on."""
+        self._dirty.add(index)
+
+    # -- faults and partitions ----------------------------------------------------------
+
+    def set_faults(self, src: int | None = None, dst: int | None = None, **changes: float) -> None:
+        """Change the faults of path ``src -> dst``; ``None`` for either end means every
+        node. Without ``src`` and ``dst`` the default for all paths changes (paths with
+        their own faults keep them)."""
+        if src is None and dst is None:
+            self.default_faults = replace(self.default_faults, **changes)  # type: ignore[arg-type]
+            return
+        n = len(self._ports)
+        for s in range(n) if src is None else [src]:
+            for d in range(n) if dst is None else [dst]:
+                if s != d:
+                    base = self._path_faults.get((s, d), self.default_faults)
+                    self._path_faults[(s, d)] = replace(base, **changes)  # type: ignore[arg-type]
+
+    def faults(self, src: int, dst: int) -> Faults:
+        return self._path_faults.get((src, dst), self.default_faults)
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Cut every path between nodes of different ``groups`` (both directions).
+        Nodes in no group keep their paths. Frames already in flight on a cut path are
+        dropped when they would arrive."""
+        sets = [set(g) for g in groups]
+        for a_i, a in enumerate(sets):
+            for b in sets[a_i + 1 :]:
+                if a & b:
+                    raise ValueError(f"node(s) {sorted(a & b)} in two partition groups")
+                for s in a:
+                    for d in b:
+                        self._cut.add((s, d))
+                        self._cut.add((d, s))
+
+    def cut(self, src: int, dst: int) -> None:
+        """Cut one direction only (an asymmetric failure)."""
+        self._cut.add((src, dst))
+
+    def heal(self) -> None:
+        """Restore every cut path."""
+        self._cut.clear()
+
+    def connected(self, src: int, dst: int) -> bool:
+        return (src, dst) not in self._cut
+
+    # -- carrying frames -----------------------------------------------------------------
+
+    def inject(self, src: int, frame: bytes, dest_media: bytes | None = None) -> None:
+        """Send ``frame`` as if node ``src`` had sent it (faults apply): how a test plays
+        a hostile or broken peer."""
+        self._route(src, bytes(frame), dest_media, self.clock.now)
+
+    def _path(self, src: int, dst: int) -> PathStatistics:
+        st = self._stats.get((src, dst))
+        if st is None:
+            st = self._stats[(src, dst)] = PathStatistics()
+        return st
+
+    def _record(self, kind: str, src: int, dst: int, frame: bytes) -> None:
+        if self._trace is not None:
+            self._trace.append(
+                (round(self.clock.now, 9), kind, src, dst, len(frame), zlib.crc32(frame))
+            )
+
+    def _route(self, src: int, frame: bytes, dest_media: bytes | None, now: float) -> None:
+        if dest_media is None:
+            for dst in range(len(self._ports)):
+                if dst != src:
+                    self._transmit(src, dst, frame, now)
+            return
+        dst_or_none = self._by_media.get(bytes(dest_media))
+        if dst_or_none is None or dst_or_none == src:
+            self._unroutable += 1
+            self._record("unroutable", src, -1, frame)
+            return
+        self._transmit(src, dst_or_none, frame, now)
+
+    def _transmit(self, src: int, dst: int, frame: bytes, now: float) -> None:
+        st = self._path(src, dst)
+        st.sent += 1
+        if (src, dst) in self._cut:
+            st.partitioned += 1
+            self._record("cut", src, dst, frame)
+            return
+        f = self._path_faults.get((src, dst), self.default_faults)
+        rng = self.rng
+        if f.loss and rng.random() < f.loss:
+            st.lost += 1
+            self._record("lose", src, dst, frame)
+            return
+        copies = 1
+        if f.duplicate and rng.random() < f.duplicate:
+            copies = 2
+            st.duplicated += 1
+        for _ in range(copies):
+            delay = f.delay
+            if f.jitter:
+                delay += rng.uniform(0.0, f.jitter)
+            if f.reorder and rng.random() < f.reorder:
+                delay += f.reorder_delay * (1.0 + rng.random())
+                st.reordered += 1
+            self._seq += 1
+            heapq.heappush(self._heap, (now + delay, self._seq, src, dst, frame))
+        self._record("send", src, dst, frame)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _drain(self, index: int, now: float) -> None:
+        port = self._ports[index]
+        obj = port.obj
+        items = obj.frames_to_send(now)
+        if port.peer_media is not None:
+            for frame in items:
+                self._route(index, bytes(frame), port.peer_media, now)
+        else:
+            for frame, dest in items:
+                self._route(index, bytes(frame), dest, now)
+        while (ev := obj.next_event()) is not None:
+            port.events.append((now, ev))
+            if self._trace is not None:
+                self._trace.append((round(now, 9), type(ev).__name__, index, -1, 0, 0))
+            if self.on_event is not None:
+                self.on_event(index, now, ev)
+
+    def _flush(self) -> None:
+        now = self.clock.now
+        while self._dirty:
+            for index in sorted(self._dirty):
+                self._dirty.discard(index)
+                self._drain(index, now)
+
+    def _next_timer(self) -> tuple[float | None, int]:
+        best: float | None = None
+        who = -1
+        for index, port in enumerate(self._ports):
+            t = port.obj.next_timer()
+            if t is not None and (best is None or t < best):
+                best, who = t, index
+        return best, who
+
+    def next_deadline(self) -> float | None:
+        """When something happens next (an arrival or a timer), or None if never."""
+        self._flush()
+        t_timer, _ = self._next_timer()
+        t_arrival = self._heap[0][0] if self._heap else None
+        if t_timer is None:
+            return t_arrival
+        if t_arrival is None:
+            return t_timer
+        return min(t_timer, t_arrival)
+
+    def step(self, until: float | None = None) -> bool:
+        """Jump to the next arrival or timer (not beyond ``until``) and process it.
+        Returns False, without moving the clock, when nothing is due by ``until``."""
+        self._flush()
+        t_timer, _ = self._next_timer()
+        t_arrival = self._heap[0][0] if self._heap else None
+        if t_arrival is not None and (t_timer is None or t_arrival <= t_timer):
+            t = t_arrival
+        elif t_timer is not None:
+            t = t_timer
+        else:
+            return False
+        if until is not None and t > until:
+            return False
+        before = self.clock.now
+        now = self.clock.jump(t)
+        if now > before:
+            for port in self._ports:
+                port.spins = 0
+        if t_arrival is not None and t_arrival <= now:
+            self._arrive(now)
+        else:
+            self._timers(now)
+        self._flush()
+        return True
+
+    def _arrive(self, now: float) -> None:
+        _, _, src, dst, frame = heapq.heappop(self._heap)
+        st = self._path(src, dst)
+        if (src, dst) in self._cut:
+            st.partitioned += 1
+            self._record("cut", src, dst, frame)
+            return
+        port = self._ports[dst]
+        st.delivered += 1
+        self._record("deliver", src, dst, frame)
+        try:
+            if port.peer_media is not None:
+                port.obj.receive(frame, now)
+            else:
+                port.obj.receive(frame, now, self._ports[src].media)
+        except RemoteProtocolError as exc:
+            st.rejected += 1
+            port.rejected.append((now, frame, str(exc)))
+            self._record("reject", src, dst, frame)
+        self._dirty.add(dst)
+
+    def _timers(self, now: float) -> None:
+        for index, port in enumerate(self._ports):
+            t = port.obj.next_timer()
+            if t is not None and t <= now:
+                port.obj.handle_timer(now)
+                self._dirty.add(index)
+                after = port.obj.next_timer()
+                if after is not None and after <= now:
+                    port.spins += 1
+                    if port.spins > MAX_SPINS:
+                        raise RuntimeError(
+                            f"{port.name} ({type(port.obj).__name__}) keeps asking for a "
+                            f"timer at {after} after handle_timer({now}): livelock"
+                        )
+                else:
+                    port.spins = 0
+
+    def run(self, seconds: float) -> None:
+        """Let ``seconds`` of simulated time pass; returns when the clock reaches it."""
+        self.run_until(self.clock.now + seconds)
+
+    def run_until(self, t: float) -> None:
+        """Process everything due by time ``t``, then set the clock to ``t``."""
+        while self.step(until=t):
+            pass
+        self.clock.jump(t)
+        self._flush()
+
+    def run_until_true(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Run until ``predicate()`` holds (checked after every step) or ``timeout``
+        simulated seconds passed. Returns whether it holds."""
+        deadline = self.clock.now + timeout
+        self._flush()
+        if predicate():
+            return True
+        while self.step(until=deadline):
+            if predicate():
+                return True
+        self.clock.jump(deadline)
+        self._flush()
+        return predicate()
+
+    # -- what happened ---------------------------------------------------------------------
+
+    def events(self, index: int) -> list[tuple[float, CoreEvent]]:
+        """Every event node ``index`` reported so far, with the time it was drained."""
+        return list(self._ports[index].events)
+
+    def take_events(self, index: int) -> list[tuple[float, CoreEvent]]:
+        """Like :meth:`events`, and forget them (long runs keep memory flat)."""
+        port = self._ports[index]
+        out, port.events = port.events, []
+        return out
+
+    def rejected(self, index: int) -> list[tuple[float, bytes, str]]:
+        """Frames node ``index`` refused with RemoteProtocolError: (time, frame, why)."""
+        return list(self._ports[index].rejected)
+
+    def trace(self) -> list[TraceEntry]:
+        """Everything that happened, in order: (time, what, src, dst, length, crc32);
+        events appear with their class name as ``what`` and dst -1. Same seed, same
+        calls, same trace."""
+        if self._trace is None:
+            raise RuntimeError("this network was created with trace=False")
+        return list(self._trace)
+
+    def in_flight(self) -> int:
+        return len(self._heap)
+
+    def path_statistics(self, src: int, dst: int) -> PathStatistics:
+        return replace(self._path(src, dst))
+
+    def statistics(self) -> NetworkStatistics:
+        total = PathStatistics()
+        for st in self._stats.values():
+            total.add(st)
+        return NetworkStatistics(total, self._unroutable, len(self._heap), self.clock.now)
+
+
+__all__ = [
+    "BearerObject",
+    "FakeClock",
+    "Faults",
+    "NetworkStatistics",
+    "PathStatistics",
+    "PointToPointObject",
+    "SimNetwork",
+]
