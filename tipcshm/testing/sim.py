@@ -34,12 +34,14 @@ from __future__ import annotations
 import heapq
 import random
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from tipcshm.core.errors import RemoteProtocolError
-from tipcshm.core.events import CoreEvent
+from tipcshm.core.events import CoreEvent, Delivered, LinkUncongested, LinkUp
+from tipcshm.wire import BASIC_H_SIZE, DataType, Header, encode_header, validate_msg
 
 # -- clock ----------------------------------------------------------------------------
 
@@ -549,6 +551,181 @@ class SimNetwork:
         return NetworkStatistics(total, self._unroutable, len(self._heap), self.clock.now)
 
 
+# -- messages ----------------------------------------------------------------------------
+
+
+def data_message(
+    src: int,
+    dst: int,
+    payload: bytes,
+    *,
+    importance: int = 0,
+    src_port: int = 1,
+    dst_port: int = 1,
+) -> bytes:
+    """A complete DIRECT_MSG from node ``src`` port ``src_port`` to node ``dst`` port
+    ``dst_port`` carrying ``payload`` (up to 66000 bytes): what a socket hands a link."""
+    hdr = Header(
+        user=importance,
+        hsize=BASIC_H_SIZE,
+        size=BASIC_H_SIZE + len(payload),
+        mtype=DataType.DIRECT_MSG,
+        prev_node=src,
+        orig_port=src_port,
+        dest_port=dst_port,
+        orig_node=src,
+        dest_node=dst,
+    )
+    return encode_header(hdr) + bytes(payload)
+
+
+def message_payload(frame: bytes) -> bytes:
+    """The data of a complete message (what follows its header)."""
+    hdr = validate_msg(frame)
+    return bytes(frame[hdr.hsize : hdr.size])
+
+
+# -- two links back to back ------------------------------------------------------------------
+
+
+class SimLinkPair:
+    """Two :class:`~tipcshm.core.link.Link` endpoints, side 0 (node ``addr(0)``) and
+    side 1, on one simulated point-to-point path with faults: how to test a link, or
+    one's own use of it, under loss, duplication, reordering and partitions.
+
+    :meth:`send` plays a socket: messages wait in a per-side queue and are handed to the
+    link while it is up and that importance is not congested (the -ELINKCONG sleep),
+    so nothing is lost to congestion. :meth:`delivered` lists the payloads each side
+    received, in order.
+    """
+
+    ADDRS = (0x01001001, 0x01001002)
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        delay: float = 0.001,
+        jitter: float = 0.0,
+        mtu: int | tuple[int, int] = 1472,
+        tolerance_ms: int | tuple[int, int] = 1500,
+        window: int = 50,
+        trace: bool = True,
+    ) -> None:
+        from tipcshm.core.link import Link
+
+        self.network = SimNetwork(
+            seed,
+            faults=Faults(loss, duplicate, reorder, delay, jitter),
+            trace=trace,
+            on_event=self._on_event,
+        )
+        mtus = mtu if isinstance(mtu, tuple) else (mtu, mtu)
+        tols = tolerance_ms if isinstance(tolerance_ms, tuple) else (tolerance_ms, tolerance_ms)
+        now = self.network.clock.now
+        a, b = self.ADDRS
+        self.links: tuple[Link, Link] = (
+            Link(
+                own_addr=a,
+                peer_addr=b,
+                own_if="sim0",
+                peer_if="sim1",
+                own_id_str=f"{a:x}",
+                peer_id_str=f"{b:x}",
+                mtu=mtus[0],
+                tolerance_ms=tols[0],
+                window=window,
+                rng=random.Random(self.network.rng.getrandbits(64)),
+                now=now,
+            ),
+            Link(
+                own_addr=b,
+                peer_addr=a,
+                own_if="sim1",
+                peer_if="sim0",
+                own_id_str=f"{b:x}",
+                peer_id_str=f"{a:x}",
+                mtu=mtus[1],
+                tolerance_ms=tols[1],
+                window=window,
+                rng=random.Random(self.network.rng.getrandbits(64)),
+                now=now,
+            ),
+        )
+        self.network.attach(self.links[0], b"side0", peer_media=b"side1", name="side0")
+        self.network.attach(self.links[1], b"side1", peer_media=b"side0", name="side1")
+        self._pending: tuple[deque[tuple[int, bytes]], deque[tuple[int, bytes]]] = (
+            deque(),
+            deque(),
+        )
+        self._delivered: tuple[list[bytes], list[bytes]] = ([], [])
+
+    @property
+    def clock(self) -> FakeClock:
+        return self.network.clock
+
+    def addr(self, side: int) -> int:
+        return self.ADDRS[side]
+
+    def link(self, side: int) -> Any:
+        return self.links[side]
+
+    def run(self, seconds: float) -> None:
+        self.network.run(seconds)
+
+    def run_until_up(self, timeout: float = 10.0) -> bool:
+        return self.network.run_until_true(
+            lambda: self.links[0].is_up and self.links[1].is_up, timeout
+        )
+
+    def send(self, side: int, payload: bytes, *, importance: int = 0) -> None:
+        """Queue one data message of ``payload`` from ``side`` to the other side."""
+        msg = data_message(self.ADDRS[side], self.ADDRS[1 - side], payload, importance=importance)
+        self._pending[side].append((importance, msg))
+        self._feed(side)
+
+    def pending(self, side: int) -> int:
+        """Messages :meth:`send` holds back (link down or congested)."""
+        return len(self._pending[side])
+
+    def _feed(self, side: int) -> None:
+        link = self.links[side]
+        queue = self._pending[side]
+        now = self.network.clock.now
+        while queue and link.is_up:
+            importance, msg = queue[0]
+            if link.congested(importance):
+                break
+            link.send(msg, now)
+            queue.popleft()
+        self.network.touch(side)
+
+    def _on_event(self, index: int, now: float, ev: CoreEvent) -> None:
+        if isinstance(ev, Delivered):
+            self._delivered[index].append(message_payload(ev.frame))
+        elif isinstance(ev, LinkUp | LinkUncongested):
+            self._feed(index)
+
+    def delivered(self, side: int) -> list[bytes]:
+        """Payloads delivered at ``side``, in order."""
+        return list(self._delivered[side])
+
+    def events(self, side: int) -> list[tuple[float, CoreEvent]]:
+        return self.network.events(side)
+
+    def partition(self) -> None:
+        self.network.partition({0}, {1})
+
+    def heal(self) -> None:
+        self.network.heal()
+
+    def trace(self) -> list[TraceEntry]:
+        return self.network.trace()
+
+
 __all__ = [
     "BearerObject",
     "FakeClock",
@@ -556,5 +733,8 @@ __all__ = [
     "NetworkStatistics",
     "PathStatistics",
     "PointToPointObject",
+    "SimLinkPair",
     "SimNetwork",
+    "data_message",
+    "message_payload",
 ]
