@@ -21,7 +21,10 @@ from tipcshm.testing.sim import (
     Faults,
     NetworkStatistics,
     PathStatistics,
+    SimCluster,
+    SimLinkPair,
     SimNetwork,
+    data_message,
 )
 
 __all__ = [
@@ -29,7 +32,10 @@ __all__ = [
     "Faults",
     "NetworkStatistics",
     "PathStatistics",
+    "SimCluster",
+    "SimLinkPair",
     "SimNetwork",
+    "data_message",
     "running_node",
     "start_node",
     "stop_node",

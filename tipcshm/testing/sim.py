@@ -40,8 +40,23 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from tipcshm.core.errors import RemoteProtocolError
-from tipcshm.core.events import CoreEvent, Delivered, LinkUncongested, LinkUp
-from tipcshm.wire import BASIC_H_SIZE, DataType, Header, encode_header, validate_msg
+from tipcshm.core.events import (
+    AddressCommitted,
+    CoreEvent,
+    Delivered,
+    LinkCongested,
+    LinkUncongested,
+    LinkUp,
+    NodeUp,
+)
+from tipcshm.wire import (
+    BASIC_H_SIZE,
+    DataType,
+    Header,
+    encode_header,
+    hash128to32,
+    validate_msg,
+)
 
 # -- clock ----------------------------------------------------------------------------
 
@@ -726,6 +741,283 @@ class SimLinkPair:
         return self.network.trace()
 
 
+# -- a cluster of nodes ------------------------------------------------------------------------
+
+#: Service types below this are TIPC's own (node state, link state); :meth:`SimCluster.name_table`
+#: hides them unless asked.
+RESERVED_TYPES = 64
+
+
+class SimCluster:
+    """``n`` complete nodes (:class:`~tipcshm.core.stack.NodeStack`: discovery, peer
+    nodes with their links, name distribution, a name table) on one simulated UDP
+    bearer with faults on every path. Node ``i`` has media address 127.0.0.(i+1):6118
+    and a 128-bit identity drawn from the seed; nodes are named by index everywhere.
+
+    ::
+
+        sim = SimCluster(3, seed=7, loss=0.3, duplicate=0.1, reorder=0.3)
+        sim.run(seconds=10)              # simulated time; returns at once in real time
+        sim.links_up()                   # {(0, 1), (1, 0), ...}: i has a link up to j
+        sim.publish(0, 18888, 0, 99)     # node 0 binds {18888, 0..99}, cluster scope
+        sim.name_table(2)                # [(18888, 0, 99, 0), ...]: what node 2 knows
+        sim.send(0, 2, b"payload")       # one data message from node 0 to node 2
+        sim.delivered(2)                 # [(0, b"payload")]
+        sim.partition({0}, {1, 2}); sim.heal()
+
+    :meth:`send` plays a socket: a message waits until a link to the destination is up
+    and not congested, then goes to the stack. ``trial=True`` lets discovery pick each
+    node's address (the 1 s duplicate-address trial) instead of giving it from the
+    identity.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        *,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        delay: float = 0.001,
+        jitter: float = 0.0,
+        mtu: int = 1472,
+        tolerance_ms: int = 1500,
+        window: int = 50,
+        net_id: int = 4711,
+        trial: bool = False,
+        trace: bool = True,
+    ) -> None:
+        from tipcshm.core.stack import NodeStack
+        from tipcshm.wire.discovery import UdpMediaAddr
+
+        if not 1 <= n <= 254:
+            raise ValueError(f"a simulated cluster has 1..254 nodes, not {n}")
+        self.network = SimNetwork(
+            seed,
+            faults=Faults(loss, duplicate, reorder, delay, jitter),
+            trace=trace,
+            on_event=self._on_event,
+        )
+        rng = self.network.rng
+        self.identities: list[bytes] = []
+        addrs: list[int] = []
+        while len(self.identities) < n:
+            identity = rng.randbytes(16)
+            addr = hash128to32(identity)
+            if addr and addr not in addrs:
+                self.identities.append(identity)
+                addrs.append(addr)
+        self._addr: list[int | None] = [None if trial else a for a in addrs]
+        self._index: dict[int, int] = {a: i for i, a in enumerate(self._addr) if a is not None}
+        self.stacks: list[Any] = []
+        now = self.network.clock.now
+        for i in range(n):
+            media = UdpMediaAddr(bytes([127, 0, 0, i + 1]), 6118).encode()
+            stack = NodeStack(
+                identity=self.identities[i],
+                addr=self._addr[i],
+                media=media,
+                if_name="udp0",
+                rng=random.Random(rng.getrandbits(64)),
+                now=now,
+                net_id=net_id,
+                mtu=mtu,
+                tolerance_ms=tolerance_ms,
+                window=window,
+            )
+            self.stacks.append(stack)
+            self.network.attach(stack, media, name=f"node{i}")
+        self._pending: list[dict[int, deque[tuple[int, bytes]]]] = [{} for _ in range(n)]
+        self._congested: set[tuple[int, int]] = set()  # (node index, peer address)
+        self._delivered: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
+        self._bindings: dict[tuple[int, int, int, int], list[tuple[int, int]]] = {}
+        self._next_port = 1000
+
+    # -- time ----------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> FakeClock:
+        return self.network.clock
+
+    @property
+    def now(self) -> float:
+        return self.network.clock.now
+
+    def __len__(self) -> int:
+        return len(self.stacks)
+
+    def run(self, seconds: float) -> None:
+        """Let ``seconds`` of simulated time pass (returns at once in real time)."""
+        self.network.run(seconds)
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Run until ``predicate()`` holds or ``timeout`` simulated seconds passed."""
+        return self.network.run_until_true(predicate, timeout)
+
+    def run_until_connected(self, timeout: float = 30.0) -> bool:
+        """Run until every node has a link up to every other node."""
+        n = len(self.stacks)
+        return self.run_until(lambda: len(self.links_up()) == n * (n - 1), timeout)
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def stack(self, i: int) -> Any:
+        """Node ``i``'s :class:`~tipcshm.core.stack.NodeStack` (to look or poke inside)."""
+        return self.stacks[i]
+
+    def addr(self, i: int) -> int | None:
+        """Node ``i``'s 32-bit TIPC address (None while its address trial runs)."""
+        return self._addr[i]
+
+    def index(self, addr: int) -> int | None:
+        """The index of the node with address ``addr``, if any."""
+        return self._index.get(addr)
+
+    def links_up(self) -> set[tuple[int, int]]:
+        """``(i, j)`` for every node ``i`` that has a link up to node ``j``."""
+        out: set[tuple[int, int]] = set()
+        for i, stack in enumerate(self.stacks):
+            for peer in stack.links_up():
+                j = self._index.get(peer)
+                if j is not None:
+                    out.add((i, j))
+        return out
+
+    # -- names -----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        i: int,
+        type: int,
+        lower: int,
+        upper: int,
+        *,
+        port: int | None = None,
+        key: int | None = None,
+    ) -> tuple[int, int]:
+        """Node ``i`` binds ``{type, lower, upper}`` with cluster scope. Port and key
+        default to fresh numbers; returns them (a withdrawal must name both)."""
+        if port is None:
+            port = self._next_port
+            self._next_port += 1
+        if key is None:
+            key = port
+        self.stacks[i].publish(type, lower, upper, port, key, self.now)
+        self._bindings.setdefault((i, type, lower, upper), []).append((port, key))
+        self.network.touch(i)
+        return port, key
+
+    def withdraw(
+        self,
+        i: int,
+        type: int,
+        lower: int,
+        upper: int,
+        *,
+        port: int | None = None,
+        key: int | None = None,
+    ) -> None:
+        """Node ``i`` withdraws a binding; without port/key its latest one of that range."""
+        made = self._bindings.get((i, type, lower, upper), [])
+        if port is None or key is None:
+            if not made:
+                raise ValueError(f"node {i} has no binding {{{type}, {lower}, {upper}}}")
+            port, key = made[-1]
+        if (port, key) in made:
+            made.remove((port, key))
+        self.stacks[i].withdraw(type, lower, upper, port, key, self.now)
+        self.network.touch(i)
+
+    def name_table(self, i: int, *, reserved: bool = False) -> list[tuple[int, int, int, int]]:
+        """The bindings node ``i`` knows, as sorted ``(type, lower, upper, node_index)``;
+        TIPC's own service types (< 64: node and link state) only with ``reserved``."""
+        out = []
+        for b in self.stacks[i].nametable.bindings():
+            if b.type < RESERVED_TYPES and not reserved:
+                continue
+            j = self._index.get(b.node, -1)
+            out.append((b.type, b.lower, b.upper, j))
+        return sorted(out)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def send(self, i: int, j: int, payload: bytes, *, importance: int = 0) -> None:
+        """One data message of ``payload`` from node ``i`` to node ``j`` over their link.
+        It waits (as a socket would) while no link is up or the link is congested."""
+        src, dst = self._addr[i], self._addr[j]
+        if src is None or dst is None:
+            raise ValueError(f"node {i if src is None else j} has no address yet")
+        msg = data_message(src, dst, payload, importance=importance)
+        self._pending[i].setdefault(j, deque()).append((importance, msg))
+        self._feed(i)
+
+    def pending(self, i: int) -> int:
+        """Messages node ``i`` holds back (no link, or congested)."""
+        return sum(len(q) for q in self._pending[i].values())
+
+    def _feed(self, i: int) -> None:
+        stack = self.stacks[i]
+        up = stack.links_up()
+        for j, queue in self._pending[i].items():
+            dst = self._addr[j]
+            if dst is None:
+                continue
+            while queue and dst in up and (i, dst) not in self._congested:
+                importance, msg = queue[0]
+                if self._link_congested(stack, dst, importance):
+                    self._congested.add((i, dst))
+                    break
+                stack.send(dst, msg, self.now)
+                queue.popleft()
+        self.network.touch(i)
+
+    @staticmethod
+    def _link_congested(stack: Any, peer: int, importance: int) -> bool:
+        congested = getattr(stack, "congested", None)
+        return bool(congested(peer, importance)) if congested is not None else False
+
+    def _on_event(self, i: int, now: float, ev: CoreEvent) -> None:
+        if isinstance(ev, Delivered):
+            hdr = validate_msg(ev.frame)
+            if hdr.is_data:
+                src = self._index.get(ev.source, -1)
+                self._delivered[i].append((src, bytes(ev.frame[hdr.hsize : hdr.size])))
+        elif isinstance(ev, AddressCommitted):
+            self._addr[i] = ev.addr
+            self._index[ev.addr] = i
+        elif isinstance(ev, LinkCongested):
+            self._congested.add((i, ev.peer))
+        elif isinstance(ev, LinkUncongested):
+            self._congested.discard((i, ev.peer))
+            self._feed(i)
+        elif isinstance(ev, LinkUp | NodeUp):
+            self._feed(i)
+
+    def delivered(self, j: int) -> list[tuple[int, bytes]]:
+        """``(source_index, payload)`` of every data message delivered at node ``j``,
+        in order."""
+        return list(self._delivered[j])
+
+    def events(self, i: int) -> list[tuple[float, CoreEvent]]:
+        """Every event node ``i``'s stack reported, with its time."""
+        return self.network.events(i)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Cut every path between nodes of different groups: ``partition({0}, {1, 2})``."""
+        self.network.partition(*groups)
+
+    def heal(self) -> None:
+        """Restore every path."""
+        self.network.heal()
+
+    def trace(self) -> list[TraceEntry]:
+        """Everything that happened (see :meth:`SimNetwork.trace`): same seed, same trace."""
+        return self.network.trace()
+
+
 __all__ = [
     "BearerObject",
     "FakeClock",
@@ -733,6 +1025,7 @@ __all__ = [
     "NetworkStatistics",
     "PathStatistics",
     "PointToPointObject",
+    "SimCluster",
     "SimLinkPair",
     "SimNetwork",
     "data_message",

@@ -205,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<16} {fmt([r.send_rate for r in rs])}   {fmt([r.recv_rate for r in rs])}")
     loops = [w[0] for w in weathers]
     copies = [w[1] for w in weathers]
-    print(f"weather: bare loop {fmt(loops)} it/s; 64 KiB bytes copy "
-          f"{min(copies):.1f} {statistics.median(copies):.1f} {max(copies):.1f} GB/s")
+    print(
+        f"weather: bare loop {fmt(loops)} it/s; 64 KiB bytes copy "
+        f"{min(copies):.1f} {statistics.median(copies):.1f} {max(copies):.1f} GB/s"
+    )
     return 0
 
 
