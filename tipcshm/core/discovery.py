@@ -53,9 +53,8 @@ the exact address).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tipcshm.core.contract import Machine
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
@@ -70,6 +69,9 @@ from tipcshm.wire.discovery import (
     wire_signature,
 )
 from tipcshm.wire.header import NODE_ID_LEN, DiscMsgType, WireError, hash128to32
+
+if TYPE_CHECKING:
+    import random
 
 DISC_INIT: Final = 0.125  # TIPC_DISC_INIT: first interval, and the interval during a trial
 DISC_FAST: Final = 1.0  # TIPC_DISC_FAST: cap while the bearer has no link up
@@ -144,6 +146,10 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
     whole cluster). ``signature`` (16 bits) defaults to a value drawn from ``rng``; as on
     the wire, its bit 15 is capability bit 0. ``net_hash`` fills w13 (0 = not in a shared
     kernel). Raises :class:`LocalProtocolError` for impossible arguments.
+
+    A configured ``addr`` is reported at once as :class:`AddressCommitted` (so an owner
+    reacts to that one event whichever way the address came), a trial address when the
+    trial ends.
     """
 
     def __init__(
@@ -224,6 +230,8 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
             ),
             0,
         )
+        if addr is not None:
+            self._emit(AddressCommitted(addr))
         self._send_request()
 
     # -- owner's view -------------------------------------------------------------------
