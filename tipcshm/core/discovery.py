@@ -262,7 +262,8 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
 
     def link_up(self, now: float, peer: int | None = None) -> None:
         """A link on this bearer came up (to ``peer``, if given: name it so the
-        signature/media checks know that link is working). Slows requests to 60 s."""
+        signature/media checks know that link is working). Call once per link going up,
+        as the kernel counts links, not peers. Lets requests slow down to 60 s."""
         self._links_up += 1
         record = self._peers.get(peer) if peer is not None else None
         if record is not None:
