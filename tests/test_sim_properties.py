@@ -10,18 +10,25 @@ the worst case (the issue's rates) as regressions.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tipcshm.core.events import LinkDown, LinkUp
 from tipcshm.testing import SimLinkPair
+from tipcshm.wire import BASIC_H_SIZE, INT_H_SIZE, MAX_USER_MSG_SIZE
 
 pytest.importorskip("tipcshm.core.link")
 
 WINDOW = 50
 #: backlog limits per importance on UDP (tipc-wire.md §5.4: 2/4/6/8 x the min window)
 BACKLOG = {0: 100, 1: 200, 2: 300, 3: 400}
+#: tipc_link_xmit checks the limit before queueing, so the message that fills a backlog
+#: is queued whole: at most this many packets (a 66000-byte message in 1392-byte
+#: fragments at MTU 1472) beyond the limit.
+ONE_MESSAGE = math.ceil((MAX_USER_MSG_SIZE + BASIC_H_SIZE) / (1472 - 2 * INT_H_SIZE))
 
 SIZES = st.one_of(
     st.integers(1, 300),
@@ -36,8 +43,7 @@ def check_queues(pair: SimLinkPair) -> None:
         q = pair.link(side).queue_sizes()
         assert q["transmq"] <= WINDOW, q
         for imp, limit in BACKLOG.items():
-            # the backlog may exceed its limit by the one message that made it full
-            assert q.get(f"backlog{imp}", 0) <= limit + 1, q
+            assert q[f"backlog{imp}"] < limit + ONE_MESSAGE, q
 
 
 def exchange(pair: SimLinkPair, sizes: list[int], timeout: float = 120.0) -> None:
@@ -68,13 +74,13 @@ def exchange(pair: SimLinkPair, sizes: list[int], timeout: float = 120.0) -> Non
         assert downs == []
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     loss=st.floats(0, 0.3),
     duplicate=st.floats(0, 0.1),
     reorder=st.floats(0, 0.3),
-    sizes=st.lists(SIZES, min_size=1, max_size=6),
+    sizes=st.lists(SIZES, min_size=1, max_size=12),
 )
 def test_exactly_once_in_order_under_faults(
     seed: int, loss: float, duplicate: float, reorder: float, sizes: list[int]
@@ -94,7 +100,7 @@ def test_many_small_messages_fill_window_and_backlog() -> None:
     exchange(pair, [64] * 600 + [1, 66000] + [200] * 200)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     loss=st.floats(0, 0.3),
@@ -114,7 +120,7 @@ def last_reception(pair: SimLinkPair, side: int) -> float:
     return max(t for t, what, _, dst, _, _ in pair.trace() if what == "deliver" and dst == side)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     tolerance_ms=st.sampled_from([100, 400, 1500, 3000]),
@@ -134,14 +140,15 @@ def test_silent_peer_declared_down_within_tolerance_not_before(
     cut_at = pair.clock.now
     tol = tolerance_ms / 1000
     tick = min(tol / 4, 0.5)
-    pair.run(tol + 2 * tick + 0.01)
+    pair.run(tol + 2 * tick)
     downs = [(t, ev) for t, ev in pair.events(0) if isinstance(ev, LinkDown)]
     assert len(downs) == 1, downs
     t_down, ev = downs[0]
     heard = last_reception(pair, 0)
     assert heard <= cut_at + 0.001
-    # supervision counts silent ticks, so its verdict is quantised by one tick
-    assert tol - tick <= t_down - heard <= tol + 2 * tick, (t_down, heard, tol, tick)
+    # supervision counts silent ticks (abort after tolerance/tick of them), so the
+    # verdict comes after the tolerance, late by at most one tick
+    assert tol <= t_down - heard <= tol + tick + 1e-9, (t_down, heard, tol, tick)
     assert ev.peer == pair.addr(1)
 
 
@@ -157,7 +164,7 @@ def test_link_comes_back_after_a_partition_heals(seed: int) -> None:
     exchange(pair, [10, 5000, 66000])
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_same_seed_same_trace(seed: int) -> None:
     def once() -> list[tuple]:

@@ -860,6 +860,22 @@ class SimCluster:
         n = len(self.stacks)
         return self.run_until(lambda: len(self.links_up()) == n * (n - 1), timeout)
 
+    def quiescent(self) -> bool:
+        """True when nothing is in transit: no frame in flight and every link of every
+        node has an empty transmit queue and backlog (all it sent was acked, so the
+        peer has delivered it) and no message waits in :meth:`send`."""
+        if self.network.in_flight() or any(
+            self._pending[i][j] for i in range(len(self.stacks)) for j in self._pending[i]
+        ):
+            return False
+        for stack in self.stacks:
+            for node in stack.peers().values():
+                for entry in node.links:
+                    q = entry.link.queue_sizes()
+                    if q["transmq"] or q["backlog"]:
+                        return False
+        return True
+
     # -- nodes -----------------------------------------------------------------------------
 
     def stack(self, i: int) -> Any:

@@ -1,0 +1,191 @@
+"""SimCluster: whole nodes (discovery + links + name distribution) under faults.
+
+The issue's example runs as written; hypothesis draws seeds, cluster sizes, fault rates
+up to the issue's (30% loss, 10% duplication, 30% reordering), bindings and messages,
+and checks that links come up, name tables converge to exactly the live bindings,
+messages arrive exactly once and in order per pair, queues stay bounded, partitions
+take bindings away and healing brings them back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("tipcshm.core.stack")
+
+from tipcshm.core.events import LinkDown, NodeDown  # noqa: E402
+from tipcshm.testing import SimCluster  # noqa: E402
+from tipcshm.wire import BASIC_H_SIZE, INT_H_SIZE, MAX_USER_MSG_SIZE  # noqa: E402
+
+WINDOW = 50
+BACKLOG = {0: 100, 1: 200, 2: 300, 3: 400}
+ONE_MESSAGE = math.ceil((MAX_USER_MSG_SIZE + BASIC_H_SIZE) / (1472 - 2 * INT_H_SIZE))
+FAULTY = dict(loss=0.3, duplicate=0.1, reorder=0.3)
+
+
+def all_pairs(n: int) -> set[tuple[int, int]]:
+    return {(i, j) for i in range(n) for j in range(n) if i != j}
+
+
+def check_queues(sim: SimCluster) -> None:
+    """Every link's transmit queue within the window, every backlog within its limit
+    plus the one message that filled it (tipc_link_xmit)."""
+    for i in range(len(sim)):
+        for node in sim.stack(i).peers().values():
+            for entry in node.links:
+                q = entry.link.queue_sizes()
+                assert q["transmq"] <= WINDOW, (i, q)
+                for imp, limit in BACKLOG.items():
+                    assert q[f"backlog{imp}"] < limit + ONE_MESSAGE, (i, q)
+
+
+def test_the_issues_example() -> None:
+    sim = SimCluster(3, seed=7, loss=0.3, duplicate=0.1, reorder=0.3)
+    sim.run(seconds=10)
+    assert sim.links_up() == all_pairs(3)
+    sim.publish(0, 18888, 0, 99)
+    assert sim.run_until(lambda: all(sim.name_table(i) for i in range(3)), 10.0)
+    assert all(sim.name_table(i) == [(18888, 0, 99, 0)] for i in range(3))
+    sim.send(0, 2, b"payload")
+    assert sim.run_until(lambda: sim.delivered(2) != [], 10.0)
+    assert sim.delivered(2) == [(0, b"payload")]
+    sim.partition({0}, {1, 2})
+    sim.run(5.0)
+    assert sim.links_up() == {(1, 2), (2, 1)}
+    assert sim.name_table(2) == [] and sim.name_table(0) == [(18888, 0, 99, 0)]
+    sim.heal()
+    assert sim.run_until_connected(30.0)
+    assert sim.run_until(lambda: all(sim.name_table(i) for i in range(3)), 10.0)
+    assert all(sim.name_table(i) == [(18888, 0, 99, 0)] for i in range(3))
+    # own node-state bindings {0, addr, addr} of every node, everywhere
+    for i in range(3):
+        nodes = {(t, lo, up, j) for t, lo, up, j in sim.name_table(i, reserved=True) if t == 0}
+        assert nodes == {(0, sim.addr(j), sim.addr(j), j) for j in range(3)}
+
+
+binding = st.tuples(
+    st.integers(0, 3),  # node (taken modulo the cluster size)
+    st.integers(64, 70),  # type
+    st.integers(0, 1000),  # lower
+    st.integers(0, 50),  # upper - lower
+    st.booleans(),  # withdrawn again later
+)
+message = st.tuples(
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.one_of(st.integers(1, 200), st.sampled_from([1433, 66000]), st.integers(1, 66000)),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 4),
+    loss=st.floats(0, 0.3),
+    duplicate=st.floats(0, 0.1),
+    reorder=st.floats(0, 0.3),
+    bindings=st.lists(binding, max_size=12),
+    messages=st.lists(message, max_size=12),
+)
+def test_cluster_converges_and_delivers_exactly_once(
+    seed: int,
+    n: int,
+    loss: float,
+    duplicate: float,
+    reorder: float,
+    bindings: list[tuple[int, int, int, int, bool]],
+    messages: list[tuple[int, int, int]],
+) -> None:
+    sim = SimCluster(n, seed, loss=loss, duplicate=duplicate, reorder=reorder, jitter=0.001)
+    assert sim.run_until_connected(30.0), sim.links_up()
+    live: list[tuple[int, int, int, int]] = []
+    made: list[tuple[int, int, int, int, tuple[int, int]]] = []
+    for node, type_, lower, span, _ in bindings:
+        i = node % n
+        port_key = sim.publish(i, type_, lower, lower + span)
+        made.append((i, type_, lower, lower + span, port_key))
+    sim.run(0.5)
+    for (i, type_, lower, upper, (port, key)), (*_, withdraw) in zip(made, bindings, strict=True):
+        if withdraw:
+            sim.withdraw(i, type_, lower, upper, port=port, key=key)
+        else:
+            live.append((type_, lower, upper, i))
+    want_msgs: dict[tuple[int, int], list[bytes]] = {}
+    for k, (src, dst, size) in enumerate(messages):
+        i, j = src % n, dst % n
+        if i == j:
+            continue
+        payload = (b"%d>%d#%d:" % (i, j, k) + b"z" * size)[:size]
+        want_msgs.setdefault((i, j), []).append(payload)
+        sim.send(i, j, payload)
+    expected = sorted(live)
+
+    def settled() -> bool:
+        check_queues(sim)
+        if not sim.quiescent() or any(sim.name_table(i) != expected for i in range(n)):
+            return False
+        return all(
+            sum(1 for s, _ in sim.delivered(j) if s == i) >= len(msgs)
+            for (i, j), msgs in want_msgs.items()
+        )
+
+    assert sim.run_until(settled, 60.0), [sim.name_table(i) for i in range(n)]
+    sim.run(1.0)  # stragglers must change nothing
+    for i in range(n):
+        assert sim.name_table(i) == expected
+    for (i, j), msgs in want_msgs.items():
+        assert [p for s, p in sim.delivered(j) if s == i] == msgs
+    node_states = {(0, sim.addr(j), sim.addr(j), j) for j in range(n)}
+    for i in range(n):
+        assert {b for b in sim.name_table(i, reserved=True) if b[0] == 0} == node_states
+    for i in range(n):
+        downs = [ev for _, ev in sim.events(i) if isinstance(ev, LinkDown | NodeDown)]
+        assert downs == []
+    assert sim.links_up() == all_pairs(n)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_partition_withdraws_peer_bindings_and_heal_restores_them(seed: int) -> None:
+    sim = SimCluster(4, seed, loss=0.1, duplicate=0.05, reorder=0.1)
+    assert sim.run_until_connected(30.0)
+    for i in range(4):
+        sim.publish(i, 1000 + i, 0, 10)
+    everything = sorted((1000 + i, 0, 10, i) for i in range(4))
+    assert sim.run_until(lambda: all(sim.name_table(i) == everything for i in range(4)), 10.0)
+    sim.partition({0, 1}, {2, 3})
+    sim.run(4.0)
+    assert sim.links_up() == {(0, 1), (1, 0), (2, 3), (3, 2)}
+    assert sim.name_table(0) == everything[:2] and sim.name_table(3) == everything[2:]
+    # what was sent during the partition across it waits for the link, then arrives
+    sim.send(0, 3, b"after the storm")
+    sim.heal()
+    assert sim.run_until_connected(30.0)
+    assert sim.run_until(lambda: all(sim.name_table(i) == everything for i in range(4)), 10.0)
+    assert sim.run_until(lambda: sim.delivered(3) == [(0, b"after the storm")], 10.0)
+
+
+def test_address_trial_gives_distinct_addresses() -> None:
+    sim = SimCluster(3, seed=5, trial=True)
+    assert sim.addr(0) is None
+    assert sim.run_until_connected(30.0)
+    addrs = [sim.addr(i) for i in range(3)]
+    assert None not in addrs and len(set(addrs)) == 3
+    assert [sim.stack(i).addr for i in range(3)] == addrs
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_same_seed_same_cluster_trace(seed: int) -> None:
+    def once() -> list[tuple]:
+        sim = SimCluster(3, seed, **FAULTY)
+        sim.run(2.0)
+        sim.publish(1, 4242, 1, 2)
+        sim.send(0, 1, b"a" * 3000)
+        sim.run(3.0)
+        return sim.trace()
+
+    assert once() == once()
