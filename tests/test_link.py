@@ -446,3 +446,34 @@ def test_fragment_without_first_resets_the_link() -> None:
     b.receive(bytes(forged), bn.now)
     downs = [e for e in iter(b.next_event, None) if isinstance(e, LinkDown)]
     assert [d.reason for d in downs] == ["reassembly failure"]
+
+
+def test_retransmission_failure_after_ten_tolerances() -> None:
+    bn = up_bench(12)
+    bn.run(bn.now + 1.0)
+    a, b = bn.a, bn.b
+    a.send(data_msg(A_ADDR, B_ADDR, b"never arrives"), bn.now)
+    a.frames_to_send(bn.now)
+    start = bn.now
+    t = start
+    downs: list[LinkDown] = []
+    while t < start + 20 and not downs:
+        # b keeps NACKing the one packet (so a never sees silence)
+        nack = LinkProtoMsg(
+            mtype=LinkMsgType.STATE_MSG,
+            prev_node=B_ADDR,
+            orig_node=B_ADDR,
+            dest_node=A_ADDR,
+            session=b.session,
+            ack=(a.snd_nxt - 2) & 0xFFFF,
+            seq_gap=1,
+            next_sent=b.snd_nxt,
+            bc_ack_invalid=True,
+        )
+        a.receive(nack.encode(), t)
+        a.handle_timer(t)
+        a.frames_to_send(t)
+        downs = [e for e in iter(a.next_event, None) if isinstance(e, LinkDown)]
+        t += 0.1
+    assert [d.reason for d in downs] == ["retransmission failure"]
+    assert 15.0 < t - start <= 15.3  # 10 x 1500 ms after the first retransmission

@@ -39,8 +39,14 @@ Losing the link (peer reset, timeout, retransmission failure, caller reset) empt
 queues, emits :class:`LinkDown`, bumps our session and sends a RESET with
 ``peer_stopping`` set, as ``__tipc_node_link_down`` does for a node's last link.
 
-Fragmentation (``_segment``) and bundling (``_backlog_add``) each plug in at one place;
-reassembly and unbundling at ``_input``.
+Fragmentation (``_segment``, seg's ``fragment``) and bundling (``_backlog_add``, seg's
+``BundleBuilder``) each plug in at one place; reassembly and unbundling at ``_input``.
+
+Not implemented: gap-ACK blocks (we do not advertise TIPC_GAP_ACK_BLOCK, so a kernel sends
+none to us; a STATE body is ignored, :mod:`tipcshm.wire.link` can parse it), the
+broadcast receive link (the bcast-init is consumed and its ``last_bcast`` acked forever,
+``bc_ack_invalid`` stays set in our STATEs, tipc-wire §13), failover/synch (the FSM table
+has their states and events; nothing triggers them), the link monitor record.
 """
 
 from __future__ import annotations
