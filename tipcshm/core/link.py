@@ -62,6 +62,7 @@ from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import Delivered, LinkCongested, LinkDown, LinkUncongested, LinkUp
 from tipcshm.core.reassembly import Reassembler
 from tipcshm.wire.bundle import BundleBuilder, bundlable, unbundle
+from tipcshm.wire.discovery import Capability
 from tipcshm.wire.fragment import FragmentMsg, fragment
 from tipcshm.wire.header import (
     INT_H_SIZE,
@@ -74,7 +75,6 @@ from tipcshm.wire.header import (
     seq_more,
 )
 from tipcshm.wire.link import (
-    TIPC_LINK_PROTO_SEQNO,
     BcastProtoMsg,
     FrameInfo,
     LinkProtoMsg,
@@ -661,7 +661,7 @@ class Link(Machine[bytes]):
             "bc_ack_invalid": True,
         }
         if mtype == LinkMsgType.STATE_MSG:
-            seqno = self._snd_nxt_state if self.peer_caps & TIPC_LINK_PROTO_SEQNO else None
+            seqno = self._snd_nxt_state if self.peer_caps & Capability.LINK_PROTO_SEQNO else None
             if seqno is not None:
                 self._snd_nxt_state = seq_add(seqno, 1)
             else:
@@ -757,7 +757,7 @@ class Link(Machine[bytes]):
                 return False
             if not self.is_up and msg.ack:
                 return False
-            if not self.peer_caps & TIPC_LINK_PROTO_SEQNO:
+            if not self.peer_caps & Capability.LINK_PROTO_SEQNO:
                 return True
             return not seq_less(msg.seqno, self._rcv_nxt_state)
         return False
