@@ -145,11 +145,10 @@ def test_build_incremental_bytes() -> None:
 
 
 def test_legacy_flags() -> None:
-    base = NameDistrMsg(mtype=0, prev_node=1, orig_node=1, dest_node=2)
-    assert base.is_legacy
+    # Only the non-legacy bit decides (msg_is_legacy); bulk bits do not.
     for flag in ("bulk", "last_bulk", "non_legacy"):
         other = NameDistrMsg(mtype=0, prev_node=1, orig_node=1, dest_node=2, **{flag: True})
-        assert not other.is_legacy
+        assert other.is_legacy == (flag != "non_legacy")
 
 
 def test_items_per_message() -> None:

@@ -37,7 +37,8 @@ sends. Three kinds of message exist on the wire:
   cluster-scope table, sent to one node when it comes up; the last one also has
   ``last_bulk`` and the publisher's next distribution ``seqno``;
 * **incremental** (``non_legacy``): one item, one ``seqno`` per update;
-* **legacy** (bits 28..26 clear): applied by the receiver as soon as it arrives.
+* **legacy** (non-legacy bit clear; old kernels send only these): applied by the
+  receiver as soon as it arrives.
 
 Errors: :meth:`NameDistrMsg.decode` raises :class:`~tipcshm.wire.header.WireError` for
 anything that is not a well-formed name-distributor message; encoders raise
@@ -182,8 +183,9 @@ class NameDistrMsg:
 
     @property
     def is_legacy(self) -> bool:
-        """Neither bulk nor non-legacy: the receiver applies it at once (msg_is_legacy)."""
-        return not (self.bulk or self.last_bulk or self.non_legacy)
+        """Non-legacy bit clear (msg_is_legacy): the receiver applies it at once, without
+        looking at ``seqno``. Old kernels send only these."""
+        return not self.non_legacy
 
     @property
     def size(self) -> int:
