@@ -49,9 +49,9 @@ def _view(d: NameDistributor) -> set[tuple[int, int, int, int, int, int]]:
     return {(b.type, b.lower, b.upper, b.port, b.key, b.node) for b in d.nametable.bindings()}
 
 
-def _connect(nodes: dict[int, NameDistributor], x: int, y: int, mtu: int = 1472) -> None:
-    nodes[x].node_up(y, mtu, 0.0)
-    nodes[y].node_up(x, mtu, 0.0)
+def _connect(nodes: dict[int, NameDistributor], x: int, y: int, mss: int = 1432) -> None:
+    nodes[x].node_up(y, mss, 0.0)
+    nodes[y].node_up(x, mss, 0.0)
 
 
 def test_node_state_binding_at_address() -> None:
@@ -70,16 +70,17 @@ def test_bulk_layout_and_convergence() -> None:
     nodes = {A: NameDistributor(own_addr=A), B: NameDistributor(own_addr=B)}
     for i in range(150):
         nodes[A].publish(20000, i, i, 100 + i, i, 0.0)
-    nodes[A].node_up(B, 1472, 0.0)
+    nodes[A].node_up(B, 1432, 0.0)  # link mtu 1472: 1432-byte segments
     frames = nodes[A].frames_to_send(0.0)
     msgs = [NameDistrMsg.decode(f) for _, f in frames]
-    # 151 items (150 + node state), 71 per 1472-byte message.
-    assert [len(m.items) for m in msgs] == [71, 71, 9]
+    # 151 items (150 + node state), (1432 - 40) // 20 = 69 per message.
+    assert [len(m.items) for m in msgs] == [69, 69, 13]
+    assert max(len(f) for _, f in frames) <= 1432
     assert all(m.bulk and m.non_legacy and m.bc_ack_invalid for m in msgs)
     assert [m.last_bulk for m in msgs] == [False, False, True]
     assert msgs[0].items[0] == DistrItem(NODE_STATE_TYPE, A, A, 0, A)
     # Replay into B once B is up too.
-    nodes[B].node_up(A, 1472, 0.0)
+    nodes[B].node_up(A, 1432, 0.0)
     for _, f in frames:
         nodes[B].receive(f, 0.0, source=A)
     _settle(nodes)
@@ -118,7 +119,7 @@ def test_local_misuse() -> None:
     with pytest.raises(LocalProtocolError):
         d.withdraw(1, 2, 3, 99, 5, 0.0)  # wrong port
     with pytest.raises(LocalProtocolError):
-        NameDistributor(own_addr=None).node_up(B, 1472, 0.0)
+        NameDistributor(own_addr=None).node_up(B, 1432, 0.0)
 
 
 def _incr(seqno: int, mtype: int, item: DistrItem, *, origin: int = B) -> bytes:
@@ -149,7 +150,7 @@ def _bulk(seqno: int, items: tuple[DistrItem, ...], *, origin: int = B) -> bytes
 
 def test_non_legacy_waits_for_last_bulk_and_order() -> None:
     d = NameDistributor(own_addr=A)
-    d.node_up(B, 1472, 0.0)
+    d.node_up(B, 1432, 0.0)
     x, y = DistrItem(50, 1, 1, 1, 1), DistrItem(50, 2, 2, 2, 2)
     # Incremental 11 and 10 arrive before the bulk that opens the stream at 10.
     d.receive(_incr(11, NameDistrType.PUBLICATION, y), 0.0, source=B)
@@ -173,7 +174,7 @@ def test_non_legacy_waits_for_last_bulk_and_order() -> None:
 
 def test_duplicates_unknown_withdrawals_foreign_and_not_up_are_counted() -> None:
     d = NameDistributor(own_addr=A)
-    d.node_up(B, 1472, 0.0)
+    d.node_up(B, 1432, 0.0)
     item = DistrItem(70, 1, 2, 3, 4)
     legacy = NameDistrMsg(
         mtype=NameDistrType.PUBLICATION, prev_node=B, orig_node=B, dest_node=A, items=(item,)
@@ -217,9 +218,9 @@ def test_node_down_withdraws_everything_of_that_node() -> None:
     assert {(e.type, e.node) for e in evs if isinstance(e, Withdrawn)} == {(0, B), (300, B)}
     assert {b.node for b in nodes[A].nametable.bindings()} == {A, C}
     # Updates from B are no longer taken; after B is back its bulk restores it.
-    nodes[A].node_up(B, 1472, 0.0)
+    nodes[A].node_up(B, 1432, 0.0)
     nodes[B].node_down(A, 0.0)
-    nodes[B].node_up(A, 1472, 0.0)
+    nodes[B].node_up(A, 1432, 0.0)
     _settle(nodes)
     assert _view(nodes[A]) == _view(nodes[B]) == _view(nodes[C])
 
@@ -251,7 +252,7 @@ def test_kernel_bulk_from_capture() -> None:
             bulk.append(dgram.payload)
     assert bulk
     d = NameDistributor(own_addr=VM1)
-    d.node_up(VM2, 1472, 0.0)
+    d.node_up(VM2, 1432, 0.0)
     for frame in bulk:
         d.receive(frame, 0.0, source=VM2)
     theirs = {(b.type, b.lower, b.upper) for b in d.nametable.bindings() if b.node == VM2}
@@ -335,7 +336,7 @@ def test_property_tables_converge(ops: list[tuple[str, int, int, int]], legacy: 
 @given(st.binary(max_size=120), st.sampled_from([B, C, None]))
 def test_property_fuzz_receive(data: bytes, source: int | None) -> None:
     d = NameDistributor(own_addr=A)
-    d.node_up(B, 1472, 0.0)
+    d.node_up(B, 1432, 0.0)
     before = (_view(d), d.statistics())
     try:
         d.receive(data, 0.0, source=source)
@@ -363,7 +364,7 @@ def test_property_fuzz_receive(data: bytes, source: int | None) -> None:
 )
 def test_property_valid_messages_never_raise(msgs: list[NameDistrMsg]) -> None:
     d = NameDistributor(own_addr=A, max_deferred=8)
-    d.node_up(B, 1472, 0.0)
+    d.node_up(B, 1432, 0.0)
     for m in msgs:
         d.receive(m.encode(), 0.0, source=B)
     assert d.statistics().deferred <= 8

@@ -25,6 +25,7 @@ class FakeLink:
     def __init__(self) -> None:
         self.is_up = False
         self.mtu = 1472
+        self.mss = 1432
         self.name = "own:eth0-peer:eth0"
         self.script: deque[list[CoreEvent | str]] = deque()
         self.received: list[bytes] = []

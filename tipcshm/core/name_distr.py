@@ -20,8 +20,9 @@ that peer's link and :class:`~tipcshm.core.events.Published` /
 Sending:
 
 * At node up the whole own cluster-scope list goes to that peer as *bulk* messages of
-  ``items_per_message(link mtu)`` items each; the last one is marked last-bulk and carries
-  our next distribution seqno. The list is never empty: once the address is known it
+  ``items_per_message(mss)`` items each, ``mss`` being the largest message the link
+  sends unfragmented (what the kernel's tipc_node_get_mtu returns: link mtu - 40); the
+  last one is marked last-bulk and carries our next distribution seqno. The list is never empty: once the address is known it
   holds the node-state binding ``{0, addr, addr}`` port 0 key ``addr`` (tipc_net_finalize).
 * Each later publish/withdraw is one message with one item and the next seqno, copied to
   every peer that is up. We never advertise TIPC_NAMED_BCAST, so there is no broadcast
@@ -123,7 +124,7 @@ class NameDistributor(Machine[tuple[int, bytes]]):
         # Own cluster-scope bindings, oldest first (the kernel's cluster_scope list).
         self._own: dict[_OwnKey, DistrItem] = {}
         self._snd_nxt = 0
-        self._up: dict[int, int] = {}  # peer -> link mtu, in node-up order
+        self._up: dict[int, int] = {}  # peer -> link mss, in node-up order
         self._rx: dict[int, _PeerRx] = {}
         self._stats: dict[str, int] = dict.fromkeys(
             (
@@ -236,17 +237,18 @@ class NameDistributor(Machine[tuple[int, bytes]]):
 
     # ------------------------------------------------------------------ peers
 
-    def node_up(self, peer: int, mtu: int, now: float) -> None:
-        """``peer`` came up over a link of ``mtu`` bytes: send it our bulk."""
+    def node_up(self, peer: int, mss: int, now: float) -> None:
+        """``peer`` came up over a link whose messages may be ``mss`` bytes long without
+        fragmentation: send it our bulk."""
         own = self.own_addr
         if own is None:
             raise LocalProtocolError("a peer cannot come up before our address is set")
         if peer == own or not 0 < peer <= _U32:
             raise LocalProtocolError(f"bad peer address {peer!r}")
-        self._up[peer] = mtu
+        self._up[peer] = mss
         self._rx[peer] = _PeerRx()
         items = list(self._own.values())
-        per = items_per_message(mtu)
+        per = items_per_message(mss)
         chunks = [tuple(items[i : i + per]) for i in range(0, len(items), per)]
         for n, chunk in enumerate(chunks, start=1):
             last = n == len(chunks)
