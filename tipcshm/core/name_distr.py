@@ -22,8 +22,9 @@ Sending:
 * At node up the whole own cluster-scope list goes to that peer as *bulk* messages of
   ``items_per_message(mss)`` items each, ``mss`` being the largest message the link
   sends unfragmented (what the kernel's tipc_node_get_mtu returns: link mtu - 40); the
-  last one is marked last-bulk and carries our next distribution seqno. The list is never empty: once the address is known it
-  holds the node-state binding ``{0, addr, addr}`` port 0 key ``addr`` (tipc_net_finalize).
+  last one is marked last-bulk and carries our next distribution seqno. The list is never
+  empty: once the address is known it holds the node-state binding ``{0, addr, addr}``
+  port 0 key ``addr`` (tipc_net_finalize).
 * Each later publish/withdraw is one message with one item and the next seqno, copied to
   every peer that is up. We never advertise TIPC_NAMED_BCAST, so there is no broadcast
   link to use; the kernel replicates over unicast links for such peers too.
