@@ -1,0 +1,241 @@
+"""Tests for tipcshm.core.stack: NodeStacks back to back with an explicit clock.
+
+A few lines of in-test network carry each stack's ``(frame, dest media)`` items: None
+goes to every other stack, a media address to the stack that owns it. Time jumps from
+timer to timer; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
+from tipcshm.core.events import (
+    CoreEvent,
+    Delivered,
+    LinkUp,
+    NodeDown,
+    NodeUp,
+    Published,
+    Withdrawn,
+)
+from tipcshm.core.stack import NodeStack
+from tipcshm.wire import DataType, Header, User, decode_header, encode_header
+from tipcshm.wire.discovery import UdpMediaAddr
+
+
+def _identity(i: int) -> bytes:
+    return f"node{i}".encode().ljust(16, b"\0")
+
+
+def _media(i: int) -> bytes:
+    return UdpMediaAddr(bytes([10, 0, 0, i + 1]), 6118).encode()
+
+
+class Net:
+    """N stacks, a clock, and a set of cut (sender, receiver) paths."""
+
+    def __init__(self, n: int, *, seed: int = 1, addrs: bool = True) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.stacks = [
+            NodeStack(
+                identity=_identity(i),
+                addr=(0x1000 + i) if addrs else None,
+                media=_media(i),
+                if_name="eth0",
+                rng=self.rng,
+                now=self.now,
+            )
+            for i in range(n)
+        ]
+        self.events: list[list[CoreEvent]] = [[] for _ in range(n)]
+        self.cut: set[tuple[int, int]] = set()
+        self._by_media = {_media(i): i for i in range(n)}
+
+    def addr(self, i: int) -> int:
+        a = self.stacks[i].addr
+        assert a is not None
+        return a
+
+    def _drain_events(self) -> None:
+        for i, s in enumerate(self.stacks):
+            while (ev := s.next_event()) is not None:
+                self.events[i].append(ev)
+
+    def flush(self) -> None:
+        """Deliver everything queued, repeatedly, at the current time."""
+        moved = True
+        while moved:
+            moved = False
+            for i, s in enumerate(self.stacks):
+                for frame, dest in s.frames_to_send(self.now):
+                    targets = (
+                        [j for j in range(len(self.stacks)) if j != i]
+                        if dest is None
+                        else [self._by_media[dest]]
+                    )
+                    for j in targets:
+                        if (i, j) in self.cut:
+                            continue
+                        moved = True
+                        self.stacks[j].receive(frame, self.now, _media(i))
+            self._drain_events()
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        self.flush()
+        while True:
+            timers = [t for s in self.stacks if (t := s.next_timer()) is not None]
+            nxt = min(timers) if timers else end
+            if nxt > end:
+                break
+            self.now = max(self.now, nxt)
+            for s in self.stacks:
+                t = s.next_timer()
+                if t is not None and t <= self.now:
+                    s.handle_timer(self.now)
+            self.flush()
+        self.now = end
+
+    def table(self, i: int) -> set[tuple[int, int, int, int]]:
+        return {(b.type, b.lower, b.upper, b.node) for b in self.stacks[i].nametable.bindings()}
+
+    def partition(self, a: set[int], b: set[int]) -> None:
+        for x in a:
+            for y in b:
+                self.cut |= {(x, y), (y, x)}
+
+
+def _data_msg(src: int, dst: int, payload: bytes) -> bytes:
+    hdr = Header(
+        user=User.LOW_IMPORTANCE,
+        hsize=32,
+        size=32 + len(payload),
+        mtype=DataType.DIRECT_MSG,
+        prev_node=src,
+        orig_node=src,
+        dest_node=dst,
+        orig_port=11,
+        dest_port=22,
+    )
+    return encode_header(hdr) + payload
+
+
+def test_two_stacks_link_up_and_exchange_node_state() -> None:
+    net = Net(2)
+    net.run(3.0)
+    a, b = net.addr(0), net.addr(1)
+    assert net.stacks[0].links_up() == {b} and net.stacks[1].links_up() == {a}
+    assert net.stacks[0].nodes_up() == {b}
+    expected = {(0, a, a, a), (0, b, b, b)}
+    assert net.table(0) == net.table(1) == expected
+    kinds = [type(e) for e in net.events[0]]
+    assert kinds.index(LinkUp) < kinds.index(NodeUp)
+    assert Published(0, b, b, 0, b, b) in net.events[0]
+
+
+def test_publish_withdraw_propagate_to_three() -> None:
+    net = Net(3)
+    net.run(3.0)
+    assert all(len(s.links_up()) == 2 for s in net.stacks)
+    net.stacks[0].publish(18888, 0, 99, 7, 1, net.now)
+    net.run(0.5)
+    a = net.addr(0)
+    for i in (1, 2):
+        assert (18888, 0, 99, a) in net.table(i)
+        assert Published(18888, 0, 99, 7, 1, a) in net.events[i]
+    net.stacks[0].withdraw(18888, 0, 99, 7, 1, net.now)
+    net.run(0.5)
+    for i in (1, 2):
+        assert (18888, 0, 99, a) not in net.table(i)
+        assert Withdrawn(18888, 0, 99, 7, 1, a) in net.events[i]
+    assert net.table(0) == net.table(1) == net.table(2)
+
+
+def test_bindings_made_before_links_arrive_in_bulk() -> None:
+    net = Net(2)
+    for k in range(200):  # more than one bulk message at mtu 1472
+        net.stacks[1].publish(20000, k, k, 5, k, net.now)
+    net.run(3.0)
+    b = net.addr(1)
+    assert sum(1 for t in net.table(0) if t[0] == 20000 and t[3] == b) == 200
+    assert net.stacks[1].statistics().names.bulk_messages_sent >= 3
+
+
+def test_data_delivered_in_order() -> None:
+    net = Net(2)
+    net.run(3.0)
+    a, b = net.addr(0), net.addr(1)
+    payloads = [bytes([i]) * (i + 1) for i in range(20)]
+    for p in payloads:
+        net.stacks[0].send(b, _data_msg(a, b, p), net.now)
+    net.run(0.5)
+    got = [e for e in net.events[1] if isinstance(e, Delivered)]
+    assert [e.source for e in got] == [a] * 20
+    assert [e.frame[32:] for e in got] == payloads
+    assert all(decode_header(e.frame).user == User.LOW_IMPORTANCE for e in got)
+    with pytest.raises(LocalProtocolError):
+        net.stacks[0].send(0xDEAD, _data_msg(a, 0xDEAD, b"x"), net.now)
+
+
+def test_node_down_withdraws_peer_bindings_and_comes_back() -> None:
+    net = Net(3)
+    net.run(3.0)
+    net.stacks[2].publish(30000, 1, 2, 3, 4, net.now)
+    net.run(0.5)
+    c = net.addr(2)
+    assert (30000, 1, 2, c) in net.table(0)
+    net.partition({0}, {2})
+    net.run(3.0)  # > tolerance (1.5 s)
+    assert c not in net.stacks[0].links_up()
+    assert NodeDown(c, "link timeout") in [
+        e for e in net.events[0] if isinstance(e, NodeDown)
+    ] or any(isinstance(e, NodeDown) and e.addr == c for e in net.events[0])
+    assert not any(t[3] == c for t in net.table(0))
+    assert (30000, 1, 2, c) in net.table(1)  # 1 still sees 2
+    net.cut.clear()
+    net.run(5.0)
+    assert c in net.stacks[0].links_up()
+    assert net.table(0) == net.table(1) == net.table(2)
+
+
+def test_address_trial_then_links() -> None:
+    net = Net(2, addrs=False)
+    assert net.stacks[0].addr is None
+    net.run(4.0)
+    assert net.stacks[0].addr is not None and net.stacks[1].addr is not None
+    assert len(net.stacks[0].links_up()) == 1
+    a, b = net.addr(0), net.addr(1)
+    assert net.table(0) == {(0, a, a, a), (0, b, b, b)}
+
+
+def test_unknown_sender_and_other_destination_are_counted() -> None:
+    net = Net(2)
+    net.run(3.0)
+    a, b = net.addr(0), net.addr(1)
+    s = net.stacks[0]
+    s.receive(_data_msg(0x7777, a, b"who"), net.now)
+    s.receive(_data_msg(b, 0x7777, b"not me"), net.now)
+    st_ = s.statistics()
+    assert st_.unknown_peer == 1 and st_.wrong_dest == 1
+    assert not any(isinstance(e, Delivered) for e in net.events[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=120))
+def test_property_fuzz_receive(data: bytes) -> None:
+    net = Net(2)
+    net.run(2.0)
+    s = net.stacks[0]
+    try:
+        s.receive(data, net.now, _media(1))
+    except RemoteProtocolError:
+        pass
+    # Whatever arrived, the node keeps working.
+    net.run(1.0)
+    assert s.links_up() == {net.addr(1)}
