@@ -55,6 +55,9 @@ class FakeLink:
             raise LocalProtocolError("down")
         self.sent.append(msg)
 
+    def congested(self, importance: int) -> bool:
+        return importance == 3
+
     def reset(self, now: float, reason: str = "reset by caller") -> None:
         self.resets += 1
         if self.is_up:
@@ -258,7 +261,9 @@ def test_send_and_misuse() -> None:
     node, link = _node()
     with pytest.raises(LocalProtocolError):
         node.send(_data(), 0.0)
+    assert node.congested(0)  # nowhere to send counts as congested
     _bring_up(node, link, via_state=True)
+    assert not node.congested(0) and node.congested(3)
     node.send(b"msg", 0.0)
     assert node.frames_to_send(0.0) == [(b"msg", MEDIA)]
     with pytest.raises(LocalProtocolError):

@@ -180,6 +180,8 @@ class LinkLike(Protocol):
 
     def send(self, msg: bytes, now: float) -> None: ...
 
+    def congested(self, importance: int) -> bool: ...
+
     def reset(self, now: float, reason: str = ...) -> None: ...
 
     def frames_to_send(self, now: float) -> list[bytes]: ...
@@ -370,6 +372,11 @@ class PeerNode(Machine[tuple[bytes, bytes]]):
                 link.send(msg, now)
                 self._drain(entry)
                 return
+
+    def congested(self, importance: int) -> bool:
+        """The active link's backlog of ``importance`` is full (or no link is up)."""
+        link = self.active_link()
+        return link is None or link.congested(importance)
 
     def reset(self, now: float, reason: str = "reset by caller") -> None:
         """Reset every link (the node goes down through the links' LinkDown events)."""

@@ -264,6 +264,12 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         node.send(msg, now)
         self._pump(now)
 
+    def congested(self, dest_node: int, importance: int) -> bool:
+        """Whether a message of ``importance`` to ``dest_node`` must wait: its link's
+        backlog is full (LinkCongested until LinkUncongested) or no link is up."""
+        node = self._nodes.get(dest_node)
+        return node is None or node.congested(importance)
+
     def statistics(self) -> NodeStackStatistics:
         return NodeStackStatistics(
             addr=self._addr,
