@@ -252,16 +252,80 @@ def test_unknown_sender_and_other_destination_are_counted() -> None:
     assert not any(isinstance(e, Delivered) for e in net.events[0])
 
 
+def _fresh_pair() -> Net:
+    net = Net(2)
+    net.run(2.0)
+    return net
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=120))
 def test_property_fuzz_receive(data: bytes) -> None:
-    net = Net(2)
-    net.run(2.0)
+    net = _fresh_pair()
     s = net.stacks[0]
+    before = (s.statistics(), net.table(0))
     try:
         s.receive(data, net.now, _media(1))
     except RemoteProtocolError:
-        pass
+        after = s.statistics()
+        assert (after.received, after.unknown_peer, net.table(0)) == (
+            before[0].received,
+            before[0].unknown_peer,
+            before[1],
+        )
     # Whatever arrived, the node keeps working.
     net.run(1.0)
     assert s.links_up() == {net.addr(1)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user=st.integers(0, 15),
+    mtype=st.integers(0, 7),
+    hsize=st.sampled_from([24, 32, 40, 44, 60]),
+    non_seq=st.booleans(),
+    seqno=st.integers(0, 0xFFFF),
+    ack=st.integers(0, 0xFFFF),
+    words=st.lists(st.integers(0, 0xFFFFFFFF), min_size=4, max_size=4),
+    payload=st.binary(max_size=64),
+)
+def test_property_frames_from_the_peer(
+    user: int,
+    mtype: int,
+    hsize: int,
+    non_seq: bool,
+    seqno: int,
+    ack: int,
+    words: list[int],
+    payload: bytes,
+) -> None:
+    """Well-framed headers from the real peer with arbitrary fields and bodies reach the
+    node, link and name distributor: only RemoteProtocolError may come out, and the
+    link to the peer survives or comes back."""
+    net = _fresh_pair()
+    a, b = net.addr(0), net.addr(1)
+    hdr = Header(
+        user=user,
+        hsize=hsize,
+        size=hsize + len(payload),
+        mtype=mtype,
+        non_seq=non_seq,
+        link_seqno=seqno,
+        link_ack=ack,
+        prev_node=b,
+        orig_node=b,
+        dest_node=a if hsize > 24 else 0,
+        orig_port=words[0],
+        dest_port=words[1] if hsize > 24 else 0,
+        name_type=words[2] if hsize > 32 else 0,
+        name_instance=words[3] if hsize > 36 else 0,
+        extra=bytes(hsize - 44) if hsize > 44 else b"",
+    )
+    frame = encode_header(hdr) + payload
+    try:
+        net.stacks[0].receive(frame, net.now, _media(1))
+    except RemoteProtocolError:
+        pass
+    net.run(6.0)
+    assert net.stacks[0].links_up() == {b}
+    assert net.table(0) == net.table(1)
