@@ -215,15 +215,17 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         self._pump(now)
 
     def frames_to_send(self, now: float) -> list[tuple[bytes, bytes | None]]:
-        self._pump(now)
         out, self._outbox = self._outbox, []
-        out.extend(self._disc.frames_to_send(now))
-        for node in self._nodes.values():
-            out.extend(node.frames_to_send(now))
-        self._pump(now)
-        out.extend(self._outbox)
-        self._outbox = []
-        return out
+        while True:
+            # Draining a part can raise events whose handling queues more frames (a
+            # bulk after NodeUp): go round until every part is quiet.
+            self._pump(now)
+            batch: list[tuple[bytes, bytes | None]] = list(self._disc.frames_to_send(now))
+            for node in self._nodes.values():
+                batch.extend(node.frames_to_send(now))
+            if not batch:
+                return out
+            out.extend(batch)
 
     def next_timer(self) -> float | None:
         timers = [self._disc.next_timer()]
