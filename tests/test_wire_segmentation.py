@@ -67,7 +67,7 @@ def data_msg(
         prev_node=OWN,
         orig_port=1234,
         dest_port=5678,
-        orig_node=OWN if hsize > 24 else OWN,
+        orig_node=OWN,
         dest_node=PEER if hsize > 24 else 0,
         name_type=18888 if hsize >= 40 else 0,
         name_instance=17 if hsize >= 40 else 0,
@@ -229,6 +229,8 @@ def test_fragment_refuses_what_it_should_not_split() -> None:
         fragment(data_msg(1000), MIN_FRAGMENT_MSS - 1, own_addr=OWN, dest_addr=PEER)
     with pytest.raises(ValueError, match="valid"):
         fragment(msg[:-1], 100, own_addr=OWN, dest_addr=PEER)
+    with pytest.raises(ValueError, match="u32"):
+        fragment(data_msg(1000), 400, own_addr=-1, dest_addr=PEER)
     # the smallest segment size still carries the longest header in the first fragment
     frags = fragment(data_msg(MAX_USER_MSG_SIZE), MIN_FRAGMENT_MSS, own_addr=1, dest_addr=2)
     assert len(frags) <= MAX_FRAGMENTS
@@ -256,6 +258,9 @@ def test_bundle_layout() -> None:
     assert raw[offsets[0] + len(a) : offsets[1]] == bytes(offsets[1] - offsets[0] - len(a))
     assert len(raw) == offsets[2] + len(c)  # no padding after the last message
     assert unbundle(raw) == [a, b, c]
+    assert encode_header(builder.header()) == raw[:INT_H_SIZE]
+    with pytest.raises(ValueError, match="not a valid"):
+        BundleBuilder(a[:-1], own_addr=OWN, dest_addr=PEER, max_size=1000)
 
 
 def test_bundle_room_and_refusals() -> None:

@@ -39,16 +39,24 @@ from typing import Final
 
 from tipcshm.wire.fragment import IMPORTANCE_MASK, message_importance
 from tipcshm.wire.header import (
+    HDR40,
     INT_H_SIZE,
+    MAX_USER_MSG_SIZE,
     MIN_H_SIZE,
+    TIPC_VERSION,
     U32,
     Header,
     User,
     WireError,
+    decode_header,
     encode_header,
+    make_w0,
     validate_msg,
+    w0_hsize,
     w0_size,
     w0_user,
+    w0_version,
+    w1_errcode,
 )
 
 __all__ = [
@@ -68,6 +76,8 @@ NEVER_BUNDLED: Final = frozenset(
     {User.MSG_FRAGMENTER, User.TUNNEL_PROTOCOL, User.BCAST_PROTOCOL, User.MSG_BUNDLER}
 )
 _NEVER_BUNDLED_INTS: Final = frozenset(int(u) for u in NEVER_BUNDLED)
+_PADDING: Final = bytes(3)
+_BUNDLE_W0: Final = make_w0(User.MSG_BUNDLER, INT_H_SIZE, 0)
 
 
 def align4(n: int) -> int:
@@ -98,15 +108,22 @@ class BundleBuilder:
     def __init__(self, first: bytes, *, own_addr: int, dest_addr: int, max_size: int) -> None:
         if not bundlable(first, max_size):
             raise ValueError("the first message of a bundle must be bundlable")
-        try:
-            hdr = validate_msg(first)
-        except WireError as exc:
-            raise ValueError(f"not a valid TIPC message: {exc}") from exc
+        w0 = U32.unpack_from(first)[0]
+        size = w0_size(w0)
+        hsize = w0_hsize(w0)
+        if (
+            w0_version(w0) != TIPC_VERSION
+            or len(first) < size
+            or hsize < MIN_H_SIZE
+            or size < hsize
+            or size - hsize > MAX_USER_MSG_SIZE
+        ):
+            raise ValueError("the first message of a bundle is not a valid TIPC message")
         self._own = own_addr
         self._dest = dest_addr
         self._max = max_size
-        self._importance = message_importance(hdr) & IMPORTANCE_MASK
-        self._body = bytearray(memoryview(first)[: hdr.size])
+        self._importance = _importance(first, w0)
+        self._body = bytearray(memoryview(first)[:size])
         self._count = 1
 
     @property
@@ -126,16 +143,20 @@ class BundleBuilder:
     def try_add(self, msg: bytes | bytearray | memoryview) -> bool:
         """Append ``msg`` if it is bundlable and fits (after padding to a 4-byte offset)
         within ``max_size``; False leaves the bundle unchanged."""
-        if self._count >= _MSGCNT_MAX or not bundlable(msg, self._max):
+        if len(msg) < MIN_H_SIZE or self._count >= _MSGCNT_MAX:
             return False
-        msz = w0_size(U32.unpack_from(msg)[0])
-        if len(msg) < msz:
+        w0 = U32.unpack_from(msg)[0]
+        msz = w0_size(w0)
+        if w0_user(w0) in _NEVER_BUNDLED_INTS or len(msg) < msz:
             return False
-        offset = align4(len(self._body))
+        body = self._body
+        used = len(body)
+        offset = (used + 3) & ~3
         if INT_H_SIZE + offset + msz > self._max:
             return False
-        self._body += bytes(offset - len(self._body))
-        self._body += memoryview(msg)[:msz]
+        if offset != used:
+            body += _PADDING[: offset - used]
+        body += msg if len(msg) == msz else memoryview(msg)[:msz]
         self._count += 1
         return True
 
@@ -153,24 +174,63 @@ class BundleBuilder:
 
     def encode(self) -> bytes:
         """The MSG_BUNDLER message (link words 0; the link stamps them)."""
-        return encode_header(self.header()) + self._body
+        body = self._body
+        own = self._own
+        head = HDR40.pack(
+            _BUNDLE_W0 | (INT_H_SIZE + len(body)),
+            0,
+            0,
+            own,
+            0,
+            0,
+            own,
+            self._dest,
+            0,
+            (self._count << MSGCNT_SHIFT) | self._importance,
+        )
+        return head + body
+
+
+def _importance(msg: bytes | bytearray | memoryview, w0: int) -> int:
+    """:func:`~tipcshm.wire.fragment.message_importance` of a message whose word 0 the
+    caller has read (the builder's path: no Header object)."""
+    user = w0_user(w0)
+    if user <= User.CRITICAL_IMPORTANCE and not w1_errcode(U32.unpack_from(msg, 4)[0]):
+        return user
+    return message_importance(decode_header(msg)) & IMPORTANCE_MASK
 
 
 def _walk(data: memoryview, count: int) -> list[bytes]:
-    """Split a bundle's data area into its inner messages (see :func:`unbundle`)."""
+    """Split a bundle's data area into its inner messages (see :func:`unbundle`).
+
+    Each inner message gets the checks of ``tipc_msg_validate`` (the same as
+    :func:`~tipcshm.wire.header.validate_msg`), made on word 0 alone: this runs once
+    per bundled message on the receive path.
+    """
     out: list[bytes] = []
     pos, end = 0, len(data)
+    unpack = U32.unpack_from
     while pos < end:
         if end - pos < MIN_H_SIZE:
             raise WireError(f"{end - pos} bytes left at bundle offset {pos}: not a message")
-        inner = validate_msg(data, pos)
-        if inner.user in _NEVER_BUNDLED_INTS:
-            raise WireError(f"user {inner.user} inside a bundle at offset {pos}")
-        out.append(bytes(data[pos : pos + inner.size]))
-        pos += inner.size
+        w0 = unpack(data, pos)[0]
+        hsize = w0_hsize(w0)
+        size = w0_size(w0)
+        if (
+            w0_version(w0) != TIPC_VERSION
+            or hsize < MIN_H_SIZE
+            or size < hsize
+            or size - hsize > MAX_USER_MSG_SIZE
+            or pos + size > end
+        ):
+            validate_msg(data[pos:end])  # names the fault
+            raise WireError(f"invalid inner message at bundle offset {pos}")  # pragma: no cover
+        if w0_user(w0) in _NEVER_BUNDLED_INTS:
+            raise WireError(f"user {w0_user(w0)} inside a bundle at offset {pos}")
+        out.append(bytes(data[pos : pos + size]))
+        pos += size
         if pos < end:
-            pad = align4(pos) - pos
-            pos += pad
+            pos = align4(pos)
     if pos != end:
         raise WireError(f"bundle data ends at {end}, inside the padding after {pos - 4}")
     if len(out) != count:

@@ -34,10 +34,11 @@ segment size a 66060-byte message needs 1101).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from tipcshm.wire.header import (
+    HDR40,
     INT_H_SIZE,
     MAX_H_SIZE,
     FragType,
@@ -46,6 +47,8 @@ from tipcshm.wire.header import (
     WireError,
     decode_header,
     encode_header,
+    make_w0,
+    make_w1,
     validate_msg,
 )
 
@@ -73,6 +76,8 @@ MIN_FRAGMENT_MSS: Final = INT_H_SIZE + MAX_H_SIZE
 # error (then it is a system message); fragmenter and bundler carry it in w9.
 _SYSTEM_IMPORTANCE: Final = int(User.SYSTEM_IMPORTANCE)
 _CRITICAL: Final = int(User.CRITICAL_IMPORTANCE)
+_U32_MAX: Final = 0xFFFFFFFF
+_FRAGMENT_W0: Final = make_w0(User.MSG_FRAGMENTER, INT_H_SIZE, 0)
 
 
 def message_importance(hdr: Header) -> int:
@@ -195,31 +200,33 @@ def fragment(msg: bytes, mss: int, *, own_addr: int, dest_addr: int) -> list[byt
     count = -(-size // chunk)
     if count > MAX_FRAGMENTS:
         raise ValueError(f"{size} bytes in {chunk}-byte pieces needs {count} fragments")
-    first = FragmentMsg.build(
-        frag_type=FragType.FIRST_FRAGMENT,
-        fragm_no=1,
-        importance=message_importance(inner),
-        own_addr=own_addr,
-        dest_addr=dest_addr,
-        payload=b"",
-    ).header
+    if not (0 <= own_addr <= _U32_MAX and 0 <= dest_addr <= _U32_MAX):
+        raise ValueError(f"node addresses {own_addr:#x}/{dest_addr:#x} must be u32")
+    importance = message_importance(inner)
     data = memoryview(msg)[:size]
+    w1_first, w1_middle, w1_last = (make_w1(t) for t in FragType)
     out: list[bytes] = []
     for index in range(count):
         piece = data[index * chunk : (index + 1) * chunk]
         if index == 0:
-            ftype = FragType.FIRST_FRAGMENT
+            w1 = w1_first
         elif index == count - 1:
-            ftype = FragType.LAST_FRAGMENT
+            w1 = w1_last
         else:
-            ftype = FragType.FRAGMENT
-        hdr = replace(
-            first,
-            mtype=int(ftype),
-            size=INT_H_SIZE + len(piece),
-            orig_port=(index + 1) << FRAGM_NO_SHIFT,
+            w1 = w1_middle
+        head = HDR40.pack(
+            _FRAGMENT_W0 | (INT_H_SIZE + len(piece)),
+            w1,
+            0,
+            own_addr,
+            (index + 1) << FRAGM_NO_SHIFT,
+            0,
+            own_addr,
+            dest_addr,
+            0,
+            importance,
         )
-        out.append(encode_header(hdr) + piece)
+        out.append(head + piece)
     return out
 
 
