@@ -192,6 +192,18 @@ def test_data_delivered_in_order() -> None:
         net.stacks[0].send(0xDEAD, _data_msg(a, 0xDEAD, b"x"), net.now)
 
 
+def test_large_messages_cross_fragmented() -> None:
+    net = Net(2)
+    net.run(3.0)
+    a, b = net.addr(0), net.addr(1)
+    payloads = [bytes(range(256)) * 257 + b"end", b"small", bytes(66000)]
+    for p in payloads:
+        net.stacks[0].send(b, _data_msg(a, b, p), net.now)
+    net.run(1.0)
+    got = [e.frame[32:] for e in net.events[1] if isinstance(e, Delivered)]
+    assert got == payloads
+
+
 def test_node_down_withdraws_peer_bindings_and_comes_back() -> None:
     net = Net(3)
     net.run(3.0)
