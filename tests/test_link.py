@@ -207,8 +207,18 @@ def test_mtu_is_the_minimum_of_both() -> None:
     bn = Bench(a, b, Pipe(random.Random(1)))
     bn.run_until(lambda: a.is_up and b.is_up, 5.0)
     assert a.mtu == b.mtu == 1000
+    bn.run(bn.now + 1.0)
+    big = data_msg(1, 2, b"x" * 2000)
+    a.send(big, bn.now)
+    frames = a.frames_to_send(bn.now)
+    assert len(frames) == 3 and all(len(f) <= 1000 - 40 for f in frames)
+    assert {peek(f).user for f in frames} == {User.MSG_FRAGMENTER}
+    for f in frames:
+        b.receive(f, bn.now)
+    got = [e.frame for e in iter(b.next_event, None) if isinstance(e, Delivered)]
+    assert [norm(g) for g in got] == [norm(big)]
     with pytest.raises(LocalProtocolError):
-        a.send(data_msg(1, 2, b"x" * 2000), bn.now)  # until fragmentation lands
+        a.send(big[:-1], bn.now)  # shorter than its header says
 
 
 def test_send_before_up_is_local_error() -> None:
@@ -249,8 +259,11 @@ def test_in_order_delivery_no_faults_and_acks() -> None:
     bn.run(bn.now + 1.0)
     assert bn.a.queue_sizes()["transmq"] == 0  # everything acked
     st = bn.a.statistics()
-    assert st.tx_packets >= 500 and bn.b.statistics().rx_packets >= 500
-    assert bn.b.statistics().tx_states > 500 // 16
+    sent_msgs = st.tx_packets - st.tx_bundles + st.tx_bundled
+    assert sent_msgs >= 500 and st.tx_bundles > 0  # the window filled: bundles were made
+    rb = bn.b.statistics()
+    assert rb.rx_bundles == st.tx_bundles and rb.rx_bundled == st.tx_bundled
+    assert bn.b.statistics().tx_states >= rb.rx_packets // 16
 
 
 def test_window_and_backlog_and_congestion() -> None:
@@ -264,7 +277,9 @@ def test_window_and_backlog_and_congestion() -> None:
             a.send(data_msg(A_ADDR, B_ADDR, b"z" * 100), bn.now)
             sent += 1
     q = a.queue_sizes()
-    assert q["transmq"] == 50 and q["backlog0"] == 100 and sent == 150
+    # 100-byte messages are bundled while they wait: the backlog counts bundles
+    assert q["transmq"] == 50 and q["backlog0"] == 100 and sent > 150
+    assert a.statistics().tx_bundled == sent - 50 - 100 + a.statistics().tx_bundles
     assert a.congested(0) and not a.congested(1)
     evs = []
     while (ev := a.next_event()) is not None:
@@ -272,8 +287,8 @@ def test_window_and_backlog_and_congestion() -> None:
     assert evs == [LinkCongested(B_ADDR, 0)]
     a.send(data_msg(A_ADDR, B_ADDR, b"hi", importance=1), bn.now)  # other class still fine
     bn.pipe.cut = False
-    bn.run_until(lambda: len(bn.delivered(1)) == 151, bn.now + 10)
-    assert len(bn.delivered(1)) == 151
+    bn.run_until(lambda: len(bn.delivered(1)) == sent + 1, bn.now + 10)
+    assert len(bn.delivered(1)) == sent + 1
     assert any(isinstance(e, LinkUncongested) for e in bn.events[0])
     assert not a.congested(0)
 
@@ -396,3 +411,69 @@ def test_garbage_is_remote_error_or_nothing(frames: list[bytes], flips: list) ->
         b.frames_to_send(bn.now)
         while b.next_event() is not None:
             pass
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sizes=st.lists(st.integers(1, 66000), min_size=1, max_size=6),
+)
+def test_large_messages_fragmented_exactly_once_under_faults(seed: int, sizes: list[int]) -> None:
+    bn = up_bench(seed, loss=0.3, dup=0.1, reorder=0.3)
+    rng = random.Random(seed)
+    msgs = [data_msg(A_ADDR, B_ADDR, rng.randbytes(n - 32 if n > 32 else n)) for n in sizes]
+    send_all(bn, msgs)
+    bn.run_until(lambda: len(bn.delivered(1)) >= len(msgs), bn.now + 600)
+    assert bn.delivered(1) == [norm(m) for m in msgs]
+    assert bn.max_queue <= 50 + 400
+    if any(len(m) > bn.a.mss for m in msgs):
+        assert bn.b.statistics().rx_fragmented > 0
+
+
+def test_fragment_without_first_resets_the_link() -> None:
+    bn = up_bench(11)
+    bn.run(bn.now + 1.0)
+    a, b = bn.a, bn.b
+    a.send(data_msg(A_ADDR, B_ADDR, b"y" * 3000), bn.now)
+    frames = a.frames_to_send(bn.now)
+    assert len(frames) == 3
+    b.receive(frames[0], bn.now)
+    b.receive(frames[0], bn.now)  # a duplicate is dropped, not joined twice
+    assert b.is_up
+    # a forged FIRST in place of the next fragment cannot belong
+    forged = bytearray(frames[1])
+    forged[4] = frames[0][4]
+    b.receive(bytes(forged), bn.now)
+    downs = [e for e in iter(b.next_event, None) if isinstance(e, LinkDown)]
+    assert [d.reason for d in downs] == ["reassembly failure"]
+
+
+def test_retransmission_failure_after_ten_tolerances() -> None:
+    bn = up_bench(12)
+    bn.run(bn.now + 1.0)
+    a, b = bn.a, bn.b
+    a.send(data_msg(A_ADDR, B_ADDR, b"never arrives"), bn.now)
+    a.frames_to_send(bn.now)
+    start = bn.now
+    t = start
+    downs: list[LinkDown] = []
+    while t < start + 20 and not downs:
+        # b keeps NACKing the one packet (so a never sees silence)
+        nack = LinkProtoMsg(
+            mtype=LinkMsgType.STATE_MSG,
+            prev_node=B_ADDR,
+            orig_node=B_ADDR,
+            dest_node=A_ADDR,
+            session=b.session,
+            ack=(a.snd_nxt - 2) & 0xFFFF,
+            seq_gap=1,
+            next_sent=b.snd_nxt,
+            bc_ack_invalid=True,
+        )
+        a.receive(nack.encode(), t)
+        a.handle_timer(t)
+        a.frames_to_send(t)
+        downs = [e for e in iter(a.next_event, None) if isinstance(e, LinkDown)]
+        t += 0.1
+    assert [d.reason for d in downs] == ["retransmission failure"]
+    assert 15.0 < t - start <= 15.3  # 10 x 1500 ms after the first retransmission

@@ -23,7 +23,14 @@ from tipcshm.wire.discovery import (
     is_discovery,
     wire_signature,
 )
-from tipcshm.wire.header import DiscMsgType, User, WireError, decode_header
+from tipcshm.wire.header import (
+    DiscMsgType,
+    Header,
+    User,
+    WireError,
+    decode_header,
+    encode_header,
+)
 
 u32 = st.integers(0, 0xFFFFFFFF)
 ipv4 = st.binary(min_size=4, max_size=4).filter(lambda b: not 224 <= b[0] <= 239)
@@ -265,3 +272,15 @@ def test_capture_fields_mean_what_the_codec_says() -> None:
             assert msg.dest_domain == 0
         types.add(msg.msg_type)
     assert {DiscMsgType.DSC_REQ_MSG, DiscMsgType.DSC_RESP_MSG, DiscMsgType.DSC_TRIAL_MSG} <= types
+
+
+@pytest.mark.parametrize("hsize", [24, 40, 60])
+def test_a_valid_but_short_message_is_a_wire_error(hsize: int) -> None:
+    # Found by the stack's fuzz property: a well-formed TIPC message shorter than 76 bytes
+    # passed validate_msg and then overran the 76-byte unpack (struct.error escaped).
+    extra = bytes(max(0, hsize - 44))
+    frame = encode_header(
+        Header(user=User.LINK_CONFIG, hsize=hsize, size=hsize, non_seq=True, extra=extra)
+    )
+    with pytest.raises(WireError):
+        DiscoveryMsg.decode(frame)

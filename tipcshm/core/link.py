@@ -39,8 +39,14 @@ Losing the link (peer reset, timeout, retransmission failure, caller reset) empt
 queues, emits :class:`LinkDown`, bumps our session and sends a RESET with
 ``peer_stopping`` set, as ``__tipc_node_link_down`` does for a node's last link.
 
-Fragmentation (``_segment``) and bundling (``_backlog_add``) each plug in at one place;
-reassembly and unbundling at ``_input``.
+Fragmentation (``_segment``, seg's ``fragment``) and bundling (``_backlog_add``, seg's
+``BundleBuilder``) each plug in at one place; reassembly and unbundling at ``_input``.
+
+Not implemented: gap-ACK blocks (we do not advertise TIPC_GAP_ACK_BLOCK, so a kernel sends
+none to us; a STATE body is ignored, :mod:`tipcshm.wire.link` can parse it), the
+broadcast receive link (the bcast-init is consumed and its ``last_bcast`` acked forever,
+``bc_ack_invalid`` stays set in our STATEs, tipc-wire §13), failover/synch (the FSM table
+has their states and events; nothing triggers them), the link monitor record.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ from typing import Final
 from tipcshm.core.contract import Machine
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import Delivered, LinkCongested, LinkDown, LinkUncongested, LinkUp
+from tipcshm.core.reassembly import Reassembler
+from tipcshm.wire.bundle import BundleBuilder, bundlable, unbundle
+from tipcshm.wire.discovery import Capability
+from tipcshm.wire.fragment import FragmentMsg, fragment
 from tipcshm.wire.header import (
     INT_H_SIZE,
     LinkMsgType,
@@ -65,7 +75,6 @@ from tipcshm.wire.header import (
     seq_more,
 )
 from tipcshm.wire.link import (
-    TIPC_LINK_PROTO_SEQNO,
     BcastProtoMsg,
     FrameInfo,
     LinkProtoMsg,
@@ -287,16 +296,17 @@ class _Sent:
 
 
 class _Waiting:
-    """One backlog entry: a message (or, later, a bundle being filled) and its class."""
+    """One backlog entry: a message, or a bundle being filled, and its class."""
 
-    __slots__ = ("frame", "importance")
+    __slots__ = ("bundle", "frame", "importance")
 
     def __init__(self, frame: bytes, importance: int) -> None:
         self.frame = frame
         self.importance = importance
+        self.bundle: BundleBuilder | None = None
 
     def encode(self) -> bytes:
-        return self.frame
+        return self.frame if self.bundle is None else self.bundle.encode()
 
 
 class Link(Machine[bytes]):
@@ -352,6 +362,10 @@ class Link(Machine[bytes]):
         self._backlog_len = [0] * (_SYSTEM + 1)
         self._congested: set[int] = set()
         self._deferred: dict[int, bytes] = {}
+        # Per importance, the backlog entry new small messages are bundled into
+        # (the kernel's backlog[imp].target_bskb).
+        self._target: list[_Waiting | None] = [None] * (_SYSTEM + 1)
+        self._reasm = Reassembler()
         self._reset_sequence()
         self._set_limits()
         self._next_tick: float | None = now
@@ -545,6 +559,7 @@ class Link(Machine[bytes]):
         self._transmq.clear()
         self._backlog.clear()
         self._backlog_len = [0] * (_SYSTEM + 1)
+        self._target = [None] * (_SYSTEM + 1)
         self._deferred.clear()
         self._reassembly_reset()
         self._reset_sequence()
@@ -646,7 +661,7 @@ class Link(Machine[bytes]):
             "bc_ack_invalid": True,
         }
         if mtype == LinkMsgType.STATE_MSG:
-            seqno = self._snd_nxt_state if self.peer_caps & TIPC_LINK_PROTO_SEQNO else None
+            seqno = self._snd_nxt_state if self.peer_caps & Capability.LINK_PROTO_SEQNO else None
             if seqno is not None:
                 self._snd_nxt_state = seq_add(seqno, 1)
             else:
@@ -742,7 +757,7 @@ class Link(Machine[bytes]):
                 return False
             if not self.is_up and msg.ack:
                 return False
-            if not self.peer_caps & TIPC_LINK_PROTO_SEQNO:
+            if not self.peer_caps & Capability.LINK_PROTO_SEQNO:
                 return True
             return not seq_less(msg.seqno, self._rcv_nxt_state)
         return False
@@ -795,8 +810,14 @@ class Link(Machine[bytes]):
 
     def _precheck(self, data: bytes, info: FrameInfo) -> None:
         """Reject, before any state changes, a sequenced frame whose contents cannot be
-        delivered (a bundle with a bad inner message)."""
-        return
+        read: a bundle with a bad inner message, a fragment with a bad header."""
+        try:
+            if info.user == User.MSG_BUNDLER:
+                unbundle(data)
+            elif info.user == User.MSG_FRAGMENTER:
+                FragmentMsg.decode(data)
+        except WireError as exc:
+            raise RemoteProtocolError(f"link {self.name}: {exc}") from None
 
     def _data_rcv(self, data: bytes, info: FrameInfo, now: float) -> None:
         """tipc_link_rcv for a sequenced packet that is not LINK_PROTOCOL."""
@@ -867,24 +888,43 @@ class Link(Machine[bytes]):
         else:
             self._stats.dropped += 1
 
-    # Plug points for the segmentation helper (tipcshm.wire.bundle/fragment,
-    # tipcshm.core.reassembly).
-
-    def _segment(self, msg: bytes) -> list[bytes]:
-        if len(msg) <= self.mss:
-            return [msg]
-        raise LocalProtocolError(
-            f"message of {len(msg)} bytes exceeds the link's {self.mss}-byte packets"
-        )
-
     def _unbundle(self, data: bytes, now: float) -> None:
-        self._stats.dropped += 1
+        """tipc_msg_extract: every inner message goes the way a packet would."""
+        inner = unbundle(data)
+        self._stats.rx_bundles += 1
+        self._stats.rx_bundled += len(inner)
+        for msg in inner:
+            if peek(msg).user in _DELIVERED_USERS:
+                self._emit(Delivered(self.peer_addr, msg))
+            else:
+                self._stats.dropped += 1
 
     def _reassemble(self, data: bytes, now: float) -> None:
-        self._stats.dropped += 1
+        """tipc_buf_append; a fragment that cannot belong fails the link, as
+        tipc_link_input does."""
+        self._stats.rx_fragments += 1
+        try:
+            msg = self._reasm.push(data)
+        except RemoteProtocolError:
+            self._fsm(E.LINK_FAILURE_EVT)
+            self._link_down(now, "reassembly failure")
+            return
+        if msg is not None:
+            self._stats.rx_fragmented += 1
+            self._input(msg, now)
 
     def _reassembly_reset(self) -> None:
-        return
+        self._reasm.reset()
+
+    def _segment(self, msg: bytes) -> list[bytes]:
+        """tipc_msg_build: fragments of at most mss bytes when the message is bigger."""
+        mss = self.mss
+        if len(msg) <= mss:
+            return [msg]
+        try:
+            return fragment(msg, mss, own_addr=self.own_addr, dest_addr=self.peer_addr)
+        except ValueError as exc:
+            raise LocalProtocolError(f"cannot fragment for link {self.name}: {exc}") from None
 
     # -- send path ---------------------------------------------------------------------
 
@@ -911,15 +951,45 @@ class Link(Machine[bytes]):
         self._stats.tx_packets += 1
         self.snd_nxt = seq_add(seqno, 1)
 
-    def _backlog_add(self, pkt: bytes, imp: int, bundlable: bool) -> None:
-        self._backlog.append(_Waiting(pkt, imp))
+    def _backlog_add(self, pkt: bytes, imp: int, single: bool) -> None:
+        """tipc_msg_try_bundle: a small message joins the importance's open bundle (the
+        first one waiting becomes it) if that is the newest entry; else it queues."""
+        stats = self._stats
+        target = self._target[imp]
+        # Only into the newest entry: the kernel also bundles into an older one of the
+        # same importance, which overtakes other importances queued in between; we keep
+        # the link's single order.
+        if single and target is not None and self._backlog and self._backlog[-1] is target:
+            if target.bundle is None:
+                try:
+                    bundle = BundleBuilder(
+                        target.frame,
+                        own_addr=self.own_addr,
+                        dest_addr=self.peer_addr,
+                        max_size=self.mss,
+                    )
+                except ValueError:
+                    bundle = None
+                if bundle is not None and bundle.try_add(pkt):
+                    target.bundle = bundle
+                    stats.tx_bundles += 1
+                    stats.tx_bundled += 2
+                    return
+            elif target.bundle.try_add(pkt):
+                stats.tx_bundled += 1
+                return
+        entry = _Waiting(pkt, imp)
+        self._backlog.append(entry)
         self._backlog_len[imp] += 1
+        self._target[imp] = entry if single and bundlable(pkt, self.mss) else None
 
     def _advance_backlog(self) -> None:
         """tipc_link_advance_backlog: move waiting packets into the freed window."""
         while self._backlog and len(self._transmq) < self.window:
             entry = self._backlog.popleft()
             self._backlog_len[entry.importance] -= 1
+            if self._target[entry.importance] is entry:
+                self._target[entry.importance] = None
             self._transmit(entry.encode())
         if self._congested:
             still = {i for i in self._congested if self._backlog_len[i] >= self._limits[i]}

@@ -305,6 +305,10 @@ class DiscoveryMsg:
         as ``tipc_msg_validate`` ignores them). WireError unless it is a valid TIPC
         message of user LINK_CONFIG, non-sequenced, with a 60-byte header and size 76."""
         validate_msg(buf)
+        # A valid message may still be shorter than a discovery message (any user with a
+        # 24-byte header): check word 0 before unpacking all 76 bytes.
+        if _nbytes(buf) < DISC_MSG_SIZE:
+            raise WireError(f"{_nbytes(buf)} bytes: a discovery message has {DISC_MSG_SIZE}")
         w0, w1, w2, w3, w4, media, w13, w14, identity = _DISC.unpack_from(buf)
         if w0 & _W0_FIXED_M != W0_DISCOVERY:
             raise WireError(

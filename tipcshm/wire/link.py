@@ -57,7 +57,6 @@ __all__ = [
     "IF_NAME_LEN",
     "KEEPALIVE_BIT",
     "MAX_GAP_ACK_BLOCKS",
-    "TIPC_LINK_PROTO_SEQNO",
     "BcastProtoMsg",
     "FrameInfo",
     "GapAckBlocks",
@@ -72,9 +71,6 @@ __all__ = [
 #: RESET/ACTIVATE carry the sender's interface name in this many NUL-padded bytes
 #: (``TIPC_MAX_IF_NAME``).
 IF_NAME_LEN: Final = 16
-#: Capability bit (tipc-wire §5.11) that makes STATE seqnos a checked counter; the
-#: link needs it to build and validate STATEs. (The other bits live with discovery.)
-TIPC_LINK_PROTO_SEQNO: Final = 0x040
 #: The kernel builds at most this many gap-ACK blocks per record (``MAX_GAP_ACK_BLKS``).
 MAX_GAP_ACK_BLOCKS: Final = 128
 
