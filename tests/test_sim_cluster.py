@@ -189,3 +189,35 @@ def test_same_seed_same_cluster_trace(seed: int) -> None:
         return sim.trace()
 
     assert once() == once()
+
+
+garbage = st.one_of(
+    st.binary(max_size=200),
+    # a plausible TIPC word 0 (version 2, any user, any sizes) and random rest
+    st.tuples(st.integers(0, 15), st.integers(6, 15), st.binary(min_size=20, max_size=120)).map(
+        lambda t: (
+            ((2 << 29) | (t[0] << 25) | (t[1] << 21) | (24 + len(t[2]))).to_bytes(4, "big") + t[2]
+        )
+    ),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    frames=st.lists(st.tuples(st.integers(0, 2), st.booleans(), garbage), max_size=30),
+)
+def test_garbage_on_the_bearer_costs_only_the_frame(
+    seed: int, frames: list[tuple[int, bool, bytes]]
+) -> None:
+    """Any bytes from anyone on the bearer: each stack refuses them with
+    RemoteProtocolError or drops them (anything else escapes the simulator and fails
+    the test), and the cluster keeps its links and delivers."""
+    sim = SimCluster(3, seed)
+    assert sim.run_until_connected(10.0)
+    for src, bcast, frame in frames:
+        sim.network.inject(src, frame, None if bcast else sim.network.media((src + 1) % 3))
+    sim.send(0, 1, b"still here")
+    assert sim.run_until(lambda: sim.delivered(1) == [(0, b"still here")], 10.0)
+    assert sim.links_up() == all_pairs(3)
+    assert sim.statistics().paths.rejected == sum(len(sim.network.rejected(i)) for i in range(3))

@@ -740,6 +740,11 @@ class SimLinkPair:
     def trace(self) -> list[TraceEntry]:
         return self.network.trace()
 
+    def statistics(self) -> NetworkStatistics:
+        """What the simulated path did (see :meth:`SimNetwork.statistics`); each link
+        has its own ``statistics()``."""
+        return self.network.statistics()
+
 
 # -- a cluster of nodes ------------------------------------------------------------------------
 
@@ -1032,6 +1037,11 @@ class SimCluster:
     def trace(self) -> list[TraceEntry]:
         """Everything that happened (see :meth:`SimNetwork.trace`): same seed, same trace."""
         return self.network.trace()
+
+    def statistics(self) -> NetworkStatistics:
+        """What the simulated bearer did (see :meth:`SimNetwork.statistics`); each
+        node's stack has its own ``statistics()``."""
+        return self.network.statistics()
 
 
 __all__ = [

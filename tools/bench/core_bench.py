@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tipcshm.core.events import Delivered
 from tipcshm.testing import FakeClock
 from tipcshm.testing.sim import data_message
 
@@ -144,7 +145,7 @@ def run_once(n: int, size: int, bundle: bool, mtu: int = 1472) -> Result:
         for f in frames:
             b.receive(f, now)
         while (ev := b.next_event()) is not None:
-            if type(ev).__name__ == "Delivered":
+            if isinstance(ev, Delivered):
                 got += 1
         t = b.next_timer()
         if t is not None and t <= now:
