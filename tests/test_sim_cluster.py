@@ -221,3 +221,35 @@ def test_garbage_on_the_bearer_costs_only_the_frame(
     assert sim.run_until(lambda: sim.delivered(1) == [(0, b"still here")], 10.0)
     assert sim.links_up() == all_pairs(3)
     assert sim.statistics().paths.rejected == sum(len(sim.network.rejected(i)) for i in range(3))
+
+
+SCENARIO = """
+import zlib
+from tipcshm.testing import SimCluster
+sim = SimCluster(3, 1234, loss=0.3, duplicate=0.1, reorder=0.3, trial=True)
+sim.run(3.0)
+sim.publish(2, 5000, 0, 9)
+sim.send(1, 0, b"m" * 20000)
+sim.partition({0}, {1, 2})
+sim.run(3.0)
+sim.heal()
+sim.run(5.0)
+print(zlib.crc32(repr(sim.trace()).encode()), len(sim.trace()))
+"""
+
+
+def test_same_seed_same_trace_in_other_processes() -> None:
+    """Nothing in the core or the simulator may depend on str/bytes hash order (which
+    PYTHONHASHSEED changes from one process to the next)."""
+    import os
+    import subprocess
+    import sys
+
+    outs = set()
+    for hashseed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=hashseed)
+        run = subprocess.run(
+            [sys.executable, "-c", SCENARIO], env=env, capture_output=True, text=True, check=True
+        )
+        outs.add(run.stdout.strip())
+    assert len(outs) == 1, outs

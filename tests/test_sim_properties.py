@@ -61,7 +61,7 @@ def exchange(pair: SimLinkPair, sizes: list[int], timeout: float = 120.0) -> Non
 
     def done() -> bool:
         check_queues(pair)
-        return all(len(pair.delivered(s)) >= len(want[s]) for s in (0, 1))
+        return all(pair.delivered_count(s) >= len(want[s]) for s in (0, 1))
 
     assert net.run_until_true(done, timeout), (
         [len(pair.delivered(s)) for s in (0, 1)],

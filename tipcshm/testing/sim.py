@@ -31,6 +31,7 @@ build on it for two links back to back and for a cluster of NodeStacks.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 import zlib
@@ -580,10 +581,19 @@ def data_message(
 ) -> bytes:
     """A complete DIRECT_MSG from node ``src`` port ``src_port`` to node ``dst`` port
     ``dst_port`` carrying ``payload`` (up to 66000 bytes): what a socket hands a link."""
+    return _data_header(src, dst, len(payload), importance, src_port, dst_port) + bytes(payload)
+
+
+@functools.lru_cache(maxsize=4096)
+def _data_header(
+    src: int, dst: int, size: int, importance: int, src_port: int, dst_port: int
+) -> bytes:
+    # cached: simulations send many messages of few shapes, and a checked Header costs
+    # more than the link's own send path
     hdr = Header(
         user=importance,
         hsize=BASIC_H_SIZE,
-        size=BASIC_H_SIZE + len(payload),
+        size=BASIC_H_SIZE + size,
         mtype=DataType.DIRECT_MSG,
         prev_node=src,
         orig_port=src_port,
@@ -591,7 +601,7 @@ def data_message(
         orig_node=src,
         dest_node=dst,
     )
-    return encode_header(hdr) + bytes(payload)
+    return encode_header(hdr)
 
 
 def message_payload(frame: bytes) -> bytes:
@@ -727,6 +737,10 @@ class SimLinkPair:
     def delivered(self, side: int) -> list[bytes]:
         """Payloads delivered at ``side``, in order."""
         return list(self._delivered[side])
+
+    def delivered_count(self, side: int) -> int:
+        """``len(delivered(side))`` without the copy (for run_until predicates)."""
+        return len(self._delivered[side])
 
     def events(self, side: int) -> list[tuple[float, CoreEvent]]:
         return self.network.events(side)
@@ -1019,6 +1033,10 @@ class SimCluster:
         """``(source_index, payload)`` of every data message delivered at node ``j``,
         in order."""
         return list(self._delivered[j])
+
+    def delivered_count(self, j: int) -> int:
+        """``len(delivered(j))`` without the copy (for run_until predicates)."""
+        return len(self._delivered[j])
 
     def events(self, i: int) -> list[tuple[float, CoreEvent]]:
         """Every event node ``i``'s stack reported, with its time."""

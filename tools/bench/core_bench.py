@@ -17,8 +17,10 @@ that side's own calls):
   50 packets is full the rest are bundled in the backlog (tipc_link_xmit).
 * ``64 B unbundled``: A sends only while the transmit queue has room, so every message
   is its own packet.
-* ``66000 B``: fragmentation on A, reassembly on B (46 fragments per message at
+* ``66000 B``: fragmentation on A, reassembly on B (48 fragments per message at
   MTU 1472).
+* ``64 B via SimLinkPair``: the same traffic through the public simulator, both ends
+  and the simulator's loop together (what a user's simulation costs).
 
 A *weather* figure from the same run says how fast this machine is right now: a bare
 Python loop (iterations/s) and a 64 KiB ``bytes`` copy rate (GB/s). Compare figures
@@ -162,6 +164,23 @@ def run_once(n: int, size: int, bundle: bool, mtu: int = 1472) -> Result:
     return Result(n, send_s, recv_s)
 
 
+def run_simulated(n: int, size: int) -> float:
+    """Whole-simulator rate: :class:`~tipcshm.testing.SimLinkPair` without faults or
+    trace, both ends and the network loop together (msgs/s of wall time)."""
+    from tipcshm.testing import SimLinkPair
+
+    pair = SimLinkPair(1, trace=False)
+    if not pair.run_until_up(10.0):
+        raise RuntimeError("link did not come up")
+    payload = b"x" * size
+    t0 = time.perf_counter()
+    for _ in range(n):
+        pair.send(0, payload)
+    if not pair.network.run_until_true(lambda: pair.delivered_count(1) >= n, 3600.0):
+        raise RuntimeError("not everything arrived")
+    return n / (time.perf_counter() - t0)
+
+
 def weather() -> tuple[float, float]:
     perf = time.perf_counter
     n = 2_000_000
@@ -195,15 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results: dict[str, list[Result]] = {name: [] for name, *_ in cases}
     weathers = []
+    simulated: list[float] = []
     for _ in range(args.runs):
         weathers.append(weather())
         for name, n, size, bundle in cases:
             results[name].append(run_once(n, size, bundle))
+        simulated.append(run_simulated(args.msgs // 4, 64))
     print(f"python {sys.version.split()[0]}, {args.runs} runs; msgs/s as min median max")
     print(f"{'case':<16} {'A send path':>32}   {'B receive path':>32}")
     for name, *_ in cases:
         rs = results[name]
         print(f"{name:<16} {fmt([r.send_rate for r in rs])}   {fmt([r.recv_rate for r in rs])}")
+    print(f"{'64 B via SimLinkPair (both ends + network loop)':<48} {fmt(simulated)}")
     loops = [w[0] for w in weathers]
     copies = [w[1] for w in weathers]
     print(
