@@ -253,3 +253,49 @@ def test_same_seed_same_trace_in_other_processes() -> None:
         )
         outs.add(run.stdout.strip())
     assert len(outs) == 1, outs
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), tolerance_ms=st.sampled_from([200, 1500, 4000]))
+def test_silent_node_down_after_its_tolerance_and_bindings_gone(
+    seed: int, tolerance_ms: int
+) -> None:
+    sim = SimCluster(3, seed, tolerance_ms=tolerance_ms)
+    assert sim.run_until_connected(10.0)
+    sim.publish(0, 7000, 1, 1)
+    assert sim.run_until(lambda: sim.name_table(2) == [(7000, 1, 1, 0)], 5.0)
+    sim.partition({0}, {1, 2})
+    tol = tolerance_ms / 1000
+    tick = min(tol / 4, 0.5)
+    sim.run(tol + 2 * tick)
+    heard = max(
+        t for t, what, src, dst, _, _ in sim.trace() if what == "deliver" and src == 0 and dst == 2
+    )
+    downs = [t for t, ev in sim.events(2) if isinstance(ev, NodeDown) and ev.addr == sim.addr(0)]
+    assert len(downs) == 1
+    assert tol <= downs[0] - heard <= tol + tick + 1e-9, (downs[0], heard, tol)
+    assert sim.name_table(2) == [] and sim.links_up() == {(1, 2), (2, 1)}
+
+
+def test_nothing_grows_over_a_long_faulty_run() -> None:
+    """Ten minutes of a faulty, lightly loaded cluster: traffic per minute stays flat
+    (probes, acks, discovery at its slow rate), every queue drains, no link drops."""
+    sim = SimCluster(3, 77, loss=0.3, duplicate=0.1, reorder=0.3, trace=False)
+    assert sim.run_until_connected(30.0)
+    per_minute = []
+    for minute in range(10):
+        before = sim.statistics().paths.sent
+        for k in range(20):
+            sim.send(k % 3, (k + 1) % 3, b"t" * (37 * k + minute + 1))
+        sim.run(60.0)
+        check_queues(sim)
+        per_minute.append(sim.statistics().paths.sent - before)
+    assert sim.run_until(sim.quiescent, 5.0)
+    assert max(per_minute[2:]) < 1.5 * min(per_minute[2:]), per_minute
+    for i in range(3):
+        for node in sim.stack(i).peers().values():
+            for entry in node.links:
+                assert entry.link.queue_sizes()["deferdq"] == 0
+        # and the links held all along: 30% loss is not silence
+        assert [ev for _, ev in sim.events(i) if isinstance(ev, LinkDown)] == []
+    assert sim.links_up() == all_pairs(3)

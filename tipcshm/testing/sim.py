@@ -880,12 +880,11 @@ class SimCluster:
         return self.run_until(lambda: len(self.links_up()) == n * (n - 1), timeout)
 
     def quiescent(self) -> bool:
-        """True when nothing is in transit: no frame in flight and every link of every
-        node has an empty transmit queue and backlog (all it sent was acked, so the
-        peer has delivered it) and no message waits in :meth:`send`."""
-        if self.network.in_flight() or any(
-            self._pending[i][j] for i in range(len(self.stacks)) for j in self._pending[i]
-        ):
+        """True when every message has arrived: nothing waits in :meth:`send`, and every
+        link of every node has an empty transmit queue and backlog (all it sent was
+        acknowledged, so the peer has delivered it). Probes and acks may still be on
+        the way; they carry nothing a node would apply."""
+        if any(q for pending in self._pending for q in pending.values()):
             return False
         for stack in self.stacks:
             for node in stack.peers().values():
