@@ -355,6 +355,7 @@ class ConnSocket(Socket):
             if now >= t:
                 self._conn.handle_timer(now)
                 self._drain()
+
     def _pump(
         self, deadline: float | None, nonblock: bool = False, events: int = select.POLLIN
     ) -> bool:
