@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import ast
 import struct
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tipcshm import constants as C
-from tipcshm.core import topology as topo_module
+from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
+from tipcshm.core.events import SubscriberRejected
 from tipcshm.core.nametable import (
     CLUSTER_SCOPE,
     NODE_SCOPE,
@@ -715,37 +713,135 @@ def test_service_events_track_empty_to_nonempty_ranges(
     assert ports_seen == expected_ports
 
 
-# ----------------------------------------------------------------------------- sans-IO
-
-FORBIDDEN = {"socket", "posix_ipc", "time", "os"}
-SOURCE = Path(topo_module.__file__)
-
-
-def test_module_imports_no_io() -> None:
-    tree = ast.parse(SOURCE.read_text())
-    imported: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "no relative imports: they could pull I/O in"
-            assert node.module is not None
-            imported.add(node.module.split(".")[0])
-    assert not imported & FORBIDDEN
-    assert "tipcshm" not in imported  # nothing that could pull I/O in transitively
+# ----------------------------------------------------------------------------- contract
+# The core's contract (tipcshm.core.contract): frames are (connection id, bytes) pairs.
+# Import purity of the module is checked for all of core/ by tests/test_core_purity.py.
 
 
-def test_module_loads_without_io_modules() -> None:
-    code = (
-        "import importlib.util, sys\n"
-        "before = set(sys.modules)\n"
-        f"spec = importlib.util.spec_from_file_location('_topo_isolated', {str(SOURCE)!r})\n"
-        "mod = importlib.util.module_from_spec(spec)\n"
-        "sys.modules['_topo_isolated'] = mod\n"
-        "spec.loader.exec_module(mod)\n"
-        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+def drain(srv: TopologyService) -> list[tuple[int, bytes]]:
+    return srv.frames_to_send(0.0)
+
+
+def test_receive_queues_what_subscribe_returns(table: NameTable) -> None:
+    bind(table, 1, 2, 10)
+    bind(table, 5, 5, 11, scope=NODE_SCOPE)
+    old, new = TopologyService(), TopologyService(table=table)
+    r = req(0, 9, TIPC_SUB_PORTS, timeout=1500)
+    want = old.subscribe(7, r, 0.0, table)
+    assert len(want) == 2
+    new.receive((7, r), 0.0)
+    assert drain(new) == [(o.conn, o.data) for o in want]
+    assert drain(new) == [] and new.next_event() is None
+    assert new.next_timer() == old.next_deadline() == 1.5
+
+
+def test_contract_timeouts(table: NameTable) -> None:
+    srv = TopologyService(table=table)
+    assert srv.next_timer() is None
+    srv.receive((1, req(0, 9, timeout=250)), 10.0)
+    srv.receive((2, req(0, 9)), 10.0)
+    assert srv.next_timer() == 10.25
+    srv.handle_timer(10.2)  # early: nothing happens
+    assert drain(srv) == [] and len(srv) == 2
+    srv.handle_timer(10.25)
+    assert drain(srv) == [(1, evt(3, 0, 9, 0, 0, req(0, 9, timeout=250)))]
+    assert srv.next_timer() is None and len(srv) == 1
+
+
+def test_contract_name_table_changes(table: NameTable) -> None:
+    srv = TopologyService(table=table)
+    srv.receive((4, req(0, 9)), 0.0)
+    srv.notify_added(bind(table, 3, 4, 20, node=P1))
+    srv.notify_removed(unbind(table, 3, 4, 20, node=P1))
+    assert drain(srv) == [
+        (4, evt(1, 3, 4, 20, P1, req(0, 9))),
+        (4, evt(2, 3, 4, 20, P1, req(0, 9))),
+    ]
+
+
+def test_contract_short_request_raises_remote_error_and_changes_nothing(
+    table: NameTable,
+) -> None:
+    srv = TopologyService(table=table)
+    srv.receive((1, req(0, 9)), 0.0)
+    before = srv.subscriptions(1)
+    with pytest.raises(RemoteProtocolError) as ei:
+        srv.receive((1, req(0, 9)[:27]), 0.0)
+    assert isinstance(ei.value, SubscriptionRejected) and not ei.value.fatal
+    assert srv.subscriptions(1) == before and drain(srv) == [] and srv.next_event() is None
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [req(0, 9, TIPC_SUB_PORTS | TIPC_SUB_SERVICE), req(9, 0)],
+)
+def test_contract_refused_request_emits_subscriber_rejected(
+    table: NameTable, request_bytes: bytes
+) -> None:
+    srv = TopologyService(table=table)
+    srv.receive((1, req(0, 9)), 0.0)
+    srv.receive((2, req(0, 9)), 0.0)
+    srv.receive((1, request_bytes), 0.0)  # no exception: state changed, owner closes
+    ev = srv.next_event()
+    assert isinstance(ev, SubscriberRejected) and ev.conn == 1 and ev.reason
+    assert srv.next_event() is None
+    assert srv.subscriptions(1) == [] and len(srv.subscriptions(2)) == 1
+
+
+def test_contract_receive_without_a_table_is_the_callers_fault() -> None:
+    with pytest.raises(LocalProtocolError):
+        TopologyService().receive((1, req(0, 9)), 0.0)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.integers(0, 3), st.binary(max_size=40)),
+            st.tuples(
+                st.integers(0, 3),
+                st.builds(
+                    req,
+                    st.integers(0, 6),
+                    st.integers(0, 6),
+                    st.sampled_from([0, 1, 2, 3, 4, 5, 6, 0x81, 0x22, 0x42]),
+                    timeout=st.sampled_from([0, 100, FOREVER]),
+                ),
+            ),
+            st.tuples(st.just(-1), st.integers(0, 6)),  # a binding change at lower=n
+        ),
+        max_size=25,
     )
-    out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
-    )
-    assert not set(out.stdout.split()) & FORBIDDEN, out.stdout
+)
+@settings(max_examples=200, deadline=None)
+def test_contract_fuzz_only_remote_protocol_error(steps: list[tuple[int, object]]) -> None:
+    table = NameTable(OWN)
+    srv = TopologyService(table=table, max_subscriptions=8)
+    held: list[Binding] = []
+    now = 0.0
+    for conn, payload in steps:
+        now += 0.05
+        if conn == -1:
+            assert isinstance(payload, int)
+            if held and payload % 2:
+                b = held.pop()
+                srv.notify_removed(table.remove(b.type, b.lower, b.upper, b.node, b.key))
+            else:
+                b = Binding(T, payload, payload + 1, CLUSTER_SCOPE, P1, 50, int(now * 100))
+                srv.notify_added(table.insert(b))
+                held.append(b)
+        else:
+            assert isinstance(payload, bytes)
+            subs_before = srv.subscriptions()
+            try:
+                srv.receive((conn, payload), now)
+            except RemoteProtocolError:
+                assert len(payload) < SUBSCR_SIZE and srv.subscriptions() == subs_before
+        timer = srv.next_timer()
+        if timer is not None and timer <= now:
+            srv.handle_timer(now)
+        while (ev := srv.next_event()) is not None:
+            assert isinstance(ev, SubscriberRejected) and srv.subscriptions(ev.conn) == []
+        for to, data in drain(srv):
+            assert 0 <= to <= 3 and len(data) == EVENT_SIZE
+            decode_event(data)
+        assert len(srv) <= 8

@@ -6,7 +6,11 @@ with node scope accepts subscriber connections; each message on a connection is 
 decisions (matching, initial reports, SERVICE first/last, cancel, timeouts, byte order)
 are the sans-IO :class:`~tipcshm.core.topology.TopologyService`; this module only moves
 bytes between it and the sockets, and is fed the name table's binding events by the
-worker that applies them.
+worker that applies them. It drives the service through the core's contract: requests
+go in as ``(connection id, bytes)`` with ``receive``, events come out of
+``frames_to_send`` as the same pairs, ``next_timer``/``handle_timer`` run the
+subscription timeouts, and a :class:`~tipcshm.core.events.SubscriberRejected` event
+closes the connection it names.
 
 The worker is the name table's single writer, so it binds the listener by inserting the
 binding straight into its table (a bind request to itself would wait on itself).
@@ -29,8 +33,10 @@ from tipcshm.constants import (
     TIPC_NODE_SCOPE,
     TIPC_TOP_SRV,
 )
+from tipcshm.core.errors import RemoteProtocolError
+from tipcshm.core.events import SubscriberRejected
 from tipcshm.core.nametable import Binding, BindingAdded, BindingRemoved, NameTable
-from tipcshm.core.topology import Outgoing, SubscriptionRejected, TopologyService
+from tipcshm.core.topology import TopologyService
 
 log = logging.getLogger("tipcshm.workers.topology")
 
@@ -39,10 +45,10 @@ RECV_SIZE = 4096
 
 
 class TopologyServer:
-    def __init__(self, node: str, own_node: int) -> None:
+    def __init__(self, node: str, own_node: int, table: NameTable | None = None) -> None:
         import tipcshm
 
-        self.service = TopologyService()
+        self.service = TopologyService(table=table)
         self.listener: Any = tipcshm.socket(AF_TIPC, SOCK_SEQPACKET, node=node)
         self.listener.setblocking(False)
         self.listener.listen(128)
@@ -58,7 +64,9 @@ class TopologyServer:
         return [self.listener.fileno(), *(s.fileno() for s in self.conns.values())]
 
     def serve(self, now: float, table: NameTable) -> None:
-        """Accept new subscribers and read every subscription waiting (never blocks)."""
+        """Accept new subscribers and read every subscription waiting (never blocks).
+        ``table`` is the worker's name table (the initial reports read it)."""
+        self.service.table = table
         while True:
             try:
                 sock, _addr = self.listener.accept()
@@ -80,13 +88,24 @@ class TopologyServer:
                     self.drop(conn)
                     break
                 try:
-                    self.send(self.service.subscribe(conn, data, now, table))
-                except SubscriptionRejected as exc:
-                    log.info("subscription on connection %#x rejected: %s", conn, exc)
-                    if exc.fatal:
-                        self.drop(conn)
-                        break
+                    self.service.receive((conn, data), now)
+                except RemoteProtocolError as exc:  # too short: ignored, connection kept
+                    log.info("subscription on connection %#x ignored: %s", conn, exc)
+                if self.pump(now) and conn not in self.conns:
+                    break
         self.flush()
+
+    def pump(self, now: float) -> bool:
+        """Queue the service's outgoing events and act on its events; True if a
+        connection was dropped."""
+        self.send(self.service.frames_to_send(now))
+        dropped = False
+        while (ev := self.service.next_event()) is not None:
+            if isinstance(ev, SubscriberRejected):
+                log.info("subscription on connection %#x rejected: %s", ev.conn, ev.reason)
+                self.drop(ev.conn)
+                dropped = True
+        return dropped
 
     def drop(self, conn: int) -> None:
         self.service.close(conn)
@@ -104,27 +123,29 @@ class TopologyServer:
         """The worker applied these binding changes: tell the subscribers."""
         for ev in events:
             if isinstance(ev, BindingAdded):
-                self.send(self.service.binding_added(ev))
+                self.service.notify_added(ev)
             else:
-                self.send(self.service.binding_removed(ev))
+                self.service.notify_removed(ev)
+        self.send(self.service.frames_to_send(0.0))
         self.flush()
 
     def expire(self, now: float) -> None:
-        self.send(self.service.expire(now))
+        self.service.handle_timer(now)  # harmless before the deadline
+        self.pump(now)
         self.flush()
 
     def next_deadline(self) -> float | None:
-        return self.service.next_deadline()
+        return self.service.next_timer()
 
-    def send(self, outgoing: list[Outgoing]) -> None:
-        for out in outgoing:
-            queue = self.queues.get(out.conn)
+    def send(self, frames: list[tuple[int, bytes]]) -> None:
+        for conn, data in frames:
+            queue = self.queues.get(conn)
             if queue is None:
                 continue
-            queue.append(out.data)
+            queue.append(data)
             if len(queue) > MAX_QUEUED:
-                log.warning("subscriber %#x does not read its events; dropped", out.conn)
-                self.drop(out.conn)
+                log.warning("subscriber %#x does not read its events; dropped", conn)
+                self.drop(conn)
 
     def flush(self) -> None:
         for conn, queue in list(self.queues.items()):

@@ -144,6 +144,20 @@ class Withdrawn(CoreEvent):
     node: int
 
 
+# -- topology service (core/topology.py) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberRejected(CoreEvent):
+    """The topology service refused a request on subscriber connection ``conn`` and
+    dropped all of its subscriptions; the owner must close the connection, as topsrv.c
+    does (``tipc_conn_close``). ``reason`` says why (PORTS with SERVICE, lower > upper,
+    the node-wide limit)."""
+
+    conn: int
+    reason: str
+
+
 # -- connection (core/connection.py) ----------------------------------------------------
 
 
@@ -230,6 +244,7 @@ __all__ = [
     "PeerDiscovered",
     "Published",
     "Rejected",
+    "SubscriberRejected",
     "WindowOpened",
     "Withdrawn",
 ]

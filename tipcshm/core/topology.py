@@ -6,10 +6,36 @@ Mirrors ``net/tipc/topsrv.c`` (the server behind ``{TIPC_TOP_SRV, 1}``), ``net/t
 (one subscription) and the subscription half of ``net/tipc/name_table.c``. A subscriber
 opens a SEQPACKET connection to the service and writes 28-byte ``struct tipc_subscr``
 requests; the service answers with 48-byte ``struct tipc_event`` messages. This module
-owns no socket and no clock: the worker calls :class:`TopologyService` with the bytes it
-received, the name-table changes it made and the time ``now`` (seconds, any epoch), and
-writes the returned :class:`Outgoing` events to the connections they name. A connection
-is an opaque ``int`` chosen by the worker.
+owns no socket and no clock. A connection is an opaque ``int`` chosen by the worker.
+
+:class:`TopologyService` follows the core's contract (:mod:`tipcshm.core.contract`).
+It talks to many subscriber connections at once, so -- as aioquic pairs each datagram
+with its network address in ``receive_datagram(data, addr, now)`` and
+``datagrams_to_send(now) -> [(data, addr)]`` -- its frames are ``(connection id,
+bytes)`` pairs both ways:
+
+``receive((conn, request), now)``
+    One message read from connection ``conn``; the initial report is queued. A request
+    shorter than 28 bytes raises :class:`SubscriptionRejected` (a
+    :class:`~tipcshm.core.errors.RemoteProtocolError`; nothing changed, the connection
+    stays open, as in the kernel). A refused request (PORTS with SERVICE, lower > upper,
+    the node-wide limit) drops every subscription of ``conn`` and emits
+    :class:`~tipcshm.core.events.SubscriberRejected`: the owner closes the connection.
+``frames_to_send(now)``
+    ``(conn, event)`` pairs, each event the 48 bytes to write to ``conn``, in order.
+``next_timer()`` / ``handle_timer(now)``
+    The earliest subscription timeout / expire what is due (``TIPC_SUBSCR_TIMEOUT``).
+``notify_added(ev)`` / ``notify_removed(ev)``
+    The name table changed (the owner applied the change); events are queued.
+``close(conn)``
+    The subscriber went away.
+
+The name table the initial reports read is :attr:`TopologyService.table`, given at
+construction. The older call-and-return methods (:meth:`~TopologyService.subscribe`,
+:meth:`~TopologyService.binding_added`, :meth:`~TopologyService.binding_removed`,
+:meth:`~TopologyService.expire`, :meth:`~TopologyService.next_deadline`) remain: they
+return :class:`Outgoing` values (the bytes plus the decoded event) instead of queueing,
+which tests and tools that want the decoded events use. Use one style per object.
 
 Wire format (``<linux/tipc.h>``), all fields u32 in the *subscriber's* byte order::
 
@@ -77,7 +103,8 @@ bindings that the node and link layers insert into the name table, so subscribin
 
 The name table is reached only through :class:`BindingSource` and the ``binding`` /
 ``first_in_range`` / ``last_in_range`` attributes of its change events (the contract of
-:mod:`tipcshm.core.nametable`), so this module imports nothing but the standard library.
+:mod:`tipcshm.core.nametable`), so this module imports nothing but the standard library
+and the core's contract, errors and events.
 """
 
 from __future__ import annotations
@@ -89,6 +116,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
 from typing import Final, Literal, Protocol
+
+from tipcshm.core.contract import Machine
+from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
+from tipcshm.core.events import SubscriberRejected
 
 __all__ = [
     "EVENT_SIZE",
@@ -183,7 +214,7 @@ class RejectReason(Enum):
     LIMIT = f"node-wide limit of {TIPC_MAX_SUBSCR} subscriptions reached"
 
 
-class SubscriptionRejected(TopologyError):
+class SubscriptionRejected(TopologyError, RemoteProtocolError):
     """The subscriber sent a request the service refuses (the subscriber's fault).
 
     ``fatal``: the kernel closes the connection for this; the engine has already
@@ -414,25 +445,35 @@ class _Sub:
         self.deadline: float | None = None
 
 
-class TopologyService:
-    """One node's topology server, without I/O (see the module notes)."""
+class TopologyService(Machine[tuple[int, bytes]]):
+    """One node's topology server, without I/O (see the module notes).
+
+    Frames in and out are ``(connection id, bytes)`` pairs. ``table`` is the name table
+    that initial reports read (needed by :meth:`receive`; the older :meth:`subscribe`
+    takes it as an argument).
+    """
 
     __slots__ = (
         "max_subscriptions",
+        "table",
         "_subs",
         "_by_type",
         "_by_conn",
         "_timers",
         "_next_id",
         "_stale",
-        "_events",
+        "_sent",
         "_timeouts",
         "_cancels",
         "_rejected",
     )
 
-    def __init__(self, *, max_subscriptions: int = TIPC_MAX_SUBSCR) -> None:
+    def __init__(
+        self, *, table: BindingSource | None = None, max_subscriptions: int = TIPC_MAX_SUBSCR
+    ) -> None:
+        super().__init__()
         self.max_subscriptions = max_subscriptions
+        self.table = table
         self._subs: dict[int, _Sub] = {}
         # Per service type and per connection, in subscription order (oldest first).
         self._by_type: dict[int, dict[int, _Sub]] = {}
@@ -440,10 +481,52 @@ class TopologyService:
         self._timers: list[tuple[float, int]] = []  # (deadline, id); stale entries skipped
         self._next_id = 0
         self._stale = 0  # timer entries of subscriptions dropped before their deadline
-        self._events = 0
+        self._sent = 0  # events produced (Machine owns _events, the queue)
         self._timeouts = 0
         self._cancels = 0
         self._rejected = 0
+
+    # ------------------------------------------------------------------ contract
+
+    def receive(self, frame: tuple[int, bytes | bytearray | memoryview], now: float) -> None:
+        """One request read from connection ``frame[0]`` (see the module notes).
+
+        Raises :class:`SubscriptionRejected` (a RemoteProtocolError) for a request too
+        short to read, changing nothing; LocalProtocolError if no :attr:`table` was
+        given. A refused request emits :class:`SubscriberRejected` instead of raising,
+        because it does change state: the connection's subscriptions are gone.
+        """
+        conn, data = frame
+        table = self.table
+        if table is None:
+            raise LocalProtocolError("TopologyService.receive needs the name table (table=)")
+        try:
+            out = self.subscribe(conn, data, now, table)
+        except SubscriptionRejected as exc:
+            if not exc.fatal:
+                raise
+            self._emit(SubscriberRejected(conn, exc.reason.value))
+            return
+        self._queue(out)
+
+    def notify_added(self, ev: BindingAddedLike) -> None:
+        """The name table gained a binding: queue the events (:meth:`binding_added`)."""
+        self._queue(self.binding_added(ev))
+
+    def notify_removed(self, ev: BindingRemovedLike) -> None:
+        """The name table lost a binding: queue the events (:meth:`binding_removed`)."""
+        self._queue(self.binding_removed(ev))
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (the earliest subscription timeout)."""
+        return self.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        """Expire every subscription whose timeout has passed; the events are queued."""
+        self._queue(self.expire(now))
+
+    def _queue(self, out: list[Outgoing]) -> None:
+        self._outbox.extend((o.conn, o.data) for o in out)
 
     # ------------------------------------------------------------------ requests
 
@@ -573,11 +656,11 @@ class TopologyService:
     def _event(
         self, s: _Sub, kind: EventType, lower: int, upper: int, port: int, node: int
     ) -> Outgoing:
-        self._events += 1
+        self._sent += 1
         data = s.head.pack(kind, lower, upper, port, node) + s.raw
         return Outgoing(s.conn, data, TopologyEvent(kind, lower, upper, port, node, s.sub))
 
-    # ------------------------------------------------------------------ time
+    # ------------------------------------------------------------------ time (returning)
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` has something to do next, or None if no timer runs."""
@@ -625,7 +708,7 @@ class TopologyService:
         return TopologyStatistics(
             subscriptions=len(self._subs),
             connections=len(self._by_conn),
-            events=self._events,
+            events=self._sent,
             timeouts=self._timeouts,
             cancels=self._cancels,
             rejected=self._rejected,

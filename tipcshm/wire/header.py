@@ -3,9 +3,10 @@
 This module is the single place where TIPC header bits are defined, packed and unpacked.
 It mirrors the accessors of the Linux kernel's ``net/tipc/msg.h`` and the message routines
 of ``net/tipc/msg.c`` (``tipc_msg_validate``, ``tipc_msg_reverse``), plus the node-identity
-helpers of ``net/tipc/addr.c`` / ``core.h`` (``tipc_nodeid2string``, ``hash128to32``), the
-16-bit sequence arithmetic of ``core.h`` and the 20-byte ``struct distr_item`` of
-``name_distr.h``. The facts come from /work/shared/tipc-wire.md; no kernel code is copied.
+helpers of ``net/tipc/addr.c`` / ``core.h`` (``tipc_nodeid2string``, ``hash128to32``) and the
+16-bit sequence arithmetic of ``core.h`` (the 20-byte ``struct distr_item`` of
+``name_distr.h`` lives in :mod:`tipcshm.wire.names`). The facts come from
+/work/shared/tipc-wire.md; no kernel code is copied.
 
 Theory of operation
 -------------------
@@ -68,11 +69,9 @@ Encoders raise plain :class:`ValueError` for a value the caller built wrongly (o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from struct import Struct
-from struct import error as StructError
 from typing import Final
 
 __all__ = [
@@ -175,12 +174,6 @@ __all__ = [
     "w1_bcast_ack",
     "w2_ack",
     "w2_seqno",
-    # name distributor items
-    "DISTR_ITEM",
-    "DISTR_ITEM_SIZE",
-    "DistrItem",
-    "encode_items",
-    "decode_items",
     # node identity
     "hash128to32",
     "identity_to_str",
@@ -356,8 +349,9 @@ class WireError(ValueError):
     """Received bytes are not a well-formed TIPC message (the remote's fault).
 
     This is the only exception any decoder in this module raises for untrusted input:
-    short buffers, a wrong version, impossible sizes, a name-distributor payload that is
-    not a whole number of items. Unknown enum values are *not* errors: decoders keep the
+    short buffers, a wrong version, impossible sizes (the per-user codecs of this package
+    raise it too, e.g. for a name-distributor payload that is not a whole number of
+    items). Unknown enum values are *not* errors: decoders keep the
     raw integers. It subclasses :class:`ValueError` so ``except ValueError`` also works.
     Local mistakes when encoding raise a plain :class:`ValueError` instead.
     """
@@ -887,45 +881,6 @@ def reverse_for_reject(
     U32.pack_into(out, 4, w1 & _U32_M)
     _W3_7.pack_into(out, 12, own_node, hdr.dest_port, hdr.orig_port, own_node, hdr.prev_node)
     return bytes(out)
-
-
-# ---------------------------------------------------------------------------------------
-# Name distributor items (name_distr.h struct distr_item)
-# ---------------------------------------------------------------------------------------
-
-DISTR_ITEM: Final = Struct(">5I")
-DISTR_ITEM_SIZE: Final = DISTR_ITEM.size  # 20
-
-
-@dataclass(frozen=True, slots=True)
-class DistrItem:
-    """One binding in a NAME_DISTRIBUTOR payload; the publishing node is the message's
-    originating node."""
-
-    type: int
-    lower: int
-    upper: int
-    port: int
-    key: int
-
-
-def encode_items(items: Iterable[DistrItem]) -> bytes:
-    """Concatenate ``items`` as 20-byte big-endian records; ValueError if a value is not u32."""
-    out = bytearray()
-    for item in items:
-        try:
-            out += DISTR_ITEM.pack(item.type, item.lower, item.upper, item.port, item.key)
-        except StructError as exc:
-            raise ValueError(f"{item!r}: every field must be a u32") from exc
-    return bytes(out)
-
-
-def decode_items(buf: bytes | bytearray | memoryview) -> list[DistrItem]:
-    """Split a NAME_DISTRIBUTOR payload into items; WireError unless a multiple of 20."""
-    n = _nbytes(buf)
-    if n % DISTR_ITEM_SIZE:
-        raise WireError(f"name distributor payload of {n} bytes is not a multiple of 20")
-    return [DistrItem(*fields) for fields in DISTR_ITEM.iter_unpack(buf)]
 
 
 # ---------------------------------------------------------------------------------------

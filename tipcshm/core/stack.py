@@ -1,0 +1,388 @@
+"""One local TIPC node on one bearer: discovery, peer nodes with their links, name
+distribution and the name table, composed into a single sans-IO object.
+
+Mirrors the dispatch of the kernel's ``net/tipc/node.c`` ``tipc_rcv`` (which object a
+received packet belongs to), ``tipc_node_check_dest``'s link creation (``node.c``), the
+delivery split of ``link.c`` ``tipc_data_input`` (name distributor messages to
+``name_distr.c``, data and connection-manager messages to the socket layer),
+``tipc_net_finalize`` (the node-state binding once the address is committed) and the
+node-up/down consequences of ``tipc_node_write_unlock``. No kernel code is copied.
+
+Theory of operation
+-------------------
+A :class:`NodeStack` is what a bearer worker (or the simulator) runs for one node. Its
+outbox items are ``(frame, destination media address)``, the destination None meaning
+the bearer's broadcast (discovery requests). Received datagrams go:
+
+* non-sequenced LINK_CONFIG -> the :class:`~tipcshm.core.discovery.Discoverer`;
+* any other non-sequenced packet (the peer's broadcast link; tipcshm has none, tipc-wire
+  §13) -> dropped and counted;
+* everything else by its previous node (w3) -> that peer's
+  :class:`~tipcshm.core.node.PeerNode` and on to its link; a packet from a node we have no
+  link to, one addressed to another node (w7, headers longer than 24 bytes), or any
+  sequenced packet before our address is known, is dropped and counted.
+
+What the parts report is acted on and passed up as events, in order:
+
+* ``AddressCommitted`` -> the name distributor takes the address and publishes the node
+  state binding ``{0, addr, addr}``;
+* ``PeerDiscovered`` -> a PeerNode with one :class:`~tipcshm.core.link.Link` whose peer
+  end is the discovered media address (a known peer that moved gets its new address and
+  a reset of a link that is not up);
+* ``LinkUp``/``LinkDown`` -> told to the Discoverer (request rate, check_dest);
+* ``NodeUp`` -> our bulk of bindings to that peer; ``NodeDown`` -> its bindings withdrawn;
+* ``Delivered`` NAME_DISTRIBUTOR messages -> the name distributor (a malformed one is
+  dropped and counted: the link has already accepted it); data (users 0-3) and
+  CONN_MANAGER messages are passed up as ``Delivered``; other users are counted.
+
+Nothing of a peer's traffic waits on the owner: after every call the stack drains the
+events of its parts until none is left, so the owner's loop is the contract's.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from tipcshm.core.contract import Machine
+from tipcshm.core.discovery import Discoverer, DiscoveryStatistics
+from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
+from tipcshm.core.events import (
+    AddressCommitted,
+    CoreEvent,
+    Delivered,
+    LinkDown,
+    LinkUp,
+    NodeDown,
+    NodeUp,
+    PeerDiscovered,
+)
+from tipcshm.core.link import Link
+from tipcshm.core.name_distr import NameDistributor, NameDistrStatistics
+from tipcshm.core.nametable import NameTable
+from tipcshm.core.node import NodeStatistics, PeerNode
+from tipcshm.wire.header import INT_H_SIZE, User, WireError, decode_header, identity_to_str
+
+__all__ = ["NodeStack", "NodeStackStatistics"]
+
+# Passed up as Delivered: data of the four importances and connection management.
+_DELIVERED_USERS = frozenset(
+    {
+        User.LOW_IMPORTANCE,
+        User.MEDIUM_IMPORTANCE,
+        User.HIGH_IMPORTANCE,
+        User.CRITICAL_IMPORTANCE,
+        User.CONN_MANAGER,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStackStatistics:
+    """Counters of a :class:`NodeStack` and the statistics of its parts."""
+
+    addr: int | None
+    peers: int
+    links_up: int
+    nodes_up: int
+    received: int
+    bcast_dropped: int
+    unknown_peer: int
+    wrong_dest: int
+    not_addressed: int
+    bad_name_msgs: int
+    other_users_dropped: int
+    distr_send_failures: int
+    discovery: DiscoveryStatistics
+    names: NameDistrStatistics
+    nodes: tuple[NodeStatistics, ...]
+
+
+class NodeStack(Machine[tuple[bytes, bytes | None]]):
+    """One node on one bearer (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        identity: bytes,
+        addr: int | None,
+        media: bytes,
+        if_name: str,
+        rng: random.Random,
+        now: float,
+        net_id: int = 4711,
+        mtu: int = 1472,
+        tolerance_ms: int = 1500,
+        window: int = 50,
+    ) -> None:
+        super().__init__()
+        self.identity = bytes(identity)
+        self.media = bytes(media)
+        self.if_name = if_name
+        self.mtu = mtu
+        self.tolerance_ms = tolerance_ms
+        self.window = window
+        self._rng = rng
+        self._own_id_str = identity_to_str(self.identity)
+        self._addr: int | None = None
+        self._disc = Discoverer(
+            identity=self.identity, addr=addr, media=self.media, net_id=net_id, rng=rng, now=now
+        )
+        self._names = NameDistributor(own_addr=None)
+        self._nodes: dict[int, PeerNode] = {}
+        self._stats = dict.fromkeys(
+            (
+                "received",
+                "bcast_dropped",
+                "unknown_peer",
+                "wrong_dest",
+                "not_addressed",
+                "bad_name_msgs",
+                "other_users_dropped",
+                "distr_send_failures",
+            ),
+            0,
+        )
+        self._pump(now)
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def addr(self) -> int | None:
+        """Our node address, None while the address trial runs."""
+        return self._addr
+
+    @property
+    def nametable(self) -> NameTable:
+        """Every binding this node knows (replaced once, when the address is committed)."""
+        return self._names.nametable
+
+    @property
+    def discoverer(self) -> Discoverer:
+        return self._disc
+
+    @property
+    def name_distributor(self) -> NameDistributor:
+        return self._names
+
+    def peer(self, addr: int) -> PeerNode | None:
+        return self._nodes.get(addr)
+
+    def peers(self) -> dict[int, PeerNode]:
+        return dict(self._nodes)
+
+    def links_up(self) -> set[int]:
+        """Addresses of the peers with a link up."""
+        return {a for a, n in self._nodes.items() if n.link_up}
+
+    def nodes_up(self) -> set[int]:
+        """Addresses of the peers reported up (NodeUp, not yet NodeDown)."""
+        return {a for a, n in self._nodes.items() if n.is_up}
+
+    # ------------------------------------------------------------------ contract
+
+    def receive(
+        self, frame: bytes | memoryview, now: float, src_media: bytes | None = None
+    ) -> None:
+        """One datagram from the bearer; ``src_media`` is where it came from.
+
+        RemoteProtocolError (nothing changed) for a malformed frame; valid frames nobody
+        wants are dropped and counted (:meth:`statistics`).
+        """
+        try:
+            hdr = decode_header(frame)
+        except WireError as exc:
+            raise RemoteProtocolError(f"bad frame: {exc}") from None
+        if hdr.non_seq:
+            if hdr.user == User.LINK_CONFIG:
+                self._disc.receive(frame, now, src_media)
+                self._stats["received"] += 1
+            else:
+                self._stats["bcast_dropped"] += 1
+            self._pump(now)
+            return
+        own = self._addr
+        node = self._nodes.get(hdr.prev_node)
+        if own is None:
+            self._stats["not_addressed"] += 1
+        elif not hdr.is_short and hdr.dest_node != own:
+            self._stats["wrong_dest"] += 1
+        elif node is None:
+            self._stats["unknown_peer"] += 1
+        else:
+            node.receive(frame, now)
+            self._stats["received"] += 1
+        self._pump(now)
+
+    def frames_to_send(self, now: float) -> list[tuple[bytes, bytes | None]]:
+        out, self._outbox = self._outbox, []
+        while True:
+            # Draining a part can raise events whose handling queues more frames (a
+            # bulk after NodeUp): go round until every part is quiet.
+            self._pump(now)
+            batch: list[tuple[bytes, bytes | None]] = list(self._disc.frames_to_send(now))
+            for node in self._nodes.values():
+                batch.extend(node.frames_to_send(now))
+            if not batch:
+                return out
+            out.extend(batch)
+
+    def next_timer(self) -> float | None:
+        timers = [self._disc.next_timer()]
+        timers.extend(n.next_timer() for n in self._nodes.values())
+        due = [t for t in timers if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        due = self._disc.next_timer()
+        if due is not None and due <= now:
+            self._disc.handle_timer(now)
+        for node in list(self._nodes.values()):
+            due = node.next_timer()
+            if due is not None and due <= now:
+                node.handle_timer(now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ the node's API
+
+    def publish(self, type: int, lower: int, upper: int, port: int, key: int, now: float) -> None:
+        """Bind ``{type, lower, upper}`` to our ``port`` with cluster scope; every peer
+        learns it. LocalProtocolError for a bad or duplicate binding."""
+        self._names.publish(type, lower, upper, port, key, now)
+        self._pump(now)
+
+    def withdraw(self, type: int, lower: int, upper: int, port: int, key: int, now: float) -> None:
+        """Undo :meth:`publish`; LocalProtocolError if there is no such binding."""
+        self._names.withdraw(type, lower, upper, port, key, now)
+        self._pump(now)
+
+    def send(self, dest_node: int, msg: bytes, now: float) -> None:
+        """Send one complete TIPC message to ``dest_node`` over its link.
+
+        LocalProtocolError if no link to that node is up (or the link refuses it)."""
+        node = self._nodes.get(dest_node)
+        if node is None or not node.link_up:
+            raise LocalProtocolError(f"no link to node {dest_node:#x} is up")
+        node.send(msg, now)
+        self._pump(now)
+
+    def congested(self, dest_node: int, importance: int) -> bool:
+        """Whether a message of ``importance`` to ``dest_node`` must wait: its link's
+        backlog is full (LinkCongested until LinkUncongested) or no link is up."""
+        node = self._nodes.get(dest_node)
+        return node is None or node.congested(importance)
+
+    def statistics(self) -> NodeStackStatistics:
+        return NodeStackStatistics(
+            addr=self._addr,
+            peers=len(self._nodes),
+            links_up=len(self.links_up()),
+            nodes_up=len(self.nodes_up()),
+            discovery=self._disc.statistics(),
+            names=self._names.statistics(),
+            nodes=tuple(n.statistics() for n in self._nodes.values()),
+            **self._stats,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _pump(self, now: float) -> None:
+        """Act on every event of the parts until they are all quiet."""
+        busy = True
+        while busy:
+            busy = False
+            while (ev := self._disc.next_event()) is not None:
+                busy = True
+                self._on_discovery(ev, now)
+            for node in list(self._nodes.values()):
+                while (ev := node.next_event()) is not None:
+                    busy = True
+                    self._on_node(node, ev, now)
+            for peer, msg in self._names.frames_to_send(now):
+                busy = True
+                target = self._nodes.get(peer)
+                try:
+                    if target is None:
+                        raise LocalProtocolError(f"no node {peer:#x}")
+                    target.send(msg, now)
+                except LocalProtocolError:
+                    self._stats["distr_send_failures"] += 1
+            while (ev := self._names.next_event()) is not None:
+                busy = True
+                self._emit(ev)
+
+    def _on_discovery(self, ev: CoreEvent, now: float) -> None:
+        if isinstance(ev, AddressCommitted):
+            self._addr = ev.addr
+            self._names.set_address(ev.addr, now)
+        elif isinstance(ev, PeerDiscovered):
+            self._peer_discovered(ev, now)
+        self._emit(ev)
+
+    def _peer_discovered(self, ev: PeerDiscovered, now: float) -> None:
+        own = self._addr
+        if own is None or ev.addr == own:
+            return
+        node = self._nodes.get(ev.addr)
+        if node is None:
+            node = PeerNode(
+                addr=ev.addr,
+                identity=ev.identity,
+                capabilities=ev.capabilities,
+                signature=ev.signature,
+            )
+            link = Link(
+                own_addr=own,
+                peer_addr=ev.addr,
+                own_if=self.if_name,
+                own_id_str=self._own_id_str,
+                peer_id_str=identity_to_str(ev.identity),
+                mtu=self.mtu,
+                tolerance_ms=self.tolerance_ms,
+                window=self.window,
+                peer_caps=ev.capabilities,
+                rng=self._rng,
+                now=now,
+            )
+            node.add_link(link, media=ev.media)
+            self._nodes[ev.addr] = node
+            return
+        node.signature = ev.signature
+        node.capabilities = ev.capabilities
+        entry = node.entry(0)
+        if entry is not None and entry.media != ev.media:
+            entry.media = ev.media
+            if not entry.link.is_up:
+                entry.link.reset(now, "peer media address changed")
+
+    def _on_node(self, node: PeerNode, ev: CoreEvent, now: float) -> None:
+        if isinstance(ev, Delivered):
+            self._delivered(ev, now)
+            return
+        self._emit(ev)
+        if isinstance(ev, LinkUp):
+            self._disc.link_up(now, node.addr)
+        elif isinstance(ev, LinkDown):
+            self._disc.link_down(now, node.addr)
+        elif isinstance(ev, NodeUp):
+            link = node.active_link()
+            mss = link.mss if link is not None else self.mtu - INT_H_SIZE
+            self._names.node_up(node.addr, mss, now)
+        elif isinstance(ev, NodeDown):
+            self._names.node_down(node.addr, now)
+
+    def _delivered(self, ev: Delivered, now: float) -> None:
+        try:
+            user = decode_header(ev.frame).user
+        except WireError:
+            self._stats["other_users_dropped"] += 1
+            return
+        if user == User.NAME_DISTRIBUTOR:
+            try:
+                self._names.receive(ev.frame, now, source=ev.source)
+            except RemoteProtocolError:
+                self._stats["bad_name_msgs"] += 1
+        elif user in _DELIVERED_USERS:
+            self._emit(ev)
+        else:
+            self._stats["other_users_dropped"] += 1
