@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import select
-import struct
 import threading
 import time
 import weakref
@@ -62,7 +61,9 @@ from tipcshm.constants import (
     TIPC_MAX_USER_MSG_SIZE,
     TIPC_RETDATA,
 )
-from tipcshm.core.connection import Connection, Incoming, Send, State, Verdict
+from tipcshm.core import events as cev
+from tipcshm.core.connection import Connection, ConnectionStateError, State, ending_frame
+from tipcshm.core.errors import RemoteProtocolError
 from tipcshm.errors import (
     BrokenPipe,
     ConnectionRefused,
@@ -91,15 +92,21 @@ from tipcshm.sock import (
     recvmsg_args,
     shutdown_how,
 )
+from tipcshm.wire import connmgr
 
 _W01 = wire.HDR_W01
 _HDR24_FROM = wire.HDR24.unpack_from
 _U32 = wire.U32
 _CONN_W1 = wire.make_w1(wire.DataType.CONN_MSG)
-_ACK_W1 = wire.make_w1(wire.ConnMgrType.CONN_ACK)
-_CONN_MANAGER = int(wire.User.CONN_MANAGER)
-_SYN = wire.SYN_BIT
 _HS = wire.SHORT_H_SIZE  # connection data: the 24-byte header
+# Precomputed word tests of the receive paths (tipcshm.wire names every bit).
+_PLAIN_MASK = wire.W0_PLAIN_CONN_MASK
+_PLAIN_W0 = wire.W0_PLAIN_CONN_DATA
+_MTYPE_ERR = wire.W1_MTYPE_ERRCODE_MASK
+_SIZE = wire.SIZE_MASK
+_HSZ_SHIFT = wire.W0_HSIZE_BYTES_SHIFT
+_HSZ_MASK = wire.W0_HSIZE_BYTES_MASK
+_ACK_PREFIX = connmgr.build_ack(0, 0, 0, 0, 0)[:8]  # w0 and w1 of every CONN_ACK we send
 #: Longest wait for an ack before a sender facing a full ring looks at the ring again.
 _FULL_SLICE = 0.002
 _IN_OR_OUT = select.POLLIN | select.POLLOUT  # a connect waits for either (or a hang-up)
@@ -112,40 +119,22 @@ def _plain_data_len(buf: Any, off: int, peer_node: int, peer_port: int) -> int:
 
     Plain data (a 24-byte CONN_MSG without error or SYN, data importance, from the peer's
     port and node) is what the connection core always delivers unchanged while
-    ESTABLISHED, so the receive hot paths skip decoding it into an Incoming.
+    ESTABLISHED, so the receive hot paths skip handing it to the core.
     """
     w0, w1, _w2, w3, w4, _w5 = _HDR24_FROM(buf, off)
     if (
-        w1 >> 25 == 0  # CONN_MSG, no error code
-        and (w0 >> 19) & 0x3C == wire.SHORT_H_SIZE
-        and (w0 >> 25) & 0xF <= 3
-        and not w0 & _SYN
+        not w1 & _MTYPE_ERR  # CONN_MSG, no error code
+        and w0 & _PLAIN_MASK == _PLAIN_W0  # 24-byte header, data importance, no SYN
         and w4 == peer_port
         and w3 == peer_node
     ):
-        return (w0 & 0x1FFFF) - wire.SHORT_H_SIZE
+        return (w0 & _SIZE) - _HS
     return 0
 
 
-def _incoming(frame: Any, off: int = 0) -> tuple[Incoming, int]:
-    """Decode what the connection core looks at; also returns the header size."""
-    w0, w1 = _W01.unpack_from(frame, off)
-    hs = (w0 >> 19) & 0x3C
-    user = (w0 >> 25) & 0xF
-    acked = 0
-    if user == _CONN_MANAGER and hs >= 40:
-        acked = _U32.unpack_from(frame, off + 36)[0] >> 16
-    m = Incoming(
-        user=user,
-        mtype=w1 >> 29,
-        errcode=(w1 >> 25) & 0xF,
-        syn=bool(w0 & _SYN),
-        orig_node=_U32.unpack_from(frame, off + (24 if hs > 24 else 12))[0],
-        orig_port=_U32.unpack_from(frame, off + 16)[0],
-        data_len=(w0 & 0x1FFFF) - hs,
-        acked=acked,
-    )
-    return m, hs
+def _hsize(frame: Any) -> int:
+    """Header size of a queued frame."""
+    return (_W01.unpack_from(frame)[0] >> _HSZ_SHIFT) & _HSZ_MASK
 
 
 class ConnSocket(Socket):
@@ -165,11 +154,12 @@ class ConnSocket(Socket):
         self._dest_droppable = False
         self._update_w0()
         # acks also per quarter ring read, so a sender facing a full ring is woken
-        self._conn = Connection(ack_bytes=self._inbox.lane_bytes // 4)
+        self._conn = Connection(
+            own_node=self._own, own_port=self._port, ack_bytes=self._inbox.lane_bytes // 4
+        )
         self._rxq: deque[bytes] = deque()  # frames read while waiting, in arrival order
         self._accept_q: deque[bytes] = deque()  # SYNs for accept()
         self._partial = b""  # STREAM: the rest of a message recv did not take yet
-        self._ack_owed = 0  # CONN_ACK units read but not yet told (see _send_ack)
         self._peer_p: Producer | None = None
         self._head24 = b""
         self._w0c = 0
@@ -178,6 +168,7 @@ class ConnSocket(Socket):
         self._refused = 0  # TIPC error code of a refused connect
         self._end: bytes | None = None  # the peer's abort / shutdown message
         self._end_taken = False  # its EOF (or recvmsg's ancillary report) was consumed
+        self._connect_timed_out = False  # the core's connect timer expired (ETIMEDOUT)
         self._conn_name: tuple[int, int] | None = None  # service connected through
         self._refusal_reported = False  # SO_ERROR reports a refusal once
         # Also when the socket is garbage-collected unclosed, the peer hears of it.
@@ -213,14 +204,7 @@ class ConnSocket(Socket):
     @staticmethod
     def _abort_untold(client: Any, port: int, peer: list[int]) -> None:
         if peer[1]:
-            frame = wire.HDR24.pack(
-                wire.make_w0(3, wire.SHORT_H_SIZE, wire.SHORT_H_SIZE),
-                wire.make_w1(wire.DataType.CONN_MSG, errcode=wire.ErrorCode.NO_PORT),
-                0,
-                client.addr,
-                port,
-                peer[1],
-            )
+            frame = ending_frame(client.addr, port, peer[1], wire.ErrorCode.NO_PORT)
             with contextlib.suppress(OSError, ValueError):
                 p = client.producer(peer[1])
                 if p is not None:
@@ -234,9 +218,6 @@ class ConnSocket(Socket):
 
     # -- state helpers ---------------------------------------------------------------
     def _established(self, peer_node: int, peer_port: int) -> None:
-        conn = self._conn
-        conn.peer_node, conn.peer_port = peer_node, peer_port
-        conn.snt_unacked = 0
         self._client.seg.set_peer(self._slot, peer_node, peer_port)
         self._peer_cell[:] = [peer_node, peer_port]
         self._w0c = wire.make_w0(self._importance, wire.SHORT_H_SIZE, 0)
@@ -265,35 +246,23 @@ class ConnSocket(Socket):
         return self._peer_addr()
 
     # -- frames out ------------------------------------------------------------------
-    def _send_ctl(self, s: Send) -> None:
-        """A protocol message to the peer: an ack, a probe reply, an abort (best effort)."""
+    def _flush_out(self) -> None:
+        """Send what the connection core queued: acks (never waiting, see _send_ack),
+        rejections to whoever sent a stray message, and protocol messages to the peer
+        (probe replies, the shutdown and close messages; best effort)."""
         c = self._conn
-        if s.user == _CONN_MANAGER and s.mtype == wire.ConnMgrType.CONN_ACK:
-            self._send_ack(s.acked)
-            return
-        if s.user == _CONN_MANAGER:
-            frame = wire.HDR40.pack(
-                wire.make_w0(_CONN_MANAGER, wire.INT_H_SIZE, wire.INT_H_SIZE),
-                wire.make_w1(s.mtype, errcode=s.errcode),
-                0,
-                self._own,
-                self._port,
-                c.peer_port,
-                self._own,
-                c.peer_node,
-                0,
-                (s.acked & 0xFFFF) << 16,
-            )
-        else:
-            frame = wire.HDR24.pack(
-                wire.make_w0(s.user, wire.SHORT_H_SIZE, wire.SHORT_H_SIZE),
-                wire.make_w1(s.mtype, errcode=s.errcode),
-                0,
-                self._own,
-                self._port,
-                c.peer_port,
-            )
-        p = self._client.producer(c.peer_port)
+        for frame in c.frames_to_send(0.0):
+            if frame[:8] == _ACK_PREFIX:
+                self._send_ack(frame)
+                continue
+            port = wire.msg_dest_port(frame)
+            if port != c.peer_port or not c.peer_port:
+                _post(self._client, port, frame)
+                continue
+            self._send_to_peer(frame, port)
+
+    def _send_to_peer(self, frame: bytes, port: int) -> None:
+        p = self._client.producer(port)
         if p is None:
             return
         give_up = time.monotonic() + 5.0  # a peer that never reads cannot wedge us
@@ -301,84 +270,91 @@ class ConnSocket(Socket):
             try:
                 while not p.write(frame):
                     if not p.wait_space(len(frame), _WAIT_SLICE):
-                        if self._client.gone(c.peer_port) or time.monotonic() > give_up:
+                        if self._client.gone(port) or time.monotonic() > give_up:
                             return
             except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
                 if e.errno != errno.ESTALE:
                     raise
 
-    def _send_ack(self, acked: int) -> None:
-        """A CONN_ACK for ``acked`` more messages read, plus any owed, without waiting.
+    def _send_ack(self, frame: bytes) -> None:
+        """A CONN_ACK the core built (it carries any units owed), without waiting.
 
         Our lane into the peer may be full of our own data, which the peer reads only
         once our ack lets it send again: two sockets both waiting to put an ack into a
-        full lane wait for each other (the kernel's acks need no room). Ack counts are
-        increments (tipc_sk_conn_proto_rcv subtracts them), so one that cannot go now is
-        owed, not dropped, and goes with the next ack or the next wait (:meth:`_wait_ring`).
+        full lane wait for each other (the kernel's acks need no room). An ack that
+        cannot go now goes back to the core as owed (Connection.ack_unsent) and rides on
+        the next ack or the next wait (:meth:`_wait_ring`).
         """
         c = self._conn
-        total = self._ack_owed + acked
-        self._ack_owed = total
         p = self._client.producer(c.peer_port)
-        if p is None or not total:
+        if p is None:
             return
-        frame = wire.HDR40.pack(
-            wire.make_w0(_CONN_MANAGER, wire.INT_H_SIZE, wire.INT_H_SIZE),
-            _ACK_W1,
-            0,
-            self._own,
-            self._port,
-            c.peer_port,
-            self._own,
-            c.peer_node,
-            0,
-            (total & 0xFFFF) << 16,
-        )
         if not p.lock.acquire(timeout=0.001):  # a sender of ours holds it, maybe waiting
+            c.ack_unsent(frame)
             return
         try:
-            if p.write(frame):
-                self._ack_owed = 0
+            if not p.write(frame):
+                c.ack_unsent(frame)
         except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
             if e.errno != errno.ESTALE:
                 raise
-            self._ack_owed = 0
         finally:
             p.lock.release()
 
+    def _flush_owed_ack(self) -> None:
+        if self._conn.flush_owed_ack():
+            self._flush_out()
+
     # -- frames in -------------------------------------------------------------------
     def _handle(self, frame: bytes) -> None:
-        """Feed one frame from the inbox to the connection core and act on its verdict."""
-        try:
-            m, _hs = _incoming(frame)
-        except struct.error:
-            return
-        self._act(self._conn.receive(m), m, frame)
+        """Feed one frame from the inbox to the connection core and act on its events.
 
-    def _act(self, v: Verdict, m: Incoming, frame: bytes) -> None:
-        """Carry out the connection core's verdict on one frame."""
-        if v is Verdict.DELIVER:
-            if m.errcode:
-                self._end = frame  # reported once the data before it is read
-            else:
-                self._rxq.append(frame)
-        elif v is Verdict.NEW_CONNECTION:
-            self._accept_q.append(frame)
-        elif v is Verdict.ESTABLISHED:
-            self._established(m.orig_node, m.orig_port)
-            if m.data_len:
-                self._rxq.append(frame)
-        elif v is Verdict.PROBE:
-            self._send_ctl(Send(_CONN_MANAGER, int(wire.ConnMgrType.CONN_PROBE_REPLY)))
-        elif v is Verdict.REJECT:
-            try:
-                back = wire.reverse_for_reject(frame, wire.ErrorCode.NO_PORT, self._own)
-            except wire.WireError:
-                return
-            if back is not None:
-                _post(self._client, _U32.unpack_from(back, 20)[0], back)
-        elif v is Verdict.REFUSED:
-            self._refused = m.errcode
+        Plain data on an established connection changes nothing in the core (see
+        tipcshm.core.connection): it is queued for recv at once."""
+        c = self._conn
+        if c.state is State.TIPC_ESTABLISHED and _plain_data_len(
+            frame, 0, c.peer_node, c.peer_port
+        ):
+            self._rxq.append(frame)
+            return
+        try:
+            c.receive(frame, time.monotonic())
+        except RemoteProtocolError:
+            return  # malformed: counted by the core, dropped
+        self._drain()
+
+    def _drain(self) -> None:
+        """Send the core's frames, then act on its events."""
+        c = self._conn
+        self._flush_out()
+        while (ev := c.next_event()) is not None:
+            self._on_event(ev)
+
+    def _on_event(self, ev: cev.CoreEvent) -> None:
+        if isinstance(ev, cev.Delivered):
+            self._rxq.append(ev.frame)
+        elif isinstance(ev, cev.ConnectionEnded):
+            if ev.frame:
+                self._end = ev.frame  # reported once the data before it is read
+        elif isinstance(ev, cev.ConnectionRequested):
+            self._accept_q.append(ev.frame)
+        elif isinstance(ev, cev.ConnectionEstablished):
+            self._established(ev.peer_node, ev.peer_port)
+        elif isinstance(ev, cev.ConnectionRefused):
+            self._refused = ev.error
+        elif isinstance(ev, cev.ConnectionTimedOut):
+            self._connect_timed_out = True
+        elif isinstance(ev, cev.ConnectionAborted):
+            self._peer_cell[1] = 0  # nobody to tell: the peer is unreachable
+
+    def _tick(self) -> None:
+        """Run the core's timers that are due (connect timeout, connection probes)."""
+        t = self._conn.next_timer()
+        if t is not None:
+            now = time.monotonic()
+            if now >= t:
+                self._conn.handle_timer(now)
+                self._drain()
 
     def _pump(
         self, deadline: float | None, nonblock: bool = False, events: int = select.POLLIN
@@ -436,9 +412,9 @@ class ConnSocket(Socket):
         ready = self._ready
         if ready is None or self._closed:
             return
-        if self._ack_owed:
+        if self._conn.acks_owed:
             with contextlib.suppress(OSError, ValueError):
-                self._send_ack(0)
+                self._flush_owed_ack()
         conn = self._conn
         inbox = self._inbox
         while not inbox.closed and conn.state is not State.TIPC_DISCONNECTING:
@@ -510,17 +486,17 @@ class ConnSocket(Socket):
                     if deadline is not None and time.monotonic() >= deadline:
                         raise self._timed_out("accept", f"accept on socket {self._port:#010x}")
             syn = self._accept_q.popleft()
-        m, _hs = _incoming(syn)
+        m = wire.decode_header(syn)  # the core validated it (ConnectionRequested)
         new = ConnSocket(self.family, self.type, self.proto, node=self.node)
         new._importance = self._importance
-        new._conn.accepted(m.orig_node, m.orig_port)
-        new._established(m.orig_node, m.orig_port)
-        if m.mtype == wire.DataType.NAMED_MSG and len(syn) >= wire.NAMED_H_SIZE:
-            new._conn_name = (_U32.unpack_from(syn, 32)[0], _U32.unpack_from(syn, 36)[0])
-        if m.data_len:
+        new._conn.accepted(m.orig_node, m.orig_port, time.monotonic())
+        new._drain()  # ConnectionEstablished: the lane to the peer
+        if m.mtype == wire.DataType.NAMED_MSG and m.hsize >= wire.NAMED_H_SIZE:
+            new._conn_name = (m.name_type, m.name_instance)
+        if m.data_size:
             new._rxq.append(syn)
         new._send_data(b"", 0)  # the empty CONN_MSG that completes the client's connect
-        new._conn.snt_unacked = 0
+        new._conn.answered_syn()
         return new, new._peer_addr()
 
     def connect(self, address: AddressLike) -> None:
@@ -628,7 +604,9 @@ class ConnSocket(Socket):
                 if e.errno != errno.ESTALE:
                     raise
                 raise ConnectionRefused(f"connect to {addr}: no socket there") from None
-        self._conn.connect()
+        now = time.monotonic()
+        # the core owns the connect timer: TIPC_CONN_TIMEOUT (or settimeout) as computed
+        self._conn.connect(now, None if deadline is None else max(0.0, deadline - now))
         if isinstance(addr, ServiceAddr):
             self._conn_name = (addr.type, addr.instance)
         if nonblock:
@@ -640,13 +618,17 @@ class ConnSocket(Socket):
         """A blocking connect's wait for the answer (tipc_wait_for_connect). Running out
         of time leaves the socket CONNECTING, as the kernel's: fileno() reports nothing,
         and the answer, should it still come, establishes or refuses the connection."""
+        conn = self._conn
         with self._recv_lock:
-            while self._conn.state == State.TIPC_CONNECTING:
-                if (
-                    not self._pump(deadline, events=_IN_OR_OUT)
-                    and deadline is not None
-                    and time.monotonic() >= deadline
-                ):
+            if conn.state is State.TIPC_CONNECTING:
+                now = time.monotonic()
+                conn.set_connect_timeout(now, None if deadline is None else deadline - now)
+            self._connect_timed_out = False
+            while conn.state is State.TIPC_CONNECTING:
+                self._pump(conn.next_timer(), events=_IN_OR_OUT)
+                self._tick()
+                if self._connect_timed_out and conn.state is State.TIPC_CONNECTING:
+                    self._connect_timed_out = False
                     raise self._timed_out("connect", f"connect to {addr}: no answer")
         if self._conn.state != State.TIPC_ESTABLISHED:
             self._refusal_reported = True  # connect() reports it, not SO_ERROR later
@@ -689,7 +671,7 @@ class ConnSocket(Socket):
                 lock.release()
             if sent:
                 p.notify()
-                conn.snt_unacked += 1
+                conn.sent(1)
                 self._tx_msgs += 1
                 self._tx_bytes += n
                 return n
@@ -742,7 +724,7 @@ class ConnSocket(Socket):
                 p.wait_space(size, left)
             self._client.check_alive()
         p.notify()
-        conn.snt_unacked += 1
+        conn.sent(1)
         self._tx_msgs += 1
         self._tx_bytes += n
         return n
@@ -761,17 +743,8 @@ class ConnSocket(Socket):
             finally:
                 self._recv_lock.release()
         if self._conn.state == State.TIPC_ESTABLISHED:
-            self._conn.receive(
-                Incoming(
-                    3,
-                    0,
-                    wire.ErrorCode.NO_PORT,
-                    False,
-                    self._conn.peer_node,
-                    self._conn.peer_port,
-                    0,
-                )
-            )
+            self._conn.abort(wire.ErrorCode.NO_PORT, time.monotonic())
+            self._drain()
         self._not_sendable()
 
     def _not_sendable(self) -> NoReturn:
@@ -916,7 +889,7 @@ class ConnSocket(Socket):
             lock.release()
         if k:
             p.notify()
-            conn.snt_unacked += k
+            conn.sent(k)
             self._tx_msgs += k
             self._tx_bytes += k * size
         return k * size
@@ -973,6 +946,10 @@ class ConnSocket(Socket):
                 if rxq:
                     break
                 err = conn.peer_error
+                if conn.aborted:  # supervision: a CONN_PROBE went unanswered
+                    raise TipcError(
+                        errno.ECONNABORTED, f"{self._addr_text()}: the peer stopped answering"
+                    )
                 if conn.local_shutdown:
                     # tipc_wait_for_rcvmsg on the queue our shutdown purged: RCV_SHUTDOWN
                     # is ENOTCONN for a call that may wait on the kernel's timers, EAGAIN
@@ -1008,7 +985,7 @@ class ConnSocket(Socket):
         accept_q = self._accept_q
         while accept_q:
             syn = accept_q[0]
-            if (_W01.unpack_from(syn)[0] & 0x1FFFF) > _incoming(syn)[1]:
+            if wire.data_len_of(_W01.unpack_from(syn)[0]) > 0:
                 accept_q.popleft()
                 self._rxq.append(syn)
                 return syn
@@ -1017,9 +994,8 @@ class ConnSocket(Socket):
 
     def _consume(self) -> None:
         frame = self._rxq.popleft()
-        ack = self._conn.consumed(1, len(frame))
-        if ack is not None:
-            self._send_ctl(ack)
+        if self._conn.consumed(1, len(frame)):
+            self._flush_out()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         bufsize, flags = recv_args(bufsize, flags, "recv")
@@ -1109,9 +1085,8 @@ class ConnSocket(Socket):
         inbox.release_gather(lane, k)
         self._rx_msgs += k
         self._rx_bytes += taken
-        ack = conn.consumed(k, taken)
-        if ack is not None:
-            self._send_ctl(ack)
+        if conn.consumed(k, taken):
+            self._flush_out()
         return data
 
     def _recv_message(self, flags: int, deadline: float | None, nonblock: bool) -> bytes:
@@ -1124,7 +1099,7 @@ class ConnSocket(Socket):
                 if not flags & MSG_PEEK:
                     self._end_taken = True
                 return b""
-            hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
+            hs = _hsize(frame)
             if len(frame) > hs:
                 break
             self._consume()  # an empty message without error: skipped (tipc_recvmsg)
@@ -1174,7 +1149,7 @@ class ConnSocket(Socket):
                     self._end_taken = True  # EOF now; with data, on the next call
                 break
             self._consume()
-            data = frame[(_W01.unpack_from(frame)[0] >> 19) & 0x3C :]
+            data = frame[_hsize(frame) :]
             room = bufsize - len(out)
             if len(data) > room:
                 out += data[:room]
@@ -1199,7 +1174,7 @@ class ConnSocket(Socket):
                 raise WouldBlock(f"no data waiting on socket {self._port:#010x}")
             if not frame:
                 return b""  # the end, left for the read that takes it
-            hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
+            hs = _hsize(frame)
             if len(frame) > hs:
                 return frame[hs : hs + bufsize]
             self._consume()
@@ -1261,33 +1236,26 @@ class ConnSocket(Socket):
             size = 0
             if conn.state is State.TIPC_ESTABLISHED:
                 size = _plain_data_len(buf, off, conn.peer_node, conn.peer_port)
-            if size:
-                if n - got >= 2 * size:  # room for more than this one: take a run
-                    got += self._take_run(lane, target, got, size)
-                    continue
-                hs = _HS
-            else:
-                m, hs = _incoming(buf, off)
-                v = conn.receive(m)
-                if v is Verdict.DELIVER and not m.errcode:
-                    size = m.data_len
-            if size:
-                start = off + hs
-                take = min(size, n - got)
-                target[got : got + take] = buf[start : start + take]
-                if take < size:
-                    self._partial = bytes(buf[start + take : off + length])
+            if not size:
+                # not plain data: the core's business, then the general path's
+                frame = bytes(buf[off : off + length])
                 inbox.release(lane)
-                got += take
-                self._rx_msgs += 1
-                self._rx_bytes += size
-                ack = conn.consumed(1, size)
-                if ack is not None:
-                    self._send_ctl(ack)
+                self._handle(frame)
                 continue
-            frame = bytes(buf[off : off + length])
+            if n - got >= 2 * size:  # room for more than this one: take a run
+                got += self._take_run(lane, target, got, size)
+                continue
+            start = off + _HS
+            take = min(size, n - got)
+            target[got : got + take] = buf[start : start + take]
+            if take < size:
+                self._partial = bytes(buf[start + take : off + length])
             inbox.release(lane)
-            self._act(v, m, frame)
+            got += take
+            self._rx_msgs += 1
+            self._rx_bytes += size
+            if conn.consumed(1, size):
+                self._flush_out()
         return got
 
     def _take_run(self, lane: int, target: memoryview, at: int, size: int) -> int:
@@ -1302,9 +1270,8 @@ class ConnSocket(Socket):
         inbox.release_run(lane, k)
         self._rx_msgs += k
         self._rx_bytes += k * size
-        ack = self._conn.consumed(k, k * size)
-        if ack is not None:
-            self._send_ctl(ack)
+        if self._conn.consumed(k, k * size):
+            self._flush_out()
         return k * size
 
     def _wait_ring(
@@ -1314,8 +1281,9 @@ class ConnSocket(Socket):
         timed out). Raises when the socket or the node closed. In select mode the wait
         is on fileno() reporting ``events`` (receive lock let go meanwhile), so that the
         reactor, the only waiter on the doorbell then, never loses a bell to us."""
-        if self._ack_owed:
-            self._send_ack(0)
+        if self._conn.acks_owed:
+            self._flush_owed_ack()
+        self._tick()
         if nonblock:
             if self._inbox.closed and self._inbox.poll() is None:
                 self._node_stopped()  # not "try again": fileno() stays readable
@@ -1402,7 +1370,7 @@ class ConnSocket(Socket):
                 return memoryview(self._partial), _ZC_PARTIAL
             if rxq:
                 frame = rxq[0]
-                hs = (_W01.unpack_from(frame)[0] >> 19) & 0x3C
+                hs = _hsize(frame)
                 if len(frame) <= hs:
                     self._consume()  # an empty message without error is skipped
                     continue
@@ -1470,9 +1438,8 @@ class ConnSocket(Socket):
                 self._inbox.release(held)
             else:
                 self._inbox.release_run(held, k)
-            ack = self._conn.consumed(k, nbytes)
-            if ack is not None:
-                self._send_ctl(ack)
+            if self._conn.consumed(k, nbytes):
+                self._flush_out()
         elif held == _ZC_QUEUED:
             if self._rxq:
                 self._consume()
@@ -1527,7 +1494,7 @@ class ConnSocket(Socket):
         if ancbufsize > 0:
             if ended:
                 end = self._end
-                returned = b"" if end is None else end[(_W01.unpack_from(end)[0] >> 19) & 0x3C :]
+                returned = b"" if end is None else end[_hsize(end) :]
                 info = _ANC_ERRINFO.pack(self._conn.peer_error, len(returned))
                 ancdata.append((SOL_TIPC, TIPC_ERRINFO, info))
                 if returned:
@@ -1552,9 +1519,8 @@ class ConnSocket(Socket):
         try:
             if st not in (State.TIPC_ESTABLISHED, State.TIPC_DISCONNECTING):
                 raise NotConnected(f"socket {self._port:#010x} is not connected")
-            msg = self._conn.shutdown()
-            if msg is not None:
-                self._send_ctl(msg)
+            self._conn.shutdown(time.monotonic())
+            self._flush_out()
             # tipc_shutdown discards what was not received: recv finds an empty queue
             # (unless another thread is in a receive call now: it may take what it finds)
             lock = self._recv_lock
@@ -1571,21 +1537,18 @@ class ConnSocket(Socket):
         return bool(self._zc_thread) and self._zc_thread == threading.get_ident()
 
     def _close_locked(self) -> None:
+        with contextlib.suppress(ConnectionStateError):
+            self._conn.close(time.monotonic())
         try:
-            msg = self._conn.close()
-        except Exception:
-            msg = None
-        if msg is not None:
-            try:
-                self._send_ctl(msg)
-            except (OSError, ValueError):
-                pass  # the node or the peer is gone: nothing to tell
+            self._flush_out()
+        except (OSError, ValueError):
+            pass  # the node or the peer is gone: nothing to tell
         self._peer_cell[1] = 0  # told (or nothing to tell): the finaliser need not
         for syn in self._accept_q:  # SYNs never accepted are refused (tsk_rej_rx_queue)
             with contextlib.suppress(wire.WireError, OSError, ValueError):
                 back = wire.reverse_for_reject(syn, wire.ErrorCode.NO_PORT, self._own)
                 if back is not None:
-                    _post(self._client, _U32.unpack_from(back, 20)[0], back)
+                    _post(self._client, wire.msg_dest_port(back), back)
         self._rxq.clear()
         self._accept_q.clear()
 

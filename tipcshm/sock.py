@@ -115,7 +115,16 @@ _ANC_DESTNAME = struct.Struct("=III")
 _WAIT_SLICE = 0.25  # blocked calls re-check closure and node liveness this often (seconds)
 _SEND_SLICE = 0.05  # a sender facing a full receiver re-checks its own closure this often
 _CLOSE_WAIT = 2.0  # close() waits this long for another thread's call to let go (seconds)
-_ERRCODE_MASK = 0xF << 25  # w1 bits 28:25
+_ERRCODE_MASK = wire.W1_ERRCODE_MASK
+# Precomputed word tests of the hot paths (tipcshm.wire names every bit and offset).
+_NON_DATA = wire.W0_NON_DATA_USER_MASK  # w0 & _NON_DATA: not a data importance
+_HSZ_SHIFT = wire.W0_HSIZE_BYTES_SHIFT  # (w0 >> _HSZ_SHIFT) & _HSZ_MASK: header bytes
+_HSZ_MASK = wire.W0_HSIZE_BYTES_MASK
+_SIZE = wire.SIZE_MASK
+_ORIG_PORT = wire.ORIG_PORT_OFFSET
+_ORIG_NODE = wire.ORIG_NODE_OFFSET
+_PREV_NODE = wire.PREV_NODE_OFFSET
+_SHORT = wire.SHORT_H_SIZE
 _MAX_ROUTES = 1024  # cached destinations per socket
 # The hot-path counters reach the socket table after each of a socket's first 1024
 # messages (quiet sockets read exactly in `tipcshm stat`), then every 64th.
@@ -943,7 +952,7 @@ class Socket(metaclass=_SocketMeta):
                     readable = False
                     break
                 buf, off, _length, lane = r
-                if (_W01.unpack_from(buf, off)[0] >> 25) & 0xF <= TIPC_CRITICAL_IMPORTANCE:
+                if not _W01.unpack_from(buf, off)[0] & _NON_DATA:
                     break
                 inbox.release(lane)  # not a data message: recv would drop it too
         ready.set(readable, True)
@@ -1160,7 +1169,7 @@ class Socket(metaclass=_SocketMeta):
             return
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
-        w0 = self._w0_flags | (hsize << 19)
+        w0 = self._w0_flags | (hsize << _HSZ_SHIFT)
         head = hdr.pack(w0, *words)
         route = _Route(seq, p, inbox, head, hsize, w0)
         self._routes[address] = route
@@ -1180,7 +1189,7 @@ class Socket(metaclass=_SocketMeta):
         """Write one frame into ``port``'s inbox: block while it is full (RDM), drop (DGRAM)."""
         p = self._client.producer(port)
         size = hsize + n
-        w0 = self._w0_flags | (hsize << 19) | size
+        w0 = self._w0_flags | (hsize << _HSZ_SHIFT) | size
         if p is None:
             self._undeliverable(hdr, w0, words, data, missing_err)
             return
@@ -1297,8 +1306,8 @@ class Socket(metaclass=_SocketMeta):
         while True:
             buf, off, _length, lane = self._next_frame(flags)
             w0, w1 = _W01.unpack_from(buf, off)
-            if (w0 >> 25) & 0xF <= TIPC_CRITICAL_IMPORTANCE:
-                return buf, off, lane, w0, w1, (w0 & 0x1FFFF) - ((w0 >> 19) & 0x3C)
+            if not w0 & _NON_DATA:
+                return buf, off, lane, w0, w1, (w0 & _SIZE) - ((w0 >> _HSZ_SHIFT) & _HSZ_MASK)
             self._inbox.release(lane)  # not a data message: nothing for this socket type
 
     def _consumed(self, lane: int, n: int, flags: int, w1: int) -> None:
@@ -1327,9 +1336,9 @@ class Socket(metaclass=_SocketMeta):
             if frame is None:
                 frame = self._get_blocking()
             w0, w1 = _W01.unpack_from(frame)
-            if (w0 >> 25) & 0xF > TIPC_CRITICAL_IMPORTANCE or w1 & _ERRCODE_MASK:
+            if w0 & _NON_DATA or w1 & _ERRCODE_MASK:
                 return self._odd_frame(frame, bufsize)[0]
-            hs = (w0 >> 19) & 0x3C
+            hs = (w0 >> _HSZ_SHIFT) & _HSZ_MASK
             self._rx_msgs += 1
             self._rx_bytes += len(frame) - hs
             if self._rx_msgs < _EXACT_UNTIL or not self._rx_msgs & _FLUSH_EVERY:
@@ -1356,9 +1365,9 @@ class Socket(metaclass=_SocketMeta):
             if frame is None:
                 frame = self._get_blocking()
             w0, w1 = _W01.unpack_from(frame)
-            if (w0 >> 25) & 0xF > TIPC_CRITICAL_IMPORTANCE or w1 & _ERRCODE_MASK:
+            if w0 & _NON_DATA or w1 & _ERRCODE_MASK:
                 return self._odd_frame(frame, bufsize)
-            hs = (w0 >> 19) & 0x3C
+            hs = (w0 >> _HSZ_SHIFT) & _HSZ_MASK
             self._rx_msgs += 1
             self._rx_bytes += len(frame) - hs
             if self._rx_msgs < _EXACT_UNTIL or not self._rx_msgs & _FLUSH_EVERY:
@@ -1382,8 +1391,8 @@ class Socket(metaclass=_SocketMeta):
         """A consumed frame that is not plain data: a returned message, or not for us."""
         while True:
             w0, w1 = _W01.unpack_from(frame)
-            if (w0 >> 25) & 0xF <= TIPC_CRITICAL_IMPORTANCE:
-                hs = (w0 >> 19) & 0x3C
+            if not w0 & _NON_DATA:
+                hs = (w0 >> _HSZ_SHIFT) & _HSZ_MASK
                 if w1 & _ERRCODE_MASK:
                     self._counters[self._c_returned] += 1
                     return b"", _source(frame, 0, hs)
@@ -1400,7 +1409,7 @@ class Socket(metaclass=_SocketMeta):
         bufsize, flags = recv_args(bufsize, flags, what)
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
-            hsize = (w0 >> 19) & 0x3C
+            hsize = (w0 >> _HSZ_SHIFT) & _HSZ_MASK
             data = (
                 b""
                 if w1 & _ERRCODE_MASK
@@ -1425,7 +1434,7 @@ class Socket(metaclass=_SocketMeta):
                 n = 0
             else:
                 n = min(dlen, len(target))
-                start = off + ((w0 >> 19) & 0x3C)
+                start = off + ((w0 >> _HSZ_SHIFT) & _HSZ_MASK)
                 target[:n] = buf[start : start + n]
             self._consumed(lane, dlen, flags, w1)
             return n
@@ -1436,7 +1445,7 @@ class Socket(metaclass=_SocketMeta):
         target, flags = recv_target(buffer, nbytes, flags, "recvfrom_into")
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
-            hsize = (w0 >> 19) & 0x3C
+            hsize = (w0 >> _HSZ_SHIFT) & _HSZ_MASK
             n = 0 if w1 & _ERRCODE_MASK else min(dlen, len(target))
             target[:n] = buf[off + hsize : off + hsize + n]
             addr = _source(buf, off, hsize)
@@ -1451,7 +1460,7 @@ class Socket(metaclass=_SocketMeta):
         bufsize, ancbufsize, flags = recvmsg_args(bufsize, ancbufsize, flags)
         with self._recv_lock:
             buf, off, lane, w0, w1, dlen = self._take(flags)
-            hsize = (w0 >> 19) & 0x3C
+            hsize = (w0 >> _HSZ_SHIFT) & _HSZ_MASK
             payload = bytes(buf[off + hsize : off + hsize + dlen])
             header = wire.decode_header(buf[off : off + hsize])
             addr = _source(buf, off, hsize)
@@ -1680,8 +1689,8 @@ def shutdown_how(how: Any) -> None:
 
 def _source(buf: memoryview | bytes, off: int, hsize: int) -> tuple[int, int, int, int, int]:
     """The sender's socket address, as recvfrom gives it: (TIPC_ADDR_ID, node, port, 0, 0)."""
-    port = _U32.unpack_from(buf, off + 16)[0]
-    node = _U32.unpack_from(buf, off + (24 if hsize > wire.SHORT_H_SIZE else 12))[0]
+    port = _U32.unpack_from(buf, off + _ORIG_PORT)[0]
+    node = _U32.unpack_from(buf, off + (_ORIG_NODE if hsize > _SHORT else _PREV_NODE))[0]
     return (TIPC_ADDR_ID, node, port, 0, 0)
 
 
@@ -1772,7 +1781,7 @@ def reject_unread(
                 returned = wire.reverse_for_reject(frame, error, own)
         except (wire.WireError, ValueError):
             returned = None
-        if returned is not None and post(_U32.unpack_from(returned, 20)[0], returned):
+        if returned is not None and post(wire.msg_dest_port(returned), returned):
             done.returned += 1
         else:
             done.dropped += 1

@@ -184,9 +184,22 @@ class ConnectionTimedOut(CoreEvent):
 @dataclass(frozen=True, slots=True)
 class ConnectionEnded(CoreEvent):
     """The peer ended the connection: ``error`` TIPC_CONN_SHUTDOWN reads as EOF, any
-    other (TIPC_ERR_NO_PORT, TIPC_ERR_NO_NODE) as ECONNRESET."""
+    other (TIPC_ERR_NO_PORT, TIPC_ERR_NO_NODE) as ECONNRESET. ``frame`` is the peer's
+    ending message (its data is what recvmsg reports as TIPC_RETDATA), empty when the
+    owner reported the loss (:meth:`Connection.abort`)."""
 
     error: int
+    frame: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRequested(CoreEvent):
+    """LISTEN: a SYN from ``peer_node``/``peer_port`` waits for accept() (``frame`` is the
+    whole SYN; its data, if any, is the new connection's first message)."""
+
+    peer_node: int
+    peer_port: int
+    frame: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +230,7 @@ __all__ = [
     "ConnectionEnded",
     "ConnectionEstablished",
     "ConnectionRefused",
+    "ConnectionRequested",
     "ConnectionTimedOut",
     "CoreEvent",
     "Delivered",

@@ -973,3 +973,107 @@ def seq_more(a: int, b: int) -> bool:
 def seq_add(a: int, n: int) -> int:
     """``a + n`` modulo 65536 (``n`` may be negative)."""
     return (a + n) & SEQ_MASK
+
+
+# ---------------------------------------------------------------------------------------
+# Hot-path field helpers for the socket layer (sock.py, conn.py) and the connection core.
+# Pre-shifted masks let a receive path test several fields with one AND; the offsets
+# name the address words a socket reads straight out of a ring.
+# ---------------------------------------------------------------------------------------
+
+#: w0 bits of a user >= 4: clear for the data importances 0-3 (``msg_isdata``).
+W0_NON_DATA_USER_MASK: Final = (_USER_M & ~User.CRITICAL_IMPORTANCE) << W0_USER_SHIFT
+#: w0[28:25], the user, in place.
+W0_USER_MASK: Final = _USER_M << W0_USER_SHIFT
+#: ``(w0 >> W0_HSIZE_BYTES_SHIFT) & W0_HSIZE_BYTES_MASK`` is the header size in bytes
+#: (the field counts words: shifting two bits less multiplies by 4).
+W0_HSIZE_BYTES_SHIFT: Final = W0_HSIZE_SHIFT - 2
+W0_HSIZE_BYTES_MASK: Final = _HSIZE_M << 2
+#: w0 of a 24-byte header with the size and flag bits cleared.
+W0_SHORT_HSIZE_FIELD: Final = (SHORT_H_SIZE >> 2) << W0_HSIZE_SHIFT
+#: w1[31:29], the message type, in place.
+W1_MTYPE_MASK: Final = _MTYPE_M << W1_MTYPE_SHIFT
+#: w1 bits that are 0 exactly for an error-free message of type 0 (CONN_MSG, CONN_PROBE).
+W1_MTYPE_ERRCODE_MASK: Final = W1_MTYPE_MASK | W1_ERRCODE_MASK
+#: w0 bits a connection's plain data message has exactly as :data:`W0_PLAIN_CONN_DATA`:
+#: a 24-byte header, a data importance, no SYN.
+W0_PLAIN_CONN_MASK: Final = W0_HSIZE_MASK | W0_NON_DATA_USER_MASK | SYN_BIT
+W0_PLAIN_CONN_DATA: Final = W0_SHORT_HSIZE_FIELD
+
+# Byte offsets of the address words (w3..w10) from the start of a message.
+PREV_NODE_OFFSET: Final = 12
+ORIG_PORT_OFFSET: Final = 16
+DEST_PORT_OFFSET: Final = 20
+ORIG_NODE_OFFSET: Final = 24
+DEST_NODE_OFFSET: Final = 28
+NAME_TYPE_OFFSET: Final = 32
+NAME_INSTANCE_OFFSET: Final = 36
+NAME_UPPER_OFFSET: Final = 40
+
+_u32_from = U32.unpack_from
+
+
+def hsize_of(w0: int) -> int:
+    """Header size in bytes (same as :func:`w0_hsize`)."""
+    return (w0 >> W0_HSIZE_BYTES_SHIFT) & W0_HSIZE_BYTES_MASK
+
+
+def data_len_of(w0: int) -> int:
+    """Payload bytes of the message whose word 0 is ``w0`` (size - header size)."""
+    return (w0 & SIZE_MASK) - ((w0 >> W0_HSIZE_BYTES_SHIFT) & W0_HSIZE_BYTES_MASK)
+
+
+def user_of(w0: int) -> int:
+    """The message user (same as :func:`w0_user`)."""
+    return (w0 >> W0_USER_SHIFT) & _USER_M
+
+
+def is_data_user(w0: int) -> bool:
+    """User 0-3, an application message (``msg_isdata``)."""
+    return not w0 & W0_NON_DATA_USER_MASK
+
+
+def msg_orig_port(buf: bytes | bytearray | memoryview, off: int = 0) -> int:
+    return int(_u32_from(buf, off + ORIG_PORT_OFFSET)[0])
+
+
+def msg_dest_port(buf: bytes | bytearray | memoryview, off: int = 0) -> int:
+    return int(_u32_from(buf, off + DEST_PORT_OFFSET)[0])
+
+
+def orig_node_offset(hsize: int) -> int:
+    """Where the originating node is: w6, or w3 (previous node) in a 24-byte header."""
+    return ORIG_NODE_OFFSET if hsize > SHORT_H_SIZE else PREV_NODE_OFFSET
+
+
+def msg_orig_node(buf: bytes | bytearray | memoryview, off: int, hsize: int) -> int:
+    return int(_u32_from(buf, off + orig_node_offset(hsize))[0])
+
+
+__all__ += [
+    "W0_NON_DATA_USER_MASK",
+    "W0_USER_MASK",
+    "W0_HSIZE_BYTES_SHIFT",
+    "W0_HSIZE_BYTES_MASK",
+    "W0_SHORT_HSIZE_FIELD",
+    "W1_MTYPE_MASK",
+    "W1_MTYPE_ERRCODE_MASK",
+    "W0_PLAIN_CONN_MASK",
+    "W0_PLAIN_CONN_DATA",
+    "PREV_NODE_OFFSET",
+    "ORIG_PORT_OFFSET",
+    "DEST_PORT_OFFSET",
+    "ORIG_NODE_OFFSET",
+    "DEST_NODE_OFFSET",
+    "NAME_TYPE_OFFSET",
+    "NAME_INSTANCE_OFFSET",
+    "NAME_UPPER_OFFSET",
+    "hsize_of",
+    "data_len_of",
+    "user_of",
+    "is_data_user",
+    "msg_orig_port",
+    "msg_dest_port",
+    "orig_node_offset",
+    "msg_orig_node",
+]
