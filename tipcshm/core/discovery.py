@@ -61,6 +61,7 @@ from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import AddressCommitted, DuplicateAddress, PeerDiscovered
 from tipcshm.wire.discovery import (
     DEFAULT_CAPS,
+    W1_SIG_BITS,
     Capability,
     DiscoveryMsg,
     UdpMediaAddr,
@@ -79,6 +80,7 @@ DISC_SLOW: Final = 60.0  # TIPC_DISC_SLOW: cap once it has one
 ADDR_TRIAL: Final = 1.0  # how long a trial address must stay uncontested
 DEFAULT_NET_ID: Final = 4711
 _U32: Final = 0xFFFFFFFF
+_SIG_MAX: Final = (1 << W1_SIG_BITS) - 1  # the signature is the low 16 bits of the random
 
 #: tipc_node_check_dest as a table: (signature matches, media matches, link up) ->
 #: (accept media address, accept signature, duplicate alert, respond). Accepting the media
@@ -176,7 +178,7 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
             self._own_maddr = UdpMediaAddr.decode(media)
         except WireError as exc:
             raise LocalProtocolError(f"own media address: {exc}") from exc
-        if signature is not None and not 0 <= signature <= 0xFFFF:
+        if signature is not None and not 0 <= signature <= _SIG_MAX:
             raise LocalProtocolError(f"signature {signature!r} must fit in 16 bits")
         self.identity = identity
         self.addr: int | None = addr
@@ -187,7 +189,7 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
         # tipc_net's random: the signature is its low 16 bits, suggestions xor all 32.
         self._random = rng.getrandbits(32)
         if signature is not None:
-            self._random = (self._random & ~0xFFFF) | signature
+            self._random = (self._random & ~_SIG_MAX) | signature
         self.signature = wire_signature(self._random, capabilities)
         self._template = DiscoveryMsg(
             mtype=DiscMsgType.DSC_REQ_MSG,

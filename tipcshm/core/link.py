@@ -66,6 +66,7 @@ from tipcshm.wire.discovery import Capability
 from tipcshm.wire.fragment import FragmentMsg, fragment
 from tipcshm.wire.header import (
     INT_H_SIZE,
+    SEQ_MASK,
     LinkMsgType,
     User,
     WireError,
@@ -75,6 +76,7 @@ from tipcshm.wire.header import (
     seq_more,
 )
 from tipcshm.wire.link import (
+    MAX_SEQ_GAP,
     BcastProtoMsg,
     FrameInfo,
     LinkProtoMsg,
@@ -82,6 +84,7 @@ from tipcshm.wire.link import (
     restamp_acks,
     stamp,
 )
+from tipcshm.wire.names import DISTR_ITEM_SIZE
 
 __all__ = [
     "LINK_STATES",
@@ -189,7 +192,6 @@ RESET_EVERY: Final = 16  # ... then one every this many ticks
 NACK_FIRST: Final = 3  # NACK when the deferred queue holds 3, 19, 35, ...
 NACK_EVERY: Final = 16
 MAX_PUBL: Final = 65535
-ITEM_SIZE: Final = 20
 _SYSTEM: Final = int(User.SYSTEM_IMPORTANCE)
 _HALF_SEQ: Final = 0x7FFF
 # Users delivered to the owner as they are.
@@ -547,7 +549,7 @@ class Link(Machine[bytes]):
     def _set_limits(self) -> None:
         """tipc_link_set_queue_limits: backlog limits per importance."""
         w = self.window
-        max_bulk = MAX_PUBL // max(1, self.mtu // ITEM_SIZE)
+        max_bulk = MAX_PUBL // max(1, self.mtu // DISTR_ITEM_SIZE)
         self._limits = [2 * w, 4 * w, 6 * w, 8 * w, max_bulk]
 
     def _reset_link(self) -> None:
@@ -648,7 +650,7 @@ class Link(Machine[bytes]):
         if mtype == LinkMsgType.STATE_MSG and not self.is_up:
             return
         if (probe or probe_reply) and self._deferred:
-            rcvgap = (self._first_deferred() - self.rcv_nxt) & 0xFFFF
+            rcvgap = (self._first_deferred() - self.rcv_nxt) & SEQ_MASK
         common = {
             "prev_node": self.own_addr,
             "orig_node": self.own_addr,
@@ -669,7 +671,7 @@ class Link(Machine[bytes]):
             msg = LinkProtoMsg(
                 mtype=mtype,
                 seqno=seqno,
-                seq_gap=min(rcvgap, 0x1FFF),
+                seq_gap=min(rcvgap, MAX_SEQ_GAP),
                 bcast_ack=self._bc_ack,
                 probe=probe,
                 keepalive=probe or probe_reply,
@@ -740,7 +742,7 @@ class Link(Machine[bytes]):
             and seq_more(msg.next_sent, self.rcv_nxt)
             and not self._deferred
         ):
-            rcvgap = (msg.next_sent - self.rcv_nxt) & 0xFFFF
+            rcvgap = (msg.next_sent - self.rcv_nxt) & SEQ_MASK
         if rcvgap or msg.probe:
             self._proto_msg(LinkMsgType.STATE_MSG, probe_reply=msg.probe, rcvgap=rcvgap)
         self._advance_transmq(msg.ack, msg.seq_gap, now)
@@ -860,14 +862,14 @@ class Link(Machine[bytes]):
 
     def _first_deferred(self) -> int:
         base = self.rcv_nxt
-        return min(self._deferred, key=lambda s: (s - base) & 0xFFFF)
+        return min(self._deferred, key=lambda s: (s - base) & SEQ_MASK)
 
     def _build_nack(self) -> None:
         """tipc_link_build_nack_msg: NACK when the deferred queue holds 3, 19, 35, ..."""
         self._stats.rx_defs += 1
         n = len(self._deferred)
         if n >= NACK_FIRST and (n - NACK_FIRST) % NACK_EVERY == 0:
-            gap = (self._first_deferred() - self.rcv_nxt) & 0xFFFF
+            gap = (self._first_deferred() - self.rcv_nxt) & SEQ_MASK
             self._proto_msg(LinkMsgType.STATE_MSG, rcvgap=gap)
 
     def _input(self, data: bytes, now: float) -> None:

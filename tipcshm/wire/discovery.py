@@ -346,6 +346,7 @@ def is_discovery(buf: bytes | bytearray | memoryview) -> bool:
 
 
 __all__ = [
+    "W1_SIG_BITS",
     "DEFAULT_CAPS",
     "DISC_MSG_SIZE",
     "ETH_P_IP",

@@ -54,6 +54,7 @@ from tipcshm.wire.header import (
 )
 
 __all__ = [
+    "MAX_SEQ_GAP",
     "IF_NAME_LEN",
     "KEEPALIVE_BIT",
     "MAX_GAP_ACK_BLOCKS",
@@ -91,6 +92,8 @@ _FLAGS: Final = _NON_SEQ | KEEPALIVE_BIT | _SRC_DROP | _SYN
 _MTYPE_SHIFT: Final = 29
 _SEQ_GAP_SHIFT: Final = 16
 _SEQ_GAP_M: Final = 0x1FFF
+#: The largest NACK count a STATE can carry (13 bits, w1[28:16]).
+MAX_SEQ_GAP: Final = _SEQ_GAP_M
 _U16_M: Final = 0xFFFF
 _DEST_SESSION_VALID: Final = 1  # bit 16 of w1 = bit 0 of the seq_gap field
 
