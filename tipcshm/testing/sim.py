@@ -785,7 +785,10 @@ class SimCluster:
         sim.partition({0}, {1, 2}); sim.heal()
 
     :meth:`send` plays a socket: a message waits until a link to the destination is up
-    and not congested, then goes to the stack. ``trial=True`` lets discovery pick each
+    and not congested, then goes to the stack; a message the stack already took is lost
+    if its link then goes down (the kernel without a second link does the same: there
+    is no failover yet), so delivery is exactly once and in order while the link
+    stays up, at most once and in order across a reset. ``trial=True`` lets discovery pick each
     node's address (the 1 s duplicate-address trial) instead of giving it from the
     identity.
     """
