@@ -1,4 +1,10 @@
-"""Test helpers that users can use too: isolated nodes that clean up after themselves."""
+"""Test helpers that users can use too.
+
+* isolated nodes that clean up after themselves (:func:`running_node` and friends);
+* a deterministic network simulator for the sans-IO protocol core
+  (:mod:`tipcshm.testing.sim`): :class:`FakeClock`, :class:`SimNetwork` with seeded
+  loss, duplication, reordering, delay and partitions, and the clusters built on it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,31 @@ from collections.abc import Iterator
 
 from tipcshm.client import drop_client
 from tipcshm.errors import NodeFailure
+from tipcshm.testing.sim import (
+    FakeClock,
+    Faults,
+    NetworkStatistics,
+    PathStatistics,
+    SimCluster,
+    SimLinkPair,
+    SimNetwork,
+    data_message,
+)
+
+__all__ = [
+    "FakeClock",
+    "Faults",
+    "NetworkStatistics",
+    "PathStatistics",
+    "SimCluster",
+    "SimLinkPair",
+    "SimNetwork",
+    "data_message",
+    "running_node",
+    "start_node",
+    "stop_node",
+    "unique_node_name",
+]
 
 
 def unique_node_name(prefix: str = "t") -> str:
