@@ -208,7 +208,12 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = Fals
     from tipcshm.workers.supervisor import clean_leftovers
 
     found = False
-    record = rundir.read_record(node)
+    # Alive or dying: a supervisor killed with SIGKILL is no longer "alive" (a zombie, its
+    # threads still exiting) but clients learn of its end only when it has fully exited
+    # (its pidfd turns readable). Cleaning up before that would close every inbox while
+    # senders still think the node runs, and a send to a vanished inbox would be dropped
+    # as undeliverable instead of failing.
+    record = rundir.read_record_any(node)
     if record is not None:
         pid, start = record
         try:
@@ -217,7 +222,9 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = Fals
             pidfd = -1
         if pidfd >= 0:
             try:
-                if proc.alive(pid, start):  # checked after the pidfd pinned the process
+                if proc.start_time(pid) != start:
+                    pass  # the pid now names another process: the supervisor is long gone
+                elif proc.alive(pid, start):  # checked after the pidfd pinned the process
                     found = True
                     signal.pidfd_send_signal(pidfd, signal.SIGTERM)
                     if not _readable(pidfd, timeout):
@@ -226,7 +233,7 @@ def stop_node(node: str, timeout: float = STOP_TIMEOUT, *, keep_log: bool = Fals
                 else:
                     # Dying (killed) but perhaps not yet exited: its lock is already free,
                     # while clients still see it alive. Let it finish first, so that after
-                    # stop every client knows (a pid reused meanwhile costs this second).
+                    # stop every client knows.
                     _readable(pidfd, 1.0)
             except ProcessLookupError:
                 pass

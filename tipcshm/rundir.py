@@ -145,6 +145,15 @@ def write_record(node: str, pid: int, start: int) -> None:
 
 def read_record(node: str) -> tuple[int, int] | None:
     """``(pid, start time)`` of the node's supervisor if it is alive, else None."""
+    record = read_record_any(node)
+    if record is None or not proc.alive(*record):
+        return None
+    return record
+
+
+def read_record_any(node: str) -> tuple[int, int] | None:
+    """``(pid, start time)`` the node's record names, alive or not (a supervisor killed
+    with SIGKILL leaves its record behind while it dies); None without a valid record."""
     try:
         fd = open_checked(record_path(node), os.O_RDONLY, _own())
     except FileNotFoundError:
@@ -158,7 +167,7 @@ def read_record(node: str) -> tuple[int, int] | None:
         pid, start = int(pid_s), int(start_s)
     except ValueError:
         return None
-    if not 0 < pid < 1 << 22 or start < 0 or not proc.alive(pid, start):
+    if not 0 < pid < 1 << 22 or start < 0:
         return None
     return pid, start
 
