@@ -15,11 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("tipcshm.core.stack")
-
-from tipcshm.core.events import LinkDown, NodeDown  # noqa: E402
-from tipcshm.testing import SimCluster  # noqa: E402
-from tipcshm.wire import BASIC_H_SIZE, INT_H_SIZE, MAX_USER_MSG_SIZE  # noqa: E402
+from tipcshm.core.events import LinkDown, NodeDown
+from tipcshm.testing import SimCluster
+from tipcshm.wire import BASIC_H_SIZE, INT_H_SIZE, MAX_USER_MSG_SIZE
 
 WINDOW = 50
 BACKLOG = {0: 100, 1: 200, 2: 300, 3: 400}

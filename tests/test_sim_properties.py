@@ -20,8 +20,6 @@ from tipcshm.core.events import LinkDown, LinkUp
 from tipcshm.testing import SimLinkPair
 from tipcshm.wire import BASIC_H_SIZE, INT_H_SIZE, MAX_USER_MSG_SIZE
 
-pytest.importorskip("tipcshm.core.link")
-
 WINDOW = 50
 #: backlog limits per importance on UDP (tipc-wire.md §5.4: 2/4/6/8 x the min window)
 BACKLOG = {0: 100, 1: 200, 2: 300, 3: 400}

@@ -192,6 +192,8 @@ class LinkLike(Protocol):
 
     def next_event(self) -> CoreEvent | None: ...
 
+    def queue_sizes(self) -> dict[str, int]: ...
+
 
 @dataclass(slots=True)
 class LinkEntry:

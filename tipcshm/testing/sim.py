@@ -50,6 +50,8 @@ from tipcshm.core.events import (
     LinkUp,
     NodeUp,
 )
+from tipcshm.core.link import Link
+from tipcshm.core.stack import NodeStack
 from tipcshm.wire import (
     BASIC_H_SIZE,
     DataType,
@@ -58,6 +60,7 @@ from tipcshm.wire import (
     hash128to32,
     validate_msg,
 )
+from tipcshm.wire.discovery import UdpMediaAddr
 
 # -- clock ----------------------------------------------------------------------------
 
@@ -640,8 +643,6 @@ class SimLinkPair:
         window: int = 50,
         trace: bool = True,
     ) -> None:
-        from tipcshm.core.link import Link
-
         self.network = SimNetwork(
             seed,
             faults=Faults(loss, duplicate, reorder, delay, jitter),
@@ -695,7 +696,7 @@ class SimLinkPair:
     def addr(self, side: int) -> int:
         return self.ADDRS[side]
 
-    def link(self, side: int) -> Any:
+    def link(self, side: int) -> Link:
         return self.links[side]
 
     def run(self, seconds: float) -> None:
@@ -810,9 +811,6 @@ class SimCluster:
         trial: bool = False,
         trace: bool = True,
     ) -> None:
-        from tipcshm.core.stack import NodeStack
-        from tipcshm.wire.discovery import UdpMediaAddr
-
         if not 1 <= n <= 254:
             raise ValueError(f"a simulated cluster has 1..254 nodes, not {n}")
         self.network = SimNetwork(
@@ -832,7 +830,7 @@ class SimCluster:
                 addrs.append(addr)
         self._addr: list[int | None] = [None if trial else a for a in addrs]
         self._index: dict[int, int] = {a: i for i, a in enumerate(self._addr) if a is not None}
-        self.stacks: list[Any] = []
+        self.stacks: list[NodeStack] = []
         now = self.network.clock.now
         for i in range(n):
             media = UdpMediaAddr(bytes([127, 0, 0, i + 1]), 6118).encode()
@@ -899,7 +897,7 @@ class SimCluster:
 
     # -- nodes -----------------------------------------------------------------------------
 
-    def stack(self, i: int) -> Any:
+    def stack(self, i: int) -> NodeStack:
         """Node ``i``'s :class:`~tipcshm.core.stack.NodeStack` (to look or poke inside)."""
         return self.stacks[i]
 
@@ -1010,9 +1008,8 @@ class SimCluster:
         self.network.touch(i)
 
     @staticmethod
-    def _link_congested(stack: Any, peer: int, importance: int) -> bool:
-        congested = getattr(stack, "congested", None)
-        return bool(congested(peer, importance)) if congested is not None else False
+    def _link_congested(stack: NodeStack, peer: int, importance: int) -> bool:
+        return stack.congested(peer, importance)
 
     def _on_event(self, i: int, now: float, ev: CoreEvent) -> None:
         if isinstance(ev, Delivered):
