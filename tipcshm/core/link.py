@@ -208,6 +208,7 @@ _DELIVERED_USERS: Final = frozenset(
     }
 )
 _PROFILE_LIMITS: Final = (64, 256, 1024, 4096, 16384, 32768, 66000)
+_PROFILE_BUCKETS: Final = len(_PROFILE_LIMITS)
 _LINK_PROTOCOL: Final = int(User.LINK_PROTOCOL)
 _BCAST_PROTOCOL: Final = int(User.BCAST_PROTOCOL)
 _MSG_BUNDLER: Final = int(User.MSG_BUNDLER)
@@ -488,12 +489,31 @@ class Link(Machine[bytes]):
         if imp == _SYSTEM and self._backlog_len[imp] >= self._limits[imp]:
             self._link_down(now, "link overflow")
             return
-        if len(msg) <= self.mtu - INT_H_SIZE:
-            # One packet (tipc_link_xmit's common case), inline: no list, no _xmit.
-            self._profile(len(msg))
-            if len(self._transmq) < self.window and not self._backlog:
+        size = len(msg)
+        if size <= self.mtu - INT_H_SIZE:
+            # One packet, tipc_link_xmit's common case, inlined (this runs per message):
+            # into the window, else into the importance's open bundle (the first branch
+            # of _backlog_add, which leaves the backlog and its counts as they are),
+            # else into the backlog.
+            st = self._stats
+            st.profile_samples += 1  # _profile, inlined
+            st.profile_total += size
+            i = bisect_left(_PROFILE_LIMITS, size)  # the first limit >= size
+            if i < _PROFILE_BUCKETS:
+                st.profile[i] += 1
+            backlog = self._backlog
+            if not backlog and len(self._transmq) < self.window:
                 self._transmit(msg)
             else:
+                target = self._target[imp]
+                if (
+                    target is not None
+                    and target.bundle is not None
+                    and backlog[-1] is target
+                    and target.bundle.try_add(msg)
+                ):
+                    st.tx_bundled += 1
+                    return
                 self._backlog_add(msg, imp, True)
         else:
             self._xmit(self._segment(msg), imp, now)
@@ -1076,5 +1096,5 @@ class Link(Machine[bytes]):
         st.profile_samples += 1
         st.profile_total += size
         i = bisect_left(_PROFILE_LIMITS, size)  # the first limit >= size
-        if i < len(_PROFILE_LIMITS):
+        if i < _PROFILE_BUCKETS:
             st.profile[i] += 1

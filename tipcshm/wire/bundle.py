@@ -89,6 +89,7 @@ _BUNDLER: Final = int(User.MSG_BUNDLER)
 _USER_M: Final = (1 << W0_USER_BITS) - 1
 _HSIZE_TO_BYTES: Final = W0_HSIZE_SHIFT - 2  # the field counts 32-bit words
 _W9_OFF: Final = 36
+_unpack_u32: Final = U32.unpack_from
 
 
 def align4(n: int) -> int:
@@ -155,16 +156,19 @@ class BundleBuilder:
         """Append ``msg`` if it is bundlable and fits (after padding to a 4-byte offset)
         within ``max_size``; False leaves the bundle unchanged."""
         n = len(msg)
-        if n < MIN_H_SIZE or self._count >= _MSGCNT_MAX:
+        if n < MIN_H_SIZE:
             return False
-        w0 = U32.unpack_from(msg)[0]
+        w0 = _unpack_u32(msg)[0]
         msz = w0 & SIZE_MASK
-        if (w0 >> W0_USER_SHIFT) & _USER_M in _NEVER_BUNDLED_INTS or n < msz:
-            return False
         body = self._body
         used = len(body)
         offset = (used + 3) & ~3
-        if INT_H_SIZE + offset + msz > self._max:
+        if (
+            n < msz
+            or INT_H_SIZE + offset + msz > self._max
+            or (w0 >> W0_USER_SHIFT) & _USER_M in _NEVER_BUNDLED_INTS
+            or self._count >= _MSGCNT_MAX
+        ):
             return False
         if offset != used:
             body += _PADDING[: offset - used]

@@ -120,6 +120,7 @@ _W9_MTU_SHIFT: Final = 16
 _IMP_M: Final = 0x7
 _ERRCODE_SHIFT: Final = 25
 _ERRCODE_M: Final = 0xF
+_W1_ERRCODE: Final = _ERRCODE_M << _ERRCODE_SHIFT
 _SYSTEM_IMPORTANCE: Final = int(User.SYSTEM_IMPORTANCE)
 
 
@@ -555,25 +556,28 @@ def send_importance(msg: bytes | bytearray | memoryview) -> int:
     """Check a complete message an owner hands to the link, as :func:`peek` checks a
     received one, plus "its announced size is exactly its length"; return its
     ``msg_importance``. Reads words 0, 1 (and 9 of a fragment or bundle) only.
-    :class:`WireError` on bad bytes."""
+    :class:`WireError` on bad bytes.
+
+    This runs once per message sent, so the good case is one test of word 0; the
+    reasons for a refusal are worked out only when there is one."""
     n = msg.nbytes if type(msg) is memoryview else len(msg)
-    if n < _MIN_H:
-        raise WireError(f"{n} bytes: shorter than a minimal header (24)")
-    w0, w1 = _W12.unpack_from(msg)
-    if (w0 >> W0_VERSION_SHIFT) != TIPC_VERSION:
-        raise WireError(f"version {w0 >> W0_VERSION_SHIFT}, expected {TIPC_VERSION}")
-    hsize = ((w0 >> W0_HSIZE_SHIFT) & _HSIZE_M) << 2
-    size = w0 & SIZE_MASK
-    if hsize < _MIN_H or size < hsize or size > n or size - hsize > MAX_USER_MSG_SIZE:
-        raise WireError(f"bad sizes: header {hsize}, message {size}, datagram {n}")
-    if size != n:
-        raise WireError(f"message announces {size} bytes, has {n}")
-    user = (w0 >> W0_USER_SHIFT) & _USER_M
-    if user <= _CRITICAL and not (w1 >> _ERRCODE_SHIFT) & _ERRCODE_M:
-        return user
-    if user in _W9_IMPORTANCE_USERS:
-        return (_U32.unpack_from(msg, _W9_OFF)[0] & _IMP_M) if hsize > _W9_OFF else 0
-    return _SYSTEM_IMPORTANCE
+    if n >= _MIN_H:
+        w0, w1 = _W12.unpack_from(msg)
+        hsize = ((w0 >> W0_HSIZE_SHIFT) & _HSIZE_M) << 2
+        if (
+            w0 >> W0_VERSION_SHIFT == TIPC_VERSION
+            and w0 & SIZE_MASK == n
+            and _MIN_H <= hsize <= n
+            and n - hsize <= MAX_USER_MSG_SIZE
+        ):
+            user = (w0 >> W0_USER_SHIFT) & _USER_M
+            if user <= _CRITICAL and not w1 & _W1_ERRCODE:
+                return user
+            if user in _W9_IMPORTANCE_USERS:
+                return (_U32.unpack_from(msg, _W9_OFF)[0] & _IMP_M) if hsize > _W9_OFF else 0
+            return _SYSTEM_IMPORTANCE
+    size = scan(msg)[1]  # raises for every fault but the one left
+    raise WireError(f"message announces {size} bytes, has {n}")
 
 
 _U32: Final = Struct(">I")
