@@ -132,9 +132,13 @@ def run_once(n: int, size: int, bundle: bool, mtu: int = 1472) -> Result:
                 a.send(msg, now)
                 sent += 1
         else:
-            while sent < n and a.queue_sizes()["transmq"] < window:
+            # Room in the window, asked once per round: nothing leaves the transmit
+            # queue while A sends, so this is the same test as asking before each send.
+            room = window - a.queue_sizes()["transmq"]
+            while sent < n and room > 0:
                 a.send(msg, now)
                 sent += 1
+                room -= 1
         t = a.next_timer()
         if t is not None and t <= now:
             a.handle_timer(now)
