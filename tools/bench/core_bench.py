@@ -15,8 +15,9 @@ that side's own calls):
 
 * ``64 B bundled``: A pushes until the link reports congestion, so once the window of
   50 packets is full the rest are bundled in the backlog (tipc_link_xmit).
-* ``64 B unbundled``: A sends only while the transmit queue has room, so every message
-  is its own packet.
+* ``64 B unbundled``: A sends only while the transmit queue has room (the bench asks
+  ``queue_sizes`` once per round, not per message: its own question is not the link's
+  cost), so every message is its own packet.
 * ``66000 B``: fragmentation on A, reassembly on B (48 fragments per message at
   MTU 1472).
 * ``64 B via SimLinkPair``: the same traffic through the public simulator, both ends
