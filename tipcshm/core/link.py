@@ -52,6 +52,7 @@ has their states and events; nothing triggers them), the link monitor record.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -61,9 +62,9 @@ from tipcshm.core.contract import Machine
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import Delivered, LinkCongested, LinkDown, LinkUncongested, LinkUp
 from tipcshm.core.reassembly import Reassembler
-from tipcshm.wire.bundle import BundleBuilder, bundlable, unbundle
+from tipcshm.wire.bundle import BundleBuilder, bundlable, unbundle_select
 from tipcshm.wire.discovery import Capability
-from tipcshm.wire.fragment import FragmentMsg, fragment
+from tipcshm.wire.fragment import fragment, fragment_fields
 from tipcshm.wire.header import (
     INT_H_SIZE,
     SEQ_MASK,
@@ -78,11 +79,11 @@ from tipcshm.wire.header import (
 from tipcshm.wire.link import (
     MAX_SEQ_GAP,
     BcastProtoMsg,
-    FrameInfo,
     LinkProtoMsg,
-    peek,
     restamp_acks,
-    stamp,
+    scan,
+    send_importance,
+    stamped,
 )
 from tipcshm.wire.names import DISTR_ITEM_SIZE
 
@@ -207,6 +208,12 @@ _DELIVERED_USERS: Final = frozenset(
     }
 )
 _PROFILE_LIMITS: Final = (64, 256, 1024, 4096, 16384, 32768, 66000)
+_PROFILE_BUCKETS: Final = len(_PROFILE_LIMITS)
+_LINK_PROTOCOL: Final = int(User.LINK_PROTOCOL)
+_BCAST_PROTOCOL: Final = int(User.BCAST_PROTOCOL)
+_MSG_BUNDLER: Final = int(User.MSG_BUNDLER)
+_MSG_FRAGMENTER: Final = int(User.MSG_FRAGMENTER)
+_DELIVERED_INTS: Final = frozenset(int(u) for u in _DELIVERED_USERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +304,24 @@ class _Sent:
         self.first_retransmit = 0.0
 
 
+# What receive() read while checking a sequenced packet: a bundle's inner messages
+# (those the link delivers) and how many others it held, a fragment's type, number and
+# payload, a bcast-init; None for a packet delivered as it is.
+_Parsed = tuple[list[bytes], int] | tuple[int, int, memoryview] | BcastProtoMsg | None
+
+
+class _Packet:
+    """One checked sequenced packet on its way to _input (possibly via the deferred
+    queue)."""
+
+    __slots__ = ("data", "parsed", "user")
+
+    def __init__(self, data: bytes, user: int, parsed: _Parsed) -> None:
+        self.data = data
+        self.user = user
+        self.parsed = parsed
+
+
 class _Waiting:
     """One backlog entry: a message, or a bundle being filled, and its class."""
 
@@ -363,7 +388,7 @@ class Link(Machine[bytes]):
         self._backlog: deque[_Waiting] = deque()
         self._backlog_len = [0] * (_SYSTEM + 1)
         self._congested: set[int] = set()
-        self._deferred: dict[int, bytes] = {}
+        self._deferred: dict[int, _Packet] = {}
         # Per importance, the backlog entry new small messages are bundled into
         # (the kernel's backlog[imp].target_bskb).
         self._target: list[_Waiting | None] = [None] * (_SYSTEM + 1)
@@ -421,44 +446,77 @@ class Link(Machine[bytes]):
             self._proto_msg(LinkMsgType.STATE_MSG, probe=True)
 
     def receive(self, frame: bytes | memoryview, now: float) -> None:
+        # Every check happens here, before any state changes, and only once: what the
+        # checks read (a bundle's inner messages, a fragment's fields) travels with
+        # the packet, through the deferred queue if need be, to _input.
         try:
-            info = peek(frame)
-            if info.user == User.LINK_PROTOCOL:
+            user, size, non_seq, seqno, ack, prev_node = scan(frame)
+            if user == _LINK_PROTOCOL:
                 proto = LinkProtoMsg.decode(frame)
-            elif info.user == User.BCAST_PROTOCOL and not info.non_seq:
-                BcastProtoMsg.decode(frame)
+            elif non_seq or prev_node != self.peer_addr:
+                pass
+            else:
+                data = bytes(frame[:size])
+                parsed: _Parsed = None
+                if user == _MSG_BUNDLER:
+                    parsed = unbundle_select(data, _DELIVERED_INTS)
+                elif user == _MSG_FRAGMENTER:
+                    parsed = fragment_fields(data)
+                elif user == _BCAST_PROTOCOL:
+                    parsed = BcastProtoMsg.decode(data)
         except WireError as exc:
             raise RemoteProtocolError(f"link {self.name}: {exc}") from None
-        if info.prev_node != self.peer_addr:
+        if prev_node != self.peer_addr:
             self._stats.dropped += 1
             return
-        if info.user == User.LINK_PROTOCOL:
+        if user == _LINK_PROTOCOL:
             self._proto_rcv(proto, now)
-        elif info.non_seq:
+        elif non_seq:
             # Broadcast-link packets: tipcshm has no bcast receive link (tipc-wire §13).
             self._stats.dropped += 1
         else:
-            data = bytes(frame[: info.size])
-            self._precheck(data, info)
-            self._data_rcv(data, info, now)
+            self._data_rcv(_Packet(data, user, parsed), seqno, ack, now)
 
     def send(self, msg: bytes, now: float) -> None:
-        if not self.is_up:
+        if self.state not in _UP_STATES:
             raise LocalProtocolError(f"link {self.name} is not up")
         try:
-            info = peek(msg)
+            imp = send_importance(msg)
         except WireError as exc:
             raise LocalProtocolError(f"not a TIPC message: {exc}") from None
-        if info.size != len(msg):
-            raise LocalProtocolError(f"message announces {info.size} bytes, has {len(msg)}")
-        imp = info.importance
-        if imp < _SYSTEM and imp in self._congested:
+        if imp in self._congested:  # only importances below SYSTEM get there
             raise LocalProtocolError(f"link {self.name} congested at importance {imp}")
         if imp == _SYSTEM and self._backlog_len[imp] >= self._limits[imp]:
             self._link_down(now, "link overflow")
             return
-        packets = self._segment(msg)
-        self._xmit(packets, imp, now)
+        size = len(msg)
+        if size <= self.mtu - INT_H_SIZE:
+            # One packet, tipc_link_xmit's common case, inlined (this runs per message):
+            # into the window, else into the importance's open bundle (the first branch
+            # of _backlog_add, which leaves the backlog and its counts as they are),
+            # else into the backlog.
+            st = self._stats
+            st.profile_samples += 1  # _profile, inlined
+            st.profile_total += size
+            i = bisect_left(_PROFILE_LIMITS, size)  # the first limit >= size
+            if i < _PROFILE_BUCKETS:
+                st.profile[i] += 1
+            backlog = self._backlog
+            if not backlog and len(self._transmq) < self.window:
+                self._transmit(msg)
+            else:
+                target = self._target[imp]
+                if (
+                    target is not None
+                    and target.bundle is not None
+                    and backlog[-1] is target
+                    and target.bundle.try_add(msg)
+                ):
+                    st.tx_bundled += 1
+                    return
+                self._backlog_add(msg, imp, True)
+        else:
+            self._xmit(self._segment(msg), imp, now)
         if imp < _SYSTEM and self._backlog_len[imp] >= self._limits[imp]:
             self._congested.add(imp)
             self._stats.link_congs += 1
@@ -810,20 +868,9 @@ class Link(Machine[bytes]):
 
     # -- receive path ------------------------------------------------------------------
 
-    def _precheck(self, data: bytes, info: FrameInfo) -> None:
-        """Reject, before any state changes, a sequenced frame whose contents cannot be
-        read: a bundle with a bad inner message, a fragment with a bad header."""
-        try:
-            if info.user == User.MSG_BUNDLER:
-                unbundle(data)
-            elif info.user == User.MSG_FRAGMENTER:
-                FragmentMsg.decode(data)
-        except WireError as exc:
-            raise RemoteProtocolError(f"link {self.name}: {exc}") from None
-
-    def _data_rcv(self, data: bytes, info: FrameInfo, now: float) -> None:
+    def _data_rcv(self, pkt: _Packet, seqno: int, ack: int, now: float) -> None:
         """tipc_link_rcv for a sequenced packet that is not LINK_PROTOCOL."""
-        if not self.is_up:
+        if self.state not in _UP_STATES:
             if self.state == S.LINK_ESTABLISHING:
                 # Proof that the peer is up; the packet itself is dropped (it will be
                 # retransmitted on the peer's NACK-driven path).
@@ -831,34 +878,44 @@ class Link(Machine[bytes]):
             self._stats.dropped += 1
             return
         self._silent = 0
-        seqno = info.seqno
         rcv_nxt = self.rcv_nxt
-        if seq_less(seqno, rcv_nxt) or seq_more(seqno, seq_add(rcv_nxt, MAX_LINK_WIN)):
+        if seqno != rcv_nxt and (
+            seq_less(seqno, rcv_nxt) or seq_more(seqno, seq_add(rcv_nxt, MAX_LINK_WIN))
+        ):
             self._stats.rx_dups += 1
             return
-        self._advance_transmq(info.ack, 0, now)
-        if not self.is_up:
+        self._advance_transmq(ack, 0, now)
+        if self.state not in _UP_STATES:
             return
         if seqno != rcv_nxt:
             if seqno in self._deferred:
                 self._stats.rx_dups += 1
             else:
-                self._deferred[seqno] = data
+                self._deferred[seqno] = pkt
             self._build_nack()
             return
+        stats = self._stats
+        deferred = self._deferred
         while True:
-            self.rcv_nxt = seq_add(self.rcv_nxt, 1)
-            self._stats.rx_packets += 1
-            self._input(data, now)
-            if not self.is_up:
-                return
+            rcv_nxt = self.rcv_nxt = seq_add(rcv_nxt, 1)
+            stats.rx_packets += 1
+            if pkt.user in _DELIVERED_INTS:
+                # tipc_data_input's common case, inlined: delivering changes no state.
+                self._events.append(Delivered(self.peer_addr, pkt.data))
+            else:
+                self._input(pkt, now)
+                if self.state not in _UP_STATES:
+                    return
+                stats = self._stats  # a reset replaces the counters
             self._rcv_unacked += 1
             if self._rcv_unacked >= MIN_LINK_WIN:
                 self._proto_msg(LinkMsgType.STATE_MSG)
-            nxt = self._deferred.pop(self.rcv_nxt, None)
+            if not deferred:
+                return
+            nxt = deferred.pop(rcv_nxt, None)
             if nxt is None:
                 return
-            data = nxt
+            pkt = nxt
 
     def _first_deferred(self) -> int:
         base = self.rcv_nxt
@@ -872,48 +929,53 @@ class Link(Machine[bytes]):
             gap = (self._first_deferred() - self.rcv_nxt) & SEQ_MASK
             self._proto_msg(LinkMsgType.STATE_MSG, rcvgap=gap)
 
-    def _input(self, data: bytes, now: float) -> None:
+    def _input(self, pkt: _Packet, now: float) -> None:
         """tipc_link_input / tipc_data_input: deliver, unbundle, reassemble."""
-        info = peek(data)
-        user = info.user
-        if user in _DELIVERED_USERS:
-            self._emit(Delivered(self.peer_addr, data))
-        elif user == User.BCAST_PROTOCOL:
-            init = BcastProtoMsg.decode(data)
+        user = pkt.user
+        if user in _DELIVERED_INTS:
+            self._events.append(Delivered(self.peer_addr, pkt.data))
+        elif user == _MSG_BUNDLER:
+            self._unbundle(pkt.parsed)  # type: ignore[arg-type]
+        elif user == _MSG_FRAGMENTER:
+            self._reassemble(pkt.parsed, now)  # type: ignore[arg-type]
+        elif user == _BCAST_PROTOCOL:
+            init: BcastProtoMsg = pkt.parsed  # type: ignore[assignment]
             # tipc_link_bc_init_rcv: where the peer's bcast link starts; we ack exactly
             # that point forever (we have no bcast receive link, tipc-wire §13).
             self._bc_ack = init.last_bcast
-        elif user == User.MSG_BUNDLER:
-            self._unbundle(data, now)
-        elif user == User.MSG_FRAGMENTER:
-            self._reassemble(data, now)
         else:
             self._stats.dropped += 1
 
-    def _unbundle(self, data: bytes, now: float) -> None:
-        """tipc_msg_extract: every inner message goes the way a packet would."""
-        inner = unbundle(data)
-        self._stats.rx_bundles += 1
-        self._stats.rx_bundled += len(inner)
-        for msg in inner:
-            if peek(msg).user in _DELIVERED_USERS:
-                self._emit(Delivered(self.peer_addr, msg))
-            else:
-                self._stats.dropped += 1
+    def _unbundle(self, split: tuple[list[bytes], int]) -> None:
+        """tipc_msg_extract: every inner message goes the way a packet would (the
+        users other than data, CONN_MANAGER, GROUP_PROTOCOL and NAME_DISTRIBUTOR are
+        dropped; receive() split and checked the bundle already)."""
+        msgs, others = split
+        stats = self._stats
+        stats.rx_bundles += 1
+        stats.rx_bundled += len(msgs) + others
+        stats.dropped += others
+        peer = self.peer_addr
+        self._events.extend([Delivered(peer, m) for m in msgs])
 
-    def _reassemble(self, data: bytes, now: float) -> None:
+    def _reassemble(self, fields: tuple[int, int, memoryview], now: float) -> None:
         """tipc_buf_append; a fragment that cannot belong fails the link, as
         tipc_link_input does."""
         self._stats.rx_fragments += 1
         try:
-            msg = self._reasm.push(data)
+            msg = self._reasm.push_fields(*fields)
         except RemoteProtocolError:
             self._fsm(E.LINK_FAILURE_EVT)
             self._link_down(now, "reassembly failure")
             return
         if msg is not None:
             self._stats.rx_fragmented += 1
-            self._input(msg, now)
+            # tipc_data_input: a reassembled message is delivered if it is data, else
+            # dropped (a bundle or protocol packet is never fragmented by a kernel).
+            if scan(msg)[0] in _DELIVERED_INTS:
+                self._events.append(Delivered(self.peer_addr, msg))
+            else:
+                self._stats.dropped += 1
 
     def _reassembly_reset(self) -> None:
         self._reasm.reset()
@@ -943,10 +1005,8 @@ class Link(Machine[bytes]):
                 self._backlog_add(pkt, imp, len(packets) == 1)
 
     def _transmit(self, pkt: bytes) -> None:
-        buf = bytearray(pkt)
         seqno = self.snd_nxt
-        stamp(buf, seqno, seq_add(self.rcv_nxt, -1), self._bc_ack)
-        frame = bytes(buf)
+        frame = stamped(pkt, seqno, seq_add(self.rcv_nxt, -1), self._bc_ack)
         self._transmq.append(_Sent(seqno, frame))
         self._outbox.append(frame)
         self._rcv_unacked = 0
@@ -1046,7 +1106,6 @@ class Link(Machine[bytes]):
         st = self._stats
         st.profile_samples += 1
         st.profile_total += size
-        for i, limit in enumerate(_PROFILE_LIMITS):
-            if size <= limit:
-                st.profile[i] += 1
-                break
+        i = bisect_left(_PROFILE_LIMITS, size)  # the first limit >= size
+        if i < _PROFILE_BUCKETS:
+            st.profile[i] += 1

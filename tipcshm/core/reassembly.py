@@ -32,8 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tipcshm.core.errors import RemoteProtocolError
-from tipcshm.wire.fragment import FragmentMsg, first_fragment_inner
-from tipcshm.wire.header import FragType, WireError, validate_msg
+from tipcshm.wire.fragment import fragment_fields
+from tipcshm.wire.header import FragType, WireError, decode_header, validate_msg
 
 __all__ = ["ReassemblyStatistics", "Reassembler"]
 
@@ -50,12 +50,18 @@ class ReassemblyStatistics:
 
 
 class Reassembler:
-    """One reassembly slot (see the module doc)."""
+    """One reassembly slot (see the module doc).
 
-    __slots__ = ("_buf", "_errors", "_expect", "_fragments", "_next_no", "_reassembled")
+    The fragments' payloads are kept as views (of the link's immutable frames) and
+    joined once, when the last fragment arrives: a message costs one copy of its bytes
+    and one header check per fragment.
+    """
+
+    __slots__ = ("_errors", "_expect", "_fragments", "_have", "_next_no", "_parts", "_reassembled")
 
     def __init__(self) -> None:
-        self._buf: bytearray | None = None
+        self._parts: list[memoryview | bytes] | None = None
+        self._have = 0  # bytes in _parts
         self._expect = 0  # size the original header announces
         self._next_no = 0
         self._fragments = 0
@@ -65,11 +71,12 @@ class Reassembler:
     @property
     def busy(self) -> bool:
         """True while a message is partly joined."""
-        return self._buf is not None
+        return self._parts is not None
 
     def reset(self) -> None:
         """Drop a partial message (the link was reset)."""
-        self._buf = None
+        self._parts = None
+        self._have = 0
         self._expect = 0
         self._next_no = 0
 
@@ -83,47 +90,60 @@ class Reassembler:
         """Feed one MSG_FRAGMENTER message; the whole original message when this was
         its last fragment, else None. RemoteProtocolError as the module doc says."""
         try:
-            frag = FragmentMsg.decode(frame)
+            ftype, fragm_no, payload = fragment_fields(frame)
         except WireError as exc:
             raise self._fail(f"not a fragment: {exc}", drop=False) from None
-        ftype = frag.frag_type
+        # A view is kept until the message is complete: only an immutable frame may
+        # be held that way.
+        return self.push_fields(
+            ftype, fragm_no, payload if type(frame) is bytes else bytes(payload)
+        )
+
+    def push_fields(self, ftype: int, fragm_no: int, payload: memoryview | bytes) -> bytes | None:
+        """:meth:`push` for a fragment already read with
+        :func:`~tipcshm.wire.fragment.fragment_fields` (the link checks every frame
+        before it changes any state, and does not read it twice). ``payload`` must not
+        change until the message is complete."""
         if ftype == FragType.FIRST_FRAGMENT:
-            if self._buf is not None:
+            if self._parts is not None:
                 raise self._fail("FIRST_FRAGMENT while a message is being joined")
-            if frag.fragm_no != 1:
-                raise self._fail(f"first fragment numbered {frag.fragm_no}")
+            if fragm_no != 1:
+                raise self._fail(f"first fragment numbered {fragm_no}")
             try:
-                inner = first_fragment_inner(frag)
+                inner = decode_header(payload)
             except WireError as exc:
                 raise self._fail(f"first fragment does not start with a header: {exc}") from None
-            if len(frag.payload) >= inner.size:
+            if len(payload) >= inner.size:
                 raise self._fail(
-                    f"first fragment holds {len(frag.payload)} bytes of a {inner.size}-byte message"
+                    f"first fragment holds {len(payload)} bytes of a {inner.size}-byte message"
                 )
-            self._buf = bytearray(frag.payload)
+            self._parts = [payload]
+            self._have = len(payload)
             self._expect = inner.size
             self._next_no = 2
             self._fragments += 1
             return None
-        buf = self._buf
-        if buf is None:
+        parts = self._parts
+        if parts is None:
             raise self._fail(f"fragment type {ftype} without a FIRST_FRAGMENT")
-        if frag.fragm_no != self._next_no:
-            raise self._fail(f"fragment {frag.fragm_no}, expected {self._next_no}")
-        buf += frag.payload
-        if len(buf) > self._expect:
-            raise self._fail(f"{len(buf)} bytes joined, the message has {self._expect}")
+        if fragm_no != self._next_no:
+            raise self._fail(f"fragment {fragm_no}, expected {self._next_no}")
+        have = self._have + len(payload)
+        if have > self._expect:
+            raise self._fail(f"{have} bytes joined, the message has {self._expect}")
+        parts.append(payload)
+        self._have = have
         self._fragments += 1
         if ftype == FragType.FRAGMENT:
             self._next_no += 1
             return None
-        if len(buf) != self._expect:
-            raise self._fail(f"last fragment ends at {len(buf)} of {self._expect} bytes")
+        if have != self._expect:
+            raise self._fail(f"last fragment ends at {have} of {self._expect} bytes")
+        msg = b"".join(parts)
         try:
-            validate_msg(buf)
+            validate_msg(msg)
         except WireError as exc:  # pragma: no cover - the size checks above imply it
             raise self._fail(f"reassembled message is invalid: {exc}") from None
-        msg = bytes(buf)
         self.reset()
         self._reassembled += 1
         return msg
@@ -133,5 +153,5 @@ class Reassembler:
             fragments=self._fragments,
             reassembled=self._reassembled,
             errors=self._errors,
-            partial_bytes=len(self._buf) if self._buf is not None else 0,
+            partial_bytes=self._have,
         )

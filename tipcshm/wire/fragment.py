@@ -39,8 +39,19 @@ from typing import Final
 
 from tipcshm.wire.header import (
     HDR40,
+    HDR_W01,
     INT_H_SIZE,
     MAX_H_SIZE,
+    MAX_USER_MSG_SIZE,
+    SIZE_MASK,
+    TIPC_VERSION,
+    U32,
+    W0_HSIZE_MASK,
+    W0_HSIZE_SHIFT,
+    W0_USER_BITS,
+    W0_USER_SHIFT,
+    W0_VERSION_SHIFT,
+    W1_MTYPE_SHIFT,
     FragType,
     Header,
     User,
@@ -61,6 +72,7 @@ __all__ = [
     "FragmentMsg",
     "first_fragment_inner",
     "fragment",
+    "fragment_fields",
     "message_importance",
 ]
 
@@ -78,6 +90,10 @@ _SYSTEM_IMPORTANCE: Final = int(User.SYSTEM_IMPORTANCE)
 _CRITICAL: Final = int(User.CRITICAL_IMPORTANCE)
 _U32_MAX: Final = 0xFFFFFFFF
 _FRAGMENT_W0: Final = make_w0(User.MSG_FRAGMENTER, INT_H_SIZE, 0)
+_FRAGMENTER: Final = int(User.MSG_FRAGMENTER)
+_USER_M: Final = (1 << W0_USER_BITS) - 1
+_HSIZE_TO_BYTES: Final = W0_HSIZE_SHIFT - 2  # the field counts 32-bit words
+_W4_OFF: Final = 16
 
 
 def message_importance(hdr: Header) -> int:
@@ -173,6 +189,29 @@ class FragmentMsg:
         if hdr.mtype > FragType.LAST_FRAGMENT:
             raise WireError(f"unknown fragment type {hdr.mtype}")
         return cls(hdr, bytes(memoryview(buf).cast("B")[hdr.hsize : hdr.size]))
+
+
+def fragment_fields(buf: bytes | bytearray | memoryview) -> tuple[int, int, memoryview]:
+    """What a receiver needs of one MSG_FRAGMENTER message, read from words 0, 1 and 4
+    with every check of :meth:`FragmentMsg.decode`: ``(frag_type, fragm_no, payload)``,
+    the payload a view into ``buf`` (no copy). WireError as ``decode`` raises it."""
+    n = buf.nbytes if type(buf) is memoryview else len(buf)
+    if n >= INT_H_SIZE:
+        w0, w1 = HDR_W01.unpack_from(buf)
+        hsize = (w0 & W0_HSIZE_MASK) >> _HSIZE_TO_BYTES
+        size = w0 & SIZE_MASK
+        ftype = w1 >> W1_MTYPE_SHIFT
+        if (
+            w0 >> W0_VERSION_SHIFT == TIPC_VERSION
+            and (w0 >> W0_USER_SHIFT) & _USER_M == _FRAGMENTER
+            and INT_H_SIZE <= hsize <= size <= n
+            and size - hsize <= MAX_USER_MSG_SIZE
+            and ftype <= FragType.LAST_FRAGMENT
+        ):
+            w4 = U32.unpack_from(buf, _W4_OFF)[0]
+            return ftype, w4 >> FRAGM_NO_SHIFT, memoryview(buf)[hsize:size]
+    FragmentMsg.decode(buf)  # names the fault
+    raise WireError("not a valid fragment")  # pragma: no cover - decode raised
 
 
 def fragment(msg: bytes, mss: int, *, own_addr: int, dest_addr: int) -> list[bytes]:

@@ -66,7 +66,10 @@ __all__ = [
     "importance_of",
     "peek",
     "restamp_acks",
+    "scan",
+    "send_importance",
     "stamp",
+    "stamped",
 ]
 
 #: RESET/ACTIVATE carry the sender's interface name in this many NUL-padded bytes
@@ -117,6 +120,7 @@ _W9_MTU_SHIFT: Final = 16
 _IMP_M: Final = 0x7
 _ERRCODE_SHIFT: Final = 25
 _ERRCODE_M: Final = 0xF
+_W1_ERRCODE: Final = _ERRCODE_M << _ERRCODE_SHIFT
 _SYSTEM_IMPORTANCE: Final = int(User.SYSTEM_IMPORTANCE)
 
 
@@ -498,34 +502,82 @@ def importance_of(w0: int, w1: int, w9: int) -> int:
 
 _PEEK: Final = Struct(">4I")
 _W9_OFF: Final = 36
+_MIN_H: Final = 24
+_HSIZE_M: Final = 0xF
+_CRITICAL: Final = int(User.CRITICAL_IMPORTANCE)
+_W9_IMPORTANCE_USERS: Final = frozenset({int(User.MSG_FRAGMENTER), int(User.MSG_BUNDLER)})
+
+
+def scan(buf: bytes | bytearray | memoryview) -> tuple[int, int, bool, int, int, int]:
+    """:func:`peek` for the receive path: the same checks, and the fields the link
+    dispatches on as a plain tuple ``(user, size, non_seq, seqno, ack, prev_node)``
+    (no :class:`FrameInfo` to build per frame). :class:`WireError` on bad bytes."""
+    n = buf.nbytes if type(buf) is memoryview else len(buf)
+    if n < _MIN_H:
+        raise WireError(f"{n} bytes: shorter than a minimal header (24)")
+    w0, w1, w2, w3 = _PEEK.unpack_from(buf)
+    if (w0 >> W0_VERSION_SHIFT) != TIPC_VERSION:
+        raise WireError(f"version {w0 >> W0_VERSION_SHIFT}, expected {TIPC_VERSION}")
+    hsize = ((w0 >> W0_HSIZE_SHIFT) & _HSIZE_M) << 2
+    size = w0 & SIZE_MASK
+    if hsize < _MIN_H or size < hsize or size > n or size - hsize > MAX_USER_MSG_SIZE:
+        raise WireError(f"bad sizes: header {hsize}, message {size}, datagram {n}")
+    return (
+        (w0 >> W0_USER_SHIFT) & _USER_M,
+        size,
+        bool(w0 & _NON_SEQ),
+        w2 & _U16_M,
+        w2 >> 16,
+        w3,
+    )
 
 
 def peek(buf: bytes | bytearray | memoryview) -> FrameInfo:
     """Validate the generic header of a received frame (tipc_msg_validate) and read the
     fields the link dispatches on. :class:`WireError` on bad bytes."""
-    mv = memoryview(buf).cast("B")
-    n = mv.nbytes
-    if n < 24:
-        raise WireError(f"{n} bytes: shorter than a minimal header (24)")
-    w0, w1, w2, w3 = _PEEK.unpack_from(mv)
-    if (w0 >> W0_VERSION_SHIFT) != TIPC_VERSION:
-        raise WireError(f"version {w0 >> W0_VERSION_SHIFT}, expected {TIPC_VERSION}")
-    hsize = ((w0 >> W0_HSIZE_SHIFT) & 0xF) << 2
-    size = w0 & SIZE_MASK
-    if hsize < 24 or size < hsize or size > n or size - hsize > MAX_USER_MSG_SIZE:
-        raise WireError(f"bad sizes: header {hsize}, message {size}, datagram {n}")
-    w9 = _U32.unpack_from(mv, _W9_OFF)[0] if hsize > _W9_OFF else 0
+    user, size, non_seq, seqno, ack, prev_node = scan(buf)
+    w0, w1 = _W12.unpack_from(buf)
+    hsize = ((w0 >> W0_HSIZE_SHIFT) & _HSIZE_M) << 2
+    w9 = _U32.unpack_from(buf, _W9_OFF)[0] if hsize > _W9_OFF else 0
     return FrameInfo(
-        user=(w0 >> W0_USER_SHIFT) & _USER_M,
+        user=user,
         mtype=w1 >> _MTYPE_SHIFT,
         size=size,
-        non_seq=bool(w0 & _NON_SEQ),
-        seqno=w2 & _U16_M,
-        ack=w2 >> 16,
+        non_seq=non_seq,
+        seqno=seqno,
+        ack=ack,
         bcast_ack=w1 & _U16_M,
-        prev_node=w3,
+        prev_node=prev_node,
         importance=importance_of(w0, w1, w9),
     )
+
+
+def send_importance(msg: bytes | bytearray | memoryview) -> int:
+    """Check a complete message an owner hands to the link, as :func:`peek` checks a
+    received one, plus "its announced size is exactly its length"; return its
+    ``msg_importance``. Reads words 0, 1 (and 9 of a fragment or bundle) only.
+    :class:`WireError` on bad bytes.
+
+    This runs once per message sent, so the good case is one test of word 0; the
+    reasons for a refusal are worked out only when there is one."""
+    n = msg.nbytes if type(msg) is memoryview else len(msg)
+    if n >= _MIN_H:
+        w0, w1 = _W12.unpack_from(msg)
+        hsize = ((w0 >> W0_HSIZE_SHIFT) & _HSIZE_M) << 2
+        if (
+            w0 >> W0_VERSION_SHIFT == TIPC_VERSION
+            and w0 & SIZE_MASK == n
+            and _MIN_H <= hsize <= n
+            and n - hsize <= MAX_USER_MSG_SIZE
+        ):
+            user = (w0 >> W0_USER_SHIFT) & _USER_M
+            if user <= _CRITICAL and not w1 & _W1_ERRCODE:
+                return user
+            if user in _W9_IMPORTANCE_USERS:
+                return (_U32.unpack_from(msg, _W9_OFF)[0] & _IMP_M) if hsize > _W9_OFF else 0
+            return _SYSTEM_IMPORTANCE
+    size = scan(msg)[1]  # raises for every fault but the one left
+    raise WireError(f"message announces {size} bytes, has {n}")
 
 
 _U32: Final = Struct(">I")
@@ -536,6 +588,15 @@ def stamp(buf: bytearray, seqno: int, ack: int, bcast_ack: int) -> None:
     """Write link seqno, ack and bcast ack into a queued message (tipc_link_xmit)."""
     w1, _ = _W12.unpack_from(buf, 4)
     _W12.pack_into(buf, 4, (w1 & _W1_KEEP) | bcast_ack, (ack << 16) | seqno)
+
+
+def stamped(msg: bytes, seqno: int, ack: int, bcast_ack: int) -> bytes:
+    """A copy of ``msg`` with link seqno, ack and bcast ack written in (what
+    :func:`stamp` does to a bytearray), made with one copy of the body."""
+    w1 = _U32.unpack_from(msg, 4)[0]
+    return b"".join(
+        (msg[:4], _W12.pack((w1 & _W1_KEEP) | bcast_ack, (ack << 16) | seqno), msg[12:])
+    )
 
 
 def restamp_acks(buf: bytes | bytearray, ack: int, bcast_ack: int) -> bytes:

@@ -15,8 +15,9 @@ that side's own calls):
 
 * ``64 B bundled``: A pushes until the link reports congestion, so once the window of
   50 packets is full the rest are bundled in the backlog (tipc_link_xmit).
-* ``64 B unbundled``: A sends only while the transmit queue has room, so every message
-  is its own packet.
+* ``64 B unbundled``: A sends only while the transmit queue has room (the bench asks
+  ``queue_sizes`` once per round, not per message: its own question is not the link's
+  cost), so every message is its own packet.
 * ``66000 B``: fragmentation on A, reassembly on B (48 fragments per message at
   MTU 1472).
 * ``64 B via SimLinkPair``: the same traffic through the public simulator, both ends
@@ -132,9 +133,13 @@ def run_once(n: int, size: int, bundle: bool, mtu: int = 1472) -> Result:
                 a.send(msg, now)
                 sent += 1
         else:
-            while sent < n and a.queue_sizes()["transmq"] < window:
+            # Room in the window, asked once per round: nothing leaves the transmit
+            # queue while A sends, so this is the same test as asking before each send.
+            room = window - a.queue_sizes()["transmq"]
+            while sent < n and room > 0:
                 a.send(msg, now)
                 sent += 1
+                room -= 1
         t = a.next_timer()
         if t is not None and t <= now:
             a.handle_timer(now)
