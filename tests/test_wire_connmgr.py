@@ -137,3 +137,22 @@ def test_kernel_captures_have_no_conn_manager_we_cannot_read() -> None:
                 continue
             if h.user == wire.User.CONN_MANAGER:
                 assert ConnMgrMsg.decode(dg.payload).encode() == dg.payload[: h.size]
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=0, max_size=60), st.integers(0, 39), st.integers(0, 255))
+def test_ack_fields_agree_with_the_full_decode(tail: bytes, pos: int, byte: int) -> None:
+    """The connection's fast ack reader answers only for what the full decoder reads as
+    a CONN_ACK, and then with the same node, port and units (on our own acks and on
+    copies with one byte changed)."""
+    good = connmgr.build_ack(0x01001001, 7, 0x01001002, 9, 300) + tail
+    bad = bytearray(good)
+    bad[pos] = byte
+    for frame in (good, bytes(bad)):
+        fast = connmgr.ack_fields(frame)
+        if fast is None:
+            continue
+        m = ConnMgrMsg.decode(frame)
+        assert m.mtype == wire.ConnMgrType.CONN_ACK
+        assert (m.orig_node, m.orig_port, m.acked) == fast
+    assert connmgr.ack_fields(good) == (0x01001001, 7, 300)

@@ -59,7 +59,7 @@ from tipcshm.core.events import (
     Delivered,
     WindowOpened,
 )
-from tipcshm.wire.connmgr import ConnMgrMsg, build_ack
+from tipcshm.wire.connmgr import ConnMgrMsg, ack_fields, build_ack
 from tipcshm.wire.header import (
     SHORT_H_SIZE,
     ConnMgrType,
@@ -324,6 +324,14 @@ class Connection(Machine[bytes]):
         """One whole message for this socket (tipc_sk_filter_connect, conn_proto_rcv).
 
         RemoteProtocolError (nothing changed) if it is not a valid TIPC message."""
+        if self.state is State.TIPC_ESTABLISHED:
+            # The common protocol message, our own kind of CONN_ACK from the peer: the
+            # same transition as below, without decoding a Header first.
+            ack = ack_fields(frame)
+            if ack is not None and ack[0] == self.peer_node and ack[1] == self.peer_port:
+                self.probe_unacked = False  # any CONN_MANAGER message answers a probe
+                self._fire(Event.CONN_ACK, _Input(now, acked=ack[2]))
+                return
         try:
             hdr = validate_msg(frame)
             acked = 0
