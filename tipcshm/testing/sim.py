@@ -652,35 +652,24 @@ class SimLinkPair:
         mtus = mtu if isinstance(mtu, tuple) else (mtu, mtu)
         tols = tolerance_ms if isinstance(tolerance_ms, tuple) else (tolerance_ms, tolerance_ms)
         now = self.network.clock.now
-        a, b = self.ADDRS
-        self.links: tuple[Link, Link] = (
-            Link(
-                own_addr=a,
-                peer_addr=b,
-                own_if="sim0",
-                peer_if="sim1",
-                own_id_str=f"{a:x}",
-                peer_id_str=f"{b:x}",
-                mtu=mtus[0],
-                tolerance_ms=tols[0],
+
+        def link(side: int) -> Link:
+            own, peer = self.ADDRS[side], self.ADDRS[1 - side]
+            return Link(
+                own_addr=own,
+                peer_addr=peer,
+                own_if=f"sim{side}",
+                peer_if=f"sim{1 - side}",
+                own_id_str=f"{own:x}",
+                peer_id_str=f"{peer:x}",
+                mtu=mtus[side],
+                tolerance_ms=tols[side],
                 window=window,
                 rng=random.Random(self.network.rng.getrandbits(64)),
                 now=now,
-            ),
-            Link(
-                own_addr=b,
-                peer_addr=a,
-                own_if="sim1",
-                peer_if="sim0",
-                own_id_str=f"{b:x}",
-                peer_id_str=f"{a:x}",
-                mtu=mtus[1],
-                tolerance_ms=tols[1],
-                window=window,
-                rng=random.Random(self.network.rng.getrandbits(64)),
-                now=now,
-            ),
-        )
+            )
+
+        self.links: tuple[Link, Link] = (link(0), link(1))
         self.network.attach(self.links[0], b"side0", peer_media=b"side1", name="side0")
         self.network.attach(self.links[1], b"side1", peer_media=b"side0", name="side1")
         self._pending: tuple[deque[tuple[int, bytes]], deque[tuple[int, bytes]]] = (

@@ -55,7 +55,7 @@ from tipcshm.wire.header import (
     User,
     WireError,
     decode_header,
-    encode_header,
+    encode_message,
     make_w0,
     validate_msg,
     w0_hsize,
@@ -350,13 +350,7 @@ class BundleMsg:
         return _walk(self.payload, 0, len(self.payload), self.count)[0]
 
     def encode(self) -> bytes:
-        hdr = self.header
-        if hdr.size != hdr.hsize + len(self.payload):
-            raise ValueError(
-                f"header says {hdr.size} bytes but header + payload are "
-                f"{hdr.hsize + len(self.payload)}"
-            )
-        return encode_header(hdr) + self.payload
+        return encode_message(self.header, self.payload)
 
     @classmethod
     def decode(cls, buf: bytes | bytearray | memoryview) -> BundleMsg:

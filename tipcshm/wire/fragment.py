@@ -57,7 +57,7 @@ from tipcshm.wire.header import (
     User,
     WireError,
     decode_header,
-    encode_header,
+    encode_message,
     make_w0,
     make_w1,
     validate_msg,
@@ -169,13 +169,7 @@ class FragmentMsg:
 
     def encode(self) -> bytes:
         """The fragment's bytes; ValueError if header and payload disagree on the size."""
-        hdr = self.header
-        if hdr.size != hdr.hsize + len(self.payload):
-            raise ValueError(
-                f"header says {hdr.size} bytes but header + payload are "
-                f"{hdr.hsize + len(self.payload)}"
-            )
-        return encode_header(hdr) + self.payload
+        return encode_message(self.header, self.payload)
 
     @classmethod
     def decode(cls, buf: bytes | bytearray | memoryview) -> FragmentMsg:

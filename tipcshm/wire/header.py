@@ -110,6 +110,7 @@ __all__ = [
     "decode_header",
     "validate_msg",
     "encode_header",
+    "encode_message",
     "pack_header_into",
     "reverse_for_reject",
     # hot path
@@ -825,6 +826,17 @@ def encode_header(h: Header) -> bytes:
     """
     h.check()
     return HDR_STRUCTS[h.hsize >> 2].pack(*h.words)
+
+
+def encode_message(h: Header, payload: bytes) -> bytes:
+    """The header ``h`` followed by ``payload``: the bytes of a whole message whose
+    per-user codec keeps the data as it is. ValueError if ``h`` is invalid or its size
+    does not cover exactly the header and ``payload``."""
+    if h.size != h.hsize + len(payload):
+        raise ValueError(
+            f"header says {h.size} bytes but header + payload are {h.hsize + len(payload)}"
+        )
+    return encode_header(h) + payload
 
 
 def pack_header_into(buf: bytearray | memoryview, offset: int, h: Header) -> None:
