@@ -51,8 +51,8 @@ from typing import Final, Protocol
 from tipcshm.core.contract import Machine
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import CoreEvent, LinkDown, LinkUp, NodeDown, NodeUp
-from tipcshm.wire.header import LinkMsgType, User, WireError, decode_header
-from tipcshm.wire.link import LinkProtoMsg
+from tipcshm.wire.header import LinkMsgType, User, WireError
+from tipcshm.wire.link import LinkProtoMsg, scan
 
 __all__ = [
     "NODE_STATES",
@@ -332,10 +332,14 @@ class PeerNode(Machine[tuple[bytes, bytes]]):
         state does not admit, or for a bearer without a link, are dropped and counted.
         """
         try:
-            hdr = decode_header(frame)
-            redundant = False
-            if hdr.user == User.LINK_PROTOCOL:
-                redundant = LinkProtoMsg.decode(frame).redundant_link
+            # Data needs only its user (this runs per packet); protocol messages, rare,
+            # are decoded in full.
+            user = scan(frame)[0]
+            redundant = is_state = False
+            if user == User.LINK_PROTOCOL:
+                proto = LinkProtoMsg.decode(frame)
+                redundant = proto.redundant_link
+                is_state = proto.mtype == LinkMsgType.STATE_MSG
         except WireError as exc:
             raise RemoteProtocolError(f"from node {self.addr:#x}: {exc}") from None
         entry = self.entry(bearer_id)
@@ -344,7 +348,7 @@ class PeerNode(Machine[tuple[bytes, bytes]]):
             return
         # msg_peer_link_is_up / msg_peer_node_is_up: does this packet imply that the
         # peer has a working link (or, for peer_node, any link) to us?
-        peer_link_up = hdr.user != User.LINK_PROTOCOL or hdr.mtype == LinkMsgType.STATE_MSG
+        peer_link_up = user != User.LINK_PROTOCOL or is_state
         peer_node_up = peer_link_up or redundant
         pending: list[NodeEvent] = []
         state = self.state
