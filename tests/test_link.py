@@ -477,3 +477,19 @@ def test_retransmission_failure_after_ten_tolerances() -> None:
         t += 0.1
     assert [d.reason for d in downs] == ["retransmission failure"]
     assert 15.0 < t - start <= 15.3  # 10 x 1500 ms after the first retransmission
+
+
+def test_a_peer_with_more_capabilities_than_ours_stays_linked() -> None:
+    """A kernel advertises LINK_PROTO_SEQNO (0x7ff) but numbers its STATEs only if we do
+    too, which we do not (0x031): its seqno is then snd_nxt + 32767 and repeats. Our
+    link must take those STATEs (they clear its silence), or an idle link to a kernel
+    times out every 1.5 s (as it did against Linux 6.1 before this was fixed)."""
+    bn = bench()
+    kernel_caps = 0x7FF
+    bn.a.peer_caps = kernel_caps  # we learnt the kernel's bits from discovery
+    bn.b.own_caps = kernel_caps  # the kernel-like end checks nothing: its peer has no bit
+    bn.run_until(lambda: bn.a.is_up and bn.b.is_up, 5.0)
+    assert bn.a.is_up and bn.b.is_up
+    bn.run(bn.now + 20.0)  # idle: only probes and their answers keep it up
+    assert bn.a.is_up and bn.b.is_up
+    assert not [e for i in (0, 1) for e in bn.events[i] if isinstance(e, LinkDown)]

@@ -63,7 +63,7 @@ from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import Delivered, LinkCongested, LinkDown, LinkUncongested, LinkUp
 from tipcshm.core.reassembly import Reassembler
 from tipcshm.wire.bundle import BundleBuilder, bundlable, unbundle_select
-from tipcshm.wire.discovery import Capability
+from tipcshm.wire.discovery import DEFAULT_CAPS, Capability
 from tipcshm.wire.fragment import fragment, fragment_fields
 from tipcshm.wire.header import (
     INT_H_SIZE,
@@ -353,6 +353,7 @@ class Link(Machine[bytes]):
         tolerance_ms: int = DEFAULT_TOLERANCE_MS,
         window: int = 50,
         peer_caps: int = 0,
+        own_caps: int = DEFAULT_CAPS,
         rng: random.Random,
         now: float,
     ) -> None:
@@ -376,6 +377,7 @@ class Link(Machine[bytes]):
         self._configured_tolerance = tolerance_ms
         self.window = window
         self.peer_caps = peer_caps
+        self.own_caps = own_caps
         self.priority = 0
         self.peer_bearer_id = 0
         self._rng = rng
@@ -817,7 +819,12 @@ class Link(Machine[bytes]):
                 return False
             if not self.is_up and msg.ack:
                 return False
-            if not self.peer_caps & Capability.LINK_PROTO_SEQNO:
+            # A peer numbers its STATEs only when the capabilities it saw from us (ours)
+            # include LINK_PROTO_SEQNO; otherwise their seqno is snd_nxt + 32767, which
+            # repeats. Checking by the peer's bit (what a kernel does, where both ends have
+            # the same bits) rejected every STATE of a kernel after the first, and the
+            # link timed out (found against Linux 6.1 with tools/interop/link_check.py).
+            if not self.own_caps & Capability.LINK_PROTO_SEQNO:
                 return True
             return not seq_less(msg.seqno, self._rcv_nxt_state)
         return False
