@@ -779,3 +779,20 @@ def test_capture_03_discovery_around_a_link_as_the_kernel_did() -> None:
                 mine[i][0] - mine[i - 1][0], rel=0.12
             ), i
     assert ours[cut][0] - down_at == pytest.approx(mine[cut][0] - down_at, abs=0.02)
+
+
+def test_new_peers_past_max_peers_are_ignored_and_counted() -> None:
+    """Anyone on the bearer can invent sender addresses; each known peer costs a record
+    here and a node with a link at the owner, so their number is capped."""
+    d = make(max_peers=2)
+    sent(d)
+    for k in range(4):
+        ident = bytes([0x50 + k]) + PEER_ID[1:]
+        d.receive(peer_msg(sender=PEER_ADDR + k, identity=ident), 0.5)
+    found = [e.addr for e in events(d) if isinstance(e, PeerDiscovered)]
+    assert found == [PEER_ADDR, PEER_ADDR + 1]
+    assert [m.dest_domain for m, _ in sent(d)] == [PEER_ADDR, PEER_ADDR + 1]  # only they
+    stats = d.statistics()
+    assert stats.peers == 2 and stats.peer_table_full == 2
+    d.receive(peer_msg(sender=PEER_ADDR), 0.6)  # a known peer is still answered
+    assert [m.dest_domain for m, _ in sent(d)] == [PEER_ADDR]

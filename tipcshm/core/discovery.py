@@ -77,6 +77,9 @@ if TYPE_CHECKING:
 DISC_INIT: Final = 0.125  # TIPC_DISC_INIT: first interval, and the interval during a trial
 DISC_FAST: Final = 1.0  # TIPC_DISC_FAST: cap while the bearer has no link up
 DISC_SLOW: Final = 60.0  # TIPC_DISC_SLOW: cap once it has one
+#: Peers one bearer keeps records (and the owner links) for; the kernel has no such limit,
+#: but TIPC clusters are designed for up to about a thousand nodes.
+MAX_PEERS: Final = 4096
 ADDR_TRIAL: Final = 1.0  # how long a trial address must stay uncontested
 DEFAULT_NET_ID: Final = 4711
 _U32: Final = 0xFFFFFFFF
@@ -137,6 +140,7 @@ class DiscoveryStatistics:
     duplicates: int  # DuplicateAddress events
     peers_discovered: int  # PeerDiscovered events
     signatures_updated: int  # rebooted peer whose link was already up again
+    peer_table_full: int  # new peers ignored: max_peers are known already
 
 
 class Discoverer(Machine[tuple[bytes, bytes | None]]):
@@ -167,6 +171,7 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
         now: float,
         net_hash: int = 0,
         signature: int | None = None,
+        max_peers: int = MAX_PEERS,
     ) -> None:
         super().__init__()
         identity = bytes(identity)
@@ -211,6 +216,7 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
         self._timer: float | None = now + DISC_INIT
         self._links_up = 0
         self._peers: dict[int, _Peer] = {}
+        self.max_peers = max_peers
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "trials_sent",
@@ -229,6 +235,7 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
                 "duplicates",
                 "peers_discovered",
                 "signatures_updated",
+                "peer_table_full",
             ),
             0,
         )
@@ -392,6 +399,11 @@ class Discoverer(Machine[tuple[bytes, bytes | None]]):
         """``tipc_node_check_dest``: update the sender's record; True to respond."""
         peer = self._peers.get(msg.sender)
         if peer is None:
+            if len(self._peers) >= self.max_peers:
+                # Anyone who can reach the bearer can invent addresses: each new peer
+                # costs a record here and a node with a link at the owner.
+                self._stats["peer_table_full"] += 1
+                return False
             peer = self._peers[msg.sender] = _Peer(msg.sender, identity, msg.capabilities)
         peer.capabilities = msg.capabilities
         sign_match = peer.signature == msg.signature
@@ -455,6 +467,7 @@ __all__ = [
     "DISC_FAST",
     "DISC_INIT",
     "DISC_SLOW",
+    "MAX_PEERS",
     "DiscoveryStatistics",
     "Discoverer",
 ]
