@@ -371,3 +371,16 @@ def test_property_valid_messages_never_raise(msgs: list[NameDistrMsg]) -> None:
     assert all(b.node in (A, B) for b in d.nametable.bindings())
     d.node_down(B, 0.0)
     assert {b.node for b in d.nametable.bindings()} == {A}
+
+
+def test_publications_past_max_bindings_are_refused_and_counted() -> None:
+    """A peer that publishes without end costs its own publications, not the memory of
+    the node (whose replica holds at most MAX_PUBL bindings)."""
+    d = NameDistributor(own_addr=A, max_bindings=5)
+    d.node_up(B, 1432, 0.0)
+    own = len(d.nametable)  # our node-state binding
+    items = tuple(DistrItem(1000 + i, i, i, 77, i + 1) for i in range(8))
+    d.receive(_bulk(1, items), 0.0, source=B)
+    from_b = [b for b in d.nametable.bindings() if b.node == B]
+    assert len(d.nametable) == 5 and len(from_b) == 5 - own
+    assert d.statistics().table_full == 8 - len(from_b)

@@ -85,7 +85,7 @@ from tipcshm.wire.link import (
     send_importance,
     stamped,
 )
-from tipcshm.wire.names import DISTR_ITEM_SIZE
+from tipcshm.wire.names import DISTR_ITEM_SIZE, MAX_PUBL
 
 __all__ = [
     "LINK_STATES",
@@ -192,7 +192,6 @@ RESET_BURST: Final = 5  # RESETs on the first ticks after a reset ...
 RESET_EVERY: Final = 16  # ... then one every this many ticks
 NACK_FIRST: Final = 3  # NACK when the deferred queue holds 3, 19, 35, ...
 NACK_EVERY: Final = 16
-MAX_PUBL: Final = 65535
 _SYSTEM: Final = int(User.SYSTEM_IMPORTANCE)
 _HALF_SEQ: Final = 0x7FFF
 # Users delivered to the owner as they are.

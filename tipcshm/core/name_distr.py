@@ -68,7 +68,7 @@ from tipcshm.core.nametable import (
     NoSuchBinding,
 )
 from tipcshm.wire import NameDistrType, WireError, seq_add, seq_less
-from tipcshm.wire.names import DistrItem, NameDistrMsg, items_per_message
+from tipcshm.wire.names import MAX_PUBL, DistrItem, NameDistrMsg, items_per_message
 
 __all__ = ["NODE_STATE_TYPE", "NameDistrStatistics", "NameDistributor"]
 
@@ -99,6 +99,7 @@ class NameDistrStatistics:
     deferred_overflow: int
     foreign_origin: int
     peer_not_up: int
+    table_full: int  # publications refused: max_bindings are known already
 
 
 @dataclass(slots=True)
@@ -115,9 +116,15 @@ class NameDistributor(Machine[tuple[int, bytes]]):
     """One node's name distribution; outbox items are ``(peer address, message)``."""
 
     def __init__(
-        self, *, own_addr: int | None, legacy: bool = True, max_deferred: int = 1024
+        self,
+        *,
+        own_addr: int | None,
+        legacy: bool = True,
+        max_deferred: int = 1024,
+        max_bindings: int = MAX_PUBL,
     ) -> None:
         super().__init__()
+        self.max_bindings = max_bindings
         self.legacy = legacy
         self.max_deferred = max_deferred
         self.own_addr: int | None = None
@@ -142,6 +149,7 @@ class NameDistributor(Machine[tuple[int, bytes]]):
                 "deferred_overflow",
                 "foreign_origin",
                 "peer_not_up",
+                "table_full",
             ),
             0,
         )
@@ -339,6 +347,11 @@ class NameDistributor(Machine[tuple[int, bytes]]):
         stats = self._stats
         for item in msg.items:
             if msg.mtype == NameDistrType.PUBLICATION:
+                if len(self._table) >= self.max_bindings:
+                    # the replica every process maps holds this many: a peer publishing
+                    # without end costs its own publications, not the node's memory
+                    stats["table_full"] += 1
+                    continue
                 try:
                     self._insert(item, node)
                 except DuplicateBinding:

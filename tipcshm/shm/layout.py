@@ -60,6 +60,7 @@ import posix_ipc
 from tipcshm.core.nametable import encoded_size
 from tipcshm.errors import LimitReached, NodeNotRunning, SharedMemoryFull
 from tipcshm.shm.trust import Trust, node_trust
+from tipcshm.wire.names import MAX_PUBL
 
 MAGIC = 0x314D4853_43504954  # b"TIPCSHM1" little-endian
 LAYOUT_VERSION = 2  # 2: 4096 processes, 16384 sockets, control mailboxes, CLOSING state
@@ -76,7 +77,7 @@ MAX_PROCS = 4096
 PROC_ENTRY = 32
 MAX_SOCKETS = 16384
 SOCK_ENTRY = 128
-MAX_BINDINGS = 65535
+MAX_BINDINGS = MAX_PUBL  # the replica holds every binding of the cluster this node knows
 NODE_MIN_LANE_BYTES = 256 << 10  # a lane holds two of TIPC's largest messages (66,060 B)
 REPLICA_CTL = 64
 REPLICA_BUF = (encoded_size(MAX_BINDINGS) + 4095) & ~4095

@@ -75,6 +75,7 @@ __all__ = [
     "DISTR_ITEM",
     "DISTR_ITEM_SIZE",
     "MAX_ITEMS",
+    "MAX_PUBL",
     "DistrItem",
     "NameDistrMsg",
     "decode_items",
@@ -88,6 +89,8 @@ __all__ = [
 
 DISTR_ITEM: Final = Struct(">5I")
 DISTR_ITEM_SIZE: Final = DISTR_ITEM.size  # 20
+#: Bindings a node holds at most (the kernel's TIPC_MAX_PUBL, tipc-wire §6).
+MAX_PUBL: Final = 65535
 #: Most items one message can carry (its data may not exceed MAX_USER_MSG_SIZE).
 MAX_ITEMS: Final = MAX_USER_MSG_SIZE // DISTR_ITEM_SIZE
 
