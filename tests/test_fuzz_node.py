@@ -26,7 +26,7 @@ from tipcshm.shm.layout import NodeSegment, inbox_name, nametable_inbox_name
 SEGMENT_REGIONS = {
     "header": (0, layout.HEADER_BYTES),
     "process table": (layout.PROC_TABLE, layout.SOCK_TABLE),
-    "socket table": (layout.SOCK_TABLE, layout.REPLICA),
+    "socket table": (layout.SOCK_TABLE, layout.WORKER_TABLE),
     "replica control": (layout.REPLICA, layout.REPLICA_BUF0),
     "replica buffers": (layout.REPLICA_BUF0, layout.SEGMENT_BYTES),
 }

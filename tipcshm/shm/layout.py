@@ -63,7 +63,7 @@ from tipcshm.shm.trust import Trust, node_trust
 from tipcshm.wire.names import MAX_PUBL
 
 MAGIC = 0x314D4853_43504954  # b"TIPCSHM1" little-endian
-LAYOUT_VERSION = 2  # 2: 4096 processes, 16384 sockets, control mailboxes, CLOSING state
+LAYOUT_VERSION = 3  # 3: worker, bearer and link tables (inter-node links)
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 NODE_ENV = "TIPCSHM_NODE"
@@ -81,10 +81,22 @@ MAX_BINDINGS = MAX_PUBL  # the replica holds every binding of the cluster this n
 NODE_MIN_LANE_BYTES = 256 << 10  # a lane holds two of TIPC's largest messages (66,060 B)
 REPLICA_CTL = 64
 REPLICA_BUF = (encoded_size(MAX_BINDINGS) + 4095) & ~4095
+# The node's own processes: slot 0 is the name-table worker, slot 1 + k bearer k's worker.
+MAX_BEARERS = 8
+MAX_WORKERS = 1 + MAX_BEARERS
+WORKER_ENTRY = 128
+NAMETABLE_SLOT = 0
+BEARER_ENTRY = 1024
+LINKS_PER_BEARER = 64  # peer nodes one bearer worker links with (more are refused, counted)
+MAX_LINKS = MAX_BEARERS * LINKS_PER_BEARER
+LINK_ENTRY = 512
 
 PROC_TABLE = HEADER_BYTES
 SOCK_TABLE = PROC_TABLE + MAX_PROCS * PROC_ENTRY
-REPLICA = SOCK_TABLE + MAX_SOCKETS * SOCK_ENTRY
+WORKER_TABLE = SOCK_TABLE + MAX_SOCKETS * SOCK_ENTRY
+BEARER_TABLE = WORKER_TABLE + ((MAX_WORKERS * WORKER_ENTRY + 4095) & ~4095)
+LINK_TABLE = BEARER_TABLE + MAX_BEARERS * BEARER_ENTRY
+REPLICA = LINK_TABLE + MAX_LINKS * LINK_ENTRY
 REPLICA_BUF0 = REPLICA + REPLICA_CTL
 SEGMENT_BYTES = REPLICA_BUF0 + 2 * REPLICA_BUF
 
@@ -99,10 +111,7 @@ H_SUP_PID = 100  # u32
 H_SUP_START = 104  # u64 supervisor start time (clock ticks since boot, /proc/pid/stat)
 H_STARTED_NS = 112  # u64 wall clock ns when the node started
 H_HEARTBEAT = 120  # u64 CLOCK_MONOTONIC ns, written by the supervisor
-H_NTW_PID = 128  # u32 name-table worker pid
-H_NTW_RESTARTS = 132  # u32
-H_NTW_START = 136  # u64
-H_NTW_HEARTBEAT = 144  # u64 CLOCK_MONOTONIC ns, written by the name-table worker
+# 128..151: unused since layout 3 (the name-table worker is WORKER_TABLE slot 0)
 H_LANES = 152  # u32 lanes per inbox
 H_LANE_BYTES = 156  # u32 bytes per lane
 H_MODE = 160  # u32 permission bits for segments/queues
@@ -164,6 +173,105 @@ S_CTL_KEY = 120  # u32
 S_CTL_PORT = 124  # u32 the port the owner believes it holds: a stale poster is refused
 SOCK_COUNTERS = ("tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes", "drops", "returned")
 
+# Worker table entry (WORKER_TABLE + slot * WORKER_ENTRY). Written by the supervisor (kind,
+# name, inbox, pid, start, restarts, state) and by the worker itself (heartbeat only).
+W_KIND = 0  # u32 WorkerKind (0 = free slot)
+W_STATE = 4  # u32 WorkerState
+W_PID = 8  # u32
+W_RESTARTS = 12  # u32
+W_START = 16  # u64 start time of W_PID (clock ticks since boot): pid + start names it
+W_HEARTBEAT = 24  # u64 CLOCK_MONOTONIC ns, written by the worker
+W_SPAWNED_NS = 32  # u64 wall clock ns of the last spawn
+W_NAME = 40  # 40 bytes UTF-8, NUL padded: "nametable", "udp:192.0.2.1:6118"
+W_INBOX = 80  # 48 bytes: the worker's inbox segment name
+W_NAME_BYTES = 40
+W_INBOX_BYTES = 48
+
+# Bearer table entry (BEARER_TABLE + k * BEARER_ENTRY): bearer k, run by worker slot 1 + k.
+# Written by its bearer worker (single writer) except the command mailbox's request half.
+B_STATE = 0  # u32 BearerState
+B_LINK_GEN = 4  # u32 bumped by the bearer worker after any change of its link rows
+B_MTU = 8  # u32
+B_NET_ID = 12  # u32
+B_TOLERANCE = 16  # u32 ms, the default for new links
+B_WINDOW = 20  # u32
+B_PRIORITY = 24  # u32
+B_PORT = 28  # u32 local UDP port
+B_NAME = 32  # 64 bytes: the bearer name as `tipc bearer list` prints it ("udp:192.0.2.1")
+B_NAME_BYTES = 64
+B_LOCAL = 96  # 64 bytes: local media address text ("192.0.2.1:6118")
+B_LOCAL_BYTES = 64
+# Command mailbox (same protocol as the sockets' control mailboxes, tipcshm.shm.control):
+# a tool writes the operation and its arguments, then B_CMD_REQ; the bearer worker
+# validates and applies it, writes B_CMD_RESULT (0 or an errno), then B_CMD_ACK = B_CMD_REQ.
+B_CMD_REQ = 160  # u32
+B_CMD_ACK = 164  # u32
+B_CMD_RESULT = 168  # i32
+B_CMD_OP = 172  # u32 BearerCommand
+B_CMD_LINK = 176  # u32 link row (global index into the link table), or MAX_LINKS: all
+B_CMD_VALUE = 180  # u32 the new tolerance (ms), window or priority
+B_COUNTERS = 256  # BEARER_COUNTERS x u64
+BEARER_COUNTERS = (
+    "rx_datagrams",
+    "rx_bytes",
+    "tx_datagrams",
+    "tx_bytes",
+    "rx_bad",  # datagrams the stack refused (malformed, wrong net, ...)
+    "tx_errors",  # sendto failures
+    "from_lanes",  # frames taken from local senders
+    "bad_from_lanes",  # of those, refused (malformed or not ours to send)
+    "to_lanes",  # frames delivered into local sockets' inboxes
+    "rejected",  # messages returned with an error code (no port, overload, no node)
+    "dropped",  # messages dropped (dest-droppable, DGRAM at a full receiver)
+    "held",  # times the bearer's inbox was left unread because a link was congested
+)
+BEARER_COUNTER_INDEX = {name: i for i, name in enumerate(BEARER_COUNTERS)}
+
+# Link table entry (LINK_TABLE + row * LINK_ENTRY); bearer k owns rows
+# [k * LINKS_PER_BEARER, (k + 1) * LINKS_PER_BEARER) and is their single writer.
+L_STATE = 0  # u32 LinkRowState (0 = free row)
+L_PEER = 4  # u32 peer node address
+L_MTU = 8  # u32
+L_TOLERANCE = 12  # u32 ms
+L_WINDOW = 16  # u32
+L_PRIORITY = 20  # u32
+L_UP_SINCE_NS = 24  # u64 wall clock ns of the last link up (0: never)
+L_NAME = 32  # 64 bytes: the link name as the kernel builds it
+L_NAME_BYTES = 64
+L_PEER_ID = 96  # 16 bytes: the peer's node identity
+L_MEDIA = 112  # 48 bytes: the peer's media address text ("192.0.2.11:6118")
+L_MEDIA_BYTES = 48
+L_COUNTERS = 256  # LINK_COUNTERS x u64 (at most 32)
+LINK_COUNTERS = (
+    "rx_packets",
+    "rx_fragments",
+    "rx_fragmented",
+    "rx_bundles",
+    "rx_bundled",
+    "tx_packets",
+    "tx_fragments",
+    "tx_fragmented",
+    "tx_bundles",
+    "tx_bundled",
+    "rx_states",
+    "rx_probes",
+    "rx_nacks",
+    "rx_deferred",
+    "tx_states",
+    "tx_probes",
+    "tx_nacks",
+    "tx_acks",
+    "retransmitted",
+    "duplicates",
+    "link_congestion",
+    "send_queue_max",
+    "send_queue_now",
+    "link_up_count",
+    "link_down_count",
+)
+LINK_COUNTER_INDEX = {name: i for i, name in enumerate(LINK_COUNTERS)}
+assert len(LINK_COUNTERS) <= (LINK_ENTRY - L_COUNTERS) // 8
+
 # Replica control.
 R_SEQ = 0  # u64 seqlock
 R_ACTIVE = 8  # u32 active buffer, 0 or 1
@@ -185,6 +293,42 @@ class ProcRole:
     CLIENT = 1
     NAMETABLE = 2
     NAMES = {1: "client", 2: "nametable"}
+
+
+class WorkerKind:
+    FREE = 0
+    NAMETABLE = 1
+    BEARER = 2
+    NAMES = {0: "free", 1: "nametable", 2: "bearer"}
+
+
+class WorkerState:
+    STOPPED = 0  # not running (a disabled bearer, or between a death and its restart)
+    STARTING = 1
+    RUNNING = 2  # its first heartbeat came
+    NAMES = {0: "stopped", 1: "starting", 2: "running"}
+
+
+class BearerState:
+    FREE = 0
+    ENABLED = 1
+    DISABLED = 2  # `tipcshm bearer disable`: its worker is stopped, its slot kept
+    NAMES = {0: "free", 1: "enabled", 2: "disabled"}
+
+
+class LinkRowState:
+    FREE = 0
+    DOWN = 1  # a peer is known (discovered) but the link is not up
+    UP = 2
+    NAMES = {0: "free", 1: "down", 2: "up"}
+
+
+class BearerCommand:
+    SET_TOLERANCE = 1
+    SET_WINDOW = 2
+    SET_PRIORITY = 3
+    RESET_STATS = 4
+    NAMES = {1: "set tolerance", 2: "set window", 3: "set priority", 4: "reset statistics"}
 
 
 class SockState:
@@ -217,6 +361,42 @@ def inbox_name(node: str, port: int) -> str:
 
 def nametable_inbox_name(node: str) -> str:
     return f"/tipcshm.{node}.in.nametable"
+
+
+def bearer_inbox_name(node: str, bearer: int) -> str:
+    """The inbox of bearer ``bearer``'s worker: local senders' frames to other nodes."""
+    return f"/tipcshm.{node}.in.bearer{bearer}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEntry:
+    slot: int
+    kind: int
+    state: int
+    pid: int
+    start: int
+    restarts: int
+    heartbeat_ns: int
+    spawned_ns: int
+    name: str
+    inbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEntry:
+    row: int
+    bearer: int
+    state: int
+    peer: int
+    mtu: int
+    tolerance: int
+    window: int
+    priority: int
+    up_since_ns: int
+    name: str
+    peer_id: bytes
+    media: str
+    counters: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +455,9 @@ class NodeSegment:
         )
         self._socks: Any = np.ndarray(
             (MAX_SOCKETS, SOCK_ENTRY // 4), np.uint32, buffer=self._map, offset=SOCK_TABLE
+        )
+        self._links: Any = np.ndarray(
+            (MAX_LINKS, LINK_ENTRY // 4), np.uint32, buffer=self._map, offset=LINK_TABLE
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -360,7 +543,7 @@ class NodeSegment:
     def close(self) -> None:
         if self._map is None:
             return
-        self._procs = self._socks = None
+        self._procs = self._socks = self._links = None
         for view in (self.u32, self.i32, self.u64, self.mv):
             view.release()
         self._map.close()
@@ -443,29 +626,147 @@ class NodeSegment:
     def heartbeat_ns(self) -> int:
         return self.u64[H_HEARTBEAT // 8]
 
+    # -- worker, bearer and link tables --------------------------------------------
+    @staticmethod
+    def worker_off(slot: int) -> int:
+        return WORKER_TABLE + slot * WORKER_ENTRY
+
+    def set_worker(self, slot: int, kind: int, name: str, inbox: str) -> None:
+        """Describe worker ``slot`` (supervisor): its kind, name and inbox segment."""
+        off = self.worker_off(slot)
+        self.u32[(off + W_KIND) // 4] = kind
+        self.mv[off + W_NAME : off + W_NAME + W_NAME_BYTES] = _text(name, W_NAME_BYTES)
+        self.mv[off + W_INBOX : off + W_INBOX + W_INBOX_BYTES] = _text(inbox, W_INBOX_BYTES)
+
+    def set_worker_spawned(self, slot: int, pid: int, start: int) -> None:
+        """A new process for ``slot`` (supervisor): STARTING until its first heartbeat."""
+        off = self.worker_off(slot)
+        self.u32[(off + W_STATE) // 4] = WorkerState.STARTING
+        self.u64[(off + W_HEARTBEAT) // 8] = 0
+        self.u64[(off + W_START) // 8] = start
+        self.u32[(off + W_PID) // 4] = pid
+        self.u64[(off + W_SPAWNED_NS) // 8] = time.time_ns()
+
+    def set_worker_state(self, slot: int, state: int) -> None:
+        self.u32[(self.worker_off(slot) + W_STATE) // 4] = state
+
+    def count_worker_restart(self, slot: int) -> None:
+        self.u32[(self.worker_off(slot) + W_RESTARTS) // 4] += 1
+        self.bump("worker_restarts")
+
+    def worker_beat(self, slot: int) -> None:
+        """The worker's own heartbeat; the first one marks it RUNNING."""
+        off = self.worker_off(slot)
+        self.u64[(off + W_HEARTBEAT) // 8] = time.monotonic_ns()
+        if self.u32[(off + W_STATE) // 4] == WorkerState.STARTING:
+            self.u32[(off + W_STATE) // 4] = WorkerState.RUNNING
+
+    def worker(self, slot: int) -> WorkerEntry | None:
+        """Worker ``slot`` as read now (untrusted: validate before acting on a pid)."""
+        if not 0 <= slot < MAX_WORKERS:
+            return None
+        off = self.worker_off(slot)
+        kind = self.u32[(off + W_KIND) // 4]
+        if kind == WorkerKind.FREE:
+            return None
+        return WorkerEntry(
+            slot=slot,
+            kind=kind,
+            state=self.u32[(off + W_STATE) // 4],
+            pid=self.u32[(off + W_PID) // 4],
+            start=self.u64[(off + W_START) // 8],
+            restarts=self.u32[(off + W_RESTARTS) // 4],
+            heartbeat_ns=self.u64[(off + W_HEARTBEAT) // 8],
+            spawned_ns=self.u64[(off + W_SPAWNED_NS) // 8],
+            name=_untext(self.mv[off + W_NAME : off + W_NAME + W_NAME_BYTES]),
+            inbox=_untext(self.mv[off + W_INBOX : off + W_INBOX + W_INBOX_BYTES]),
+        )
+
+    def workers(self) -> list[WorkerEntry]:
+        return [w for slot in range(MAX_WORKERS) if (w := self.worker(slot)) is not None]
+
+    # The name-table worker is worker slot 0; these name what callers had before layout 3.
     @property
     def nametable_worker(self) -> tuple[int, int, int]:
         """(pid, start time, restarts) of the name-table worker."""
+        off = self.worker_off(NAMETABLE_SLOT)
         return (
-            self.u32[H_NTW_PID // 4],
-            self.u64[H_NTW_START // 8],
-            self.u32[H_NTW_RESTARTS // 4],
+            self.u32[(off + W_PID) // 4],
+            self.u64[(off + W_START) // 8],
+            self.u32[(off + W_RESTARTS) // 4],
         )
 
     def set_nametable_worker(self, pid: int, start: int) -> None:
-        self.u32[H_NTW_PID // 4] = pid
-        self.u64[H_NTW_START // 8] = start
+        off = self.worker_off(NAMETABLE_SLOT)
+        self.u64[(off + W_START) // 8] = start
+        self.u32[(off + W_PID) // 4] = pid
 
     def count_nametable_restart(self) -> None:
-        self.u32[H_NTW_RESTARTS // 4] += 1
-        self.bump("worker_restarts")
+        self.count_worker_restart(NAMETABLE_SLOT)
 
     def nametable_beat(self) -> None:
-        self.u64[H_NTW_HEARTBEAT // 8] = time.monotonic_ns()
+        self.worker_beat(NAMETABLE_SLOT)
 
     @property
     def nametable_heartbeat_ns(self) -> int:
-        return self.u64[H_NTW_HEARTBEAT // 8]
+        return self.u64[(self.worker_off(NAMETABLE_SLOT) + W_HEARTBEAT) // 8]
+
+    @staticmethod
+    def bearer_off(bearer: int) -> int:
+        return BEARER_TABLE + bearer * BEARER_ENTRY
+
+    @staticmethod
+    def link_off(row: int) -> int:
+        return LINK_TABLE + row * LINK_ENTRY
+
+    def bearer_count(self, bearer: int, counter: str, n: int = 1) -> None:
+        """Bump a counter of ``bearer`` (its worker only: single writer)."""
+        i = (self.bearer_off(bearer) + B_COUNTERS) // 8 + BEARER_COUNTER_INDEX[counter]
+        self.u64[i] += n
+
+    def bearer_counters(self, bearer: int) -> dict[str, int]:
+        base = (self.bearer_off(bearer) + B_COUNTERS) // 8
+        return {name: self.u64[base + i] for i, name in enumerate(BEARER_COUNTERS)}
+
+    def bearer_link_gens(self) -> tuple[int, ...]:
+        """Every bearer's B_LINK_GEN: a client's cached node -> bearer routes are valid
+        while this tuple is unchanged (one writer per word, so no bump is lost)."""
+        u32 = self.u32
+        return tuple(u32[(self.bearer_off(k) + B_LINK_GEN) // 4] for k in range(MAX_BEARERS))
+
+    def link_rows_up(self) -> list[tuple[int, int]]:
+        """(row, peer node) of every link row in state UP: one numpy column compare."""
+        rows = self._links
+        up = np.flatnonzero(rows[:, L_STATE // 4] == LinkRowState.UP)
+        return [(int(r), int(rows[r, L_PEER // 4])) for r in up]
+
+    def link_entry(self, row: int) -> LinkEntry | None:
+        if not 0 <= row < MAX_LINKS:
+            return None
+        off = self.link_off(row)
+        state = self.u32[(off + L_STATE) // 4]
+        if state == LinkRowState.FREE:
+            return None
+        base = (off + L_COUNTERS) // 8
+        return LinkEntry(
+            row=row,
+            bearer=row // LINKS_PER_BEARER,
+            state=state,
+            peer=self.u32[(off + L_PEER) // 4],
+            mtu=self.u32[(off + L_MTU) // 4],
+            tolerance=self.u32[(off + L_TOLERANCE) // 4],
+            window=self.u32[(off + L_WINDOW) // 4],
+            priority=self.u32[(off + L_PRIORITY) // 4],
+            up_since_ns=self.u64[(off + L_UP_SINCE_NS) // 8],
+            name=_untext(self.mv[off + L_NAME : off + L_NAME + L_NAME_BYTES]),
+            peer_id=bytes(self.mv[off + L_PEER_ID : off + L_PEER_ID + 16]),
+            media=_untext(self.mv[off + L_MEDIA : off + L_MEDIA + L_MEDIA_BYTES]),
+            counters={n: self.u64[base + i] for i, n in enumerate(LINK_COUNTERS)},
+        )
+
+    def links(self) -> list[LinkEntry]:
+        rows = np.flatnonzero(self._links[:, L_STATE // 4] != LinkRowState.FREE)
+        return [e for r in rows if (e := self.link_entry(int(r))) is not None]
 
     @property
     def lane_geometry(self) -> tuple[int, int]:
@@ -740,6 +1041,17 @@ class NodeSegment:
         self.u64[seq_i] = seq + 2
         self.bump("replica_updates")
         return seq + 2
+
+
+def _text(text: str, size: int) -> bytes:
+    """``text`` as a NUL-padded field of ``size`` bytes (cut at a character boundary)."""
+    raw = text.encode()[: size - 1]
+    return raw.decode(errors="ignore").encode().ljust(size, b"\0")
+
+
+def _untext(field: memoryview | bytes) -> str:
+    """A NUL-padded text field written by anyone: undecodable bytes are replaced."""
+    return bytes(field).split(b"\0", 1)[0].decode(errors="replace")
 
 
 def node_segment_exists(node: str) -> bool:
