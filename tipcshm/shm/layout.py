@@ -241,6 +241,7 @@ L_NAME_BYTES = 64
 L_PEER_ID = 96  # 16 bytes: the peer's node identity
 L_MEDIA = 112  # 48 bytes: the peer's media address text ("192.0.2.11:6118")
 L_MEDIA_BYTES = 48
+L_CAPS = 160  # u32 the peer node's capability bits (from its discovery messages)
 L_COUNTERS = 256  # LINK_COUNTERS x u64 (at most 32)
 LINK_COUNTERS = (
     "rx_packets",
@@ -396,6 +397,7 @@ class LinkEntry:
     name: str
     peer_id: bytes
     media: str
+    caps: int
     counters: dict[str, int]
 
 
@@ -761,6 +763,7 @@ class NodeSegment:
             name=_untext(self.mv[off + L_NAME : off + L_NAME + L_NAME_BYTES]),
             peer_id=bytes(self.mv[off + L_PEER_ID : off + L_PEER_ID + 16]),
             media=_untext(self.mv[off + L_MEDIA : off + L_MEDIA + L_MEDIA_BYTES]),
+            caps=self.u32[(off + L_CAPS) // 4],
             counters={n: self.u64[base + i] for i, n in enumerate(LINK_COUNTERS)},
         )
 
