@@ -49,6 +49,7 @@ import mmap
 import os
 import re
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -367,6 +368,12 @@ def nametable_inbox_name(node: str) -> str:
 def bearer_inbox_name(node: str, bearer: int) -> str:
     """The inbox of bearer ``bearer``'s worker: local senders' frames to other nodes."""
     return f"/tipcshm.{node}.in.bearer{bearer}"
+
+
+# A frame in a bearer worker's inbox is this prefix, then one complete TIPC message: the
+# destination node (a short-header connection message does not carry it) and a reserved
+# word (0), keeping the message 8-byte aligned in the lane.
+BEARER_FRAME_PREFIX = struct.Struct("<II")
 
 
 @dataclass(frozen=True, slots=True)
