@@ -344,4 +344,8 @@ def _register_stat_commands() -> None:
 
 _register_stat_commands()
 
+from tipcshm.cli.bearer import bearer as _bearer_commands  # noqa: E402
+
+main.add_command(_bearer_commands)
+
 __all__ = ["main", "stop_node", "check_node_name", "log_path"]
