@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
@@ -68,6 +69,27 @@ def shm_space_warning(conn_lane_bytes: int, path: str = "/dev/shm") -> str | Non
     show_default=True,
     help="Lane size in KiB for SEQPACKET/STREAM sockets (deeper rings for bulk streams).",
 )
+@click.option(
+    "--bearer",
+    "bearers",
+    multiple=True,
+    metavar="udp:LOCALIP[:PORT]",
+    help="A UDP bearer (port 6118 by default; IPv6 as udp:[ADDR]:PORT). Repeatable.",
+)
+@click.option(
+    "--remote",
+    "remotes",
+    multiple=True,
+    metavar="IP[:PORT]",
+    help="A peer that discovery requests also go to (replicast), besides the multicast "
+    "group. Applies to every --bearer of the same address family. Repeatable.",
+)
+@click.option("--netid", default=4711, show_default=True, help="Cluster id (1..9999).")
+@click.option(
+    "--tolerance", default=1500, show_default=True, help="Link tolerance in ms (50..30000)."
+)
+@click.option("--window", default=50, show_default=True, help="Link window (16..8191).")
+@click.option("--priority", default=10, show_default=True, help="Link priority (0..31).")
 def start(
     name: str | None,
     identity: str | None,
@@ -76,9 +98,21 @@ def start(
     lanes: int,
     lane_kib: int,
     conn_lane_kib: int,
+    bearers: tuple[str, ...],
+    remotes: tuple[str, ...],
+    netid: int,
+    tolerance: int,
+    window: int,
+    priority: int,
 ) -> None:
     """Start a node; returns once it is ready."""
-    from tipcshm.workers.supervisor import NodeConfig, identity_for, running_supervisor, serve
+    from tipcshm.workers.supervisor import (
+        NodeConfig,
+        bearer_specs,
+        identity_for,
+        running_supervisor,
+        serve,
+    )
 
     node = node_from_option(name)
     pid = running_supervisor(node)
@@ -106,7 +140,28 @@ def start(
                 f"{kib} is not a power of two in {low}..{high} (a lane holds two maximum messages)",
                 param_hint=hint,
             )
-    config = NodeConfig(node, ident, lanes, lane_kib * 1024, mode, gid, conn_lane_kib * 1024)
+    try:
+        specs = bearer_specs(bearers, remotes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bearer/--remote") from None
+    config = NodeConfig(
+        node,
+        ident,
+        lanes,
+        lane_kib * 1024,
+        mode,
+        gid,
+        conn_lane_kib * 1024,
+        bearers=specs,
+        net_id=netid,
+        tolerance_ms=tolerance,
+        window=window,
+        priority=priority,
+    )
+    try:
+        config.check()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     warning = shm_space_warning(conn_lane_kib * 1024)
     if warning:
         click.echo(f"warning: {warning}", err=True)
@@ -121,27 +176,8 @@ def start(
     rfd, wfd = os.pipe()
     try:
         child = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tipcshm.workers.supervisor",
-                node,
-                "--identity-hex",
-                ident.hex(),
-                "--lanes",
-                str(lanes),
-                "--lane-bytes",
-                str(lane_kib * 1024),
-                "--conn-lane-bytes",
-                str(conn_lane_kib * 1024),
-                "--mode",
-                oct(mode)[2:],
-                "--gid",
-                str(gid),
-                "--ready-fd",
-                str(wfd),
-            ],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "tipcshm.workers.supervisor", "--ready-fd", str(wfd)],
+            stdin=subprocess.PIPE,
             stdout=logfd,
             stderr=logfd,
             start_new_session=True,
@@ -151,6 +187,11 @@ def start(
     finally:
         os.close(wfd)
         os.close(logfd)
+    assert child.stdin is not None
+    with contextlib.suppress(BrokenPipeError):  # it died at once: its answer says why
+        child.stdin.write(config.to_json().encode())
+    with contextlib.suppress(BrokenPipeError):
+        child.stdin.close()
     with os.fdopen(rfd, "rb") as pipe:
         answer = _read_answer(pipe, READY_TIMEOUT)
     if answer.startswith("ready "):
@@ -302,5 +343,9 @@ def _register_stat_commands() -> None:
 
 
 _register_stat_commands()
+
+from tipcshm.cli.bearer import bearer as _bearer_commands  # noqa: E402
+
+main.add_command(_bearer_commands)
 
 __all__ = ["main", "stop_node", "check_node_name", "log_path"]

@@ -11,6 +11,9 @@ lives instead in a directory only the node's owner can write:
   name race for it and exactly one wins; a crashed supervisor's lock dies with it.
 * ``<node>.pid``: ``"<pid> <start time>"`` of the supervisor, so that ``stop`` signals that
   process and no other (the start time tells a reused pid apart; see :mod:`tipcshm.proc`).
+* ``<node>.conf``: the node's configuration (JSON: identity, geometry, bearers), written by
+  the supervisor once it holds the lock and edited by ``tipcshm bearer enable|disable``;
+  the workers read it from here (:func:`read_config`), never from argv.
 * ``<node>.log``: the supervisor's and workers' log, 0600, capped at :data:`LOG_MAX_BYTES`
   (a flood of bad requests must not fill a disk), removed by ``stop`` unless asked to keep it.
 
@@ -38,6 +41,9 @@ __all__ = [
     "lock_path",
     "record_path",
     "log_path",
+    "config_path",
+    "write_config",
+    "read_config",
     "try_lock",
     "write_record",
     "read_record",
@@ -99,6 +105,47 @@ def record_path(node: str) -> str:
 
 def log_path(node: str) -> str:
     return os.path.join(runtime_dir(), f"{node}.log")
+
+
+def config_path(node: str) -> str:
+    return os.path.join(runtime_dir(), f"{node}.conf")
+
+
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def write_config(node: str, text: str) -> None:
+    """Replace the node's configuration atomically (a reader sees the old or the new one)."""
+    path = config_path(node)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = open_checked(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _own(), "file", 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_config(node: str) -> str | None:
+    """The node's configuration text, None if it has none (opened as every file here is:
+    ours, no symlink, owner-only)."""
+    try:
+        fd = open_checked(config_path(node), os.O_RDONLY, _own())
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        total = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > CONFIG_MAX_BYTES:
+                raise OSError(f"{config_path(node)}: larger than {CONFIG_MAX_BYTES} bytes")
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _own() -> Trust:
@@ -178,7 +225,7 @@ def remove_files(node: str, *, keep_log: bool = False) -> None:
     The lock goes last and while held, so a concurrent start either locked it before (then
     the caller could not have taken it) or re-opens the new name after we unlink.
     """
-    names = [record_path(node)] + ([] if keep_log else [log_path(node)])
+    names = [record_path(node), config_path(node)] + ([] if keep_log else [log_path(node)])
     for path in names:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -29,8 +31,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import FrameType
+from typing import Any
 
 from tipcshm import proc, rundir, wire
 from tipcshm.core.connection import Incoming, Released
@@ -39,10 +42,16 @@ from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
     H_MAGIC,
     MAGIC,
+    MAX_BEARERS,
+    NAMETABLE_SLOT,
+    BearerState,
     NodeSegment,
     NodeState,
     SockEntry,
     SockState,
+    WorkerKind,
+    WorkerState,
+    bearer_inbox_name,
     check_node_name,
     inbox_name,
     nametable_inbox_name,
@@ -50,6 +59,7 @@ from tipcshm.shm.layout import (
 )
 from tipcshm.shm.trust import Trust
 from tipcshm.sock import Rejected, reject_unread
+from tipcshm.workers import rows
 
 log = logging.getLogger("tipcshm.workers.supervisor")
 
@@ -75,6 +85,117 @@ REAP_DISCARD_FRAMES = 1 << 20
 REAP_MAX_DESTINATIONS = 256
 
 
+TIPC_UDP_PORT = 6118
+DEFAULT_NET_ID = 4711
+DEFAULT_TOLERANCE_MS = 1500
+DEFAULT_WINDOW = 50
+DEFAULT_PRIORITY = 10
+MAX_IF_NAME = 15  # the kernel's bearer interface names: at most 15 characters
+
+
+@dataclass(frozen=True)
+class BearerSpec:
+    """One UDP bearer: the local address it binds, and the peers it sends discovery to
+    besides the multicast group (``remotes``, the kernel's replicast list).
+
+    ``name`` is the interface part of the bearer name (``udp:NAME``) that goes into
+    RESET/ACTIVATE and link names; by default the local IP if it fits the kernel's 15
+    characters, else ``udp<k>``.
+    """
+
+    local: str
+    port: int = TIPC_UDP_PORT
+    remotes: tuple[tuple[str, int], ...] = ()
+    media: str = "udp"
+    name: str = ""
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.media != "udp":
+            raise ValueError(f"bearer media {self.media!r}: only udp is supported")
+        ip = ipaddress.ip_address(self.local)
+        if ip.is_multicast or ip.is_unspecified:
+            raise ValueError(f"bearer local address {self.local}: must be a unicast address")
+        if not 1 <= self.port <= 0xFFFF:
+            raise ValueError(f"bearer port {self.port}: must be 1..65535")
+        for host, port in self.remotes:
+            rip = ipaddress.ip_address(host)
+            if rip.version != ip.version:
+                raise ValueError(f"remote {host}: not the address family of {self.local}")
+            if not 1 <= port <= 0xFFFF:
+                raise ValueError(f"remote port {port}: must be 1..65535")
+        if len(self.name) > MAX_IF_NAME:
+            raise ValueError(f"bearer name {self.name!r}: at most {MAX_IF_NAME} characters")
+
+    def if_name(self, k: int) -> str:
+        if self.name:
+            return self.name
+        return self.local if len(self.local) <= MAX_IF_NAME else f"udp{k}"
+
+    def bearer_name(self, k: int) -> str:
+        """As ``tipc bearer list`` prints it."""
+        return f"{self.media}:{self.if_name(k)}"
+
+    def label(self) -> str:
+        """The worker-table name: ``udp:LOCALIP:PORT``."""
+        host = f"[{self.local}]" if ":" in self.local else self.local
+        return f"{self.media}:{host}:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "media": self.media,
+            "local": self.local,
+            "port": self.port,
+            "remotes": [list(r) for r in self.remotes],
+            "name": self.name,
+            "enabled": self.enabled,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BearerSpec:
+        return cls(
+            local=str(d["local"]),
+            port=int(d.get("port", TIPC_UDP_PORT)),
+            remotes=tuple((str(h), int(p)) for h, p in d.get("remotes", ())),
+            media=str(d.get("media", "udp")),
+            name=str(d.get("name", "")),
+            enabled=bool(d.get("enabled", True)),
+        )
+
+    @classmethod
+    def parse(cls, text: str, remotes: list[str] | tuple[str, ...] = ()) -> BearerSpec:
+        """From ``udp:LOCALIP[:PORT]`` (IPv6 in brackets when a port follows) and
+        ``IP[:PORT]`` remotes; ValueError naming what is wrong."""
+        media, sep, rest = text.partition(":")
+        if not sep or media != "udp":
+            raise ValueError(f"bearer {text!r}: expected udp:LOCALIP[:PORT]")
+        host, port = _host_port(rest)
+        return cls(
+            local=host,
+            port=port,
+            remotes=tuple(_host_port(r) for r in remotes),
+        )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``IP``, ``IPv4:PORT``, ``[IPv6]:PORT`` or a bare IPv6 -> (ip text, port)."""
+    port = TIPC_UDP_PORT
+    if text.startswith("["):
+        host, sep, tail = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"{text!r}: missing ]")
+        if tail:
+            if not tail.startswith(":"):
+                raise ValueError(f"{text!r}: expected [IPv6]:PORT")
+            port = int(tail[1:])
+    elif text.count(":") == 1:
+        host, port_s = text.split(":")
+        port = int(port_s)
+    else:
+        host = text
+    return str(ipaddress.ip_address(host)), port
+
+
 @dataclass
 class NodeConfig:
     node: str
@@ -84,6 +205,102 @@ class NodeConfig:
     mode: int = 0o600
     gid: int = -1
     conn_lane_bytes: int = CONN_LANE_BYTES
+    bearers: list[BearerSpec] = field(default_factory=list)
+    net_id: int = DEFAULT_NET_ID
+    tolerance_ms: int = DEFAULT_TOLERANCE_MS
+    window: int = DEFAULT_WINDOW
+    priority: int = DEFAULT_PRIORITY
+
+    def check(self) -> None:
+        """ValueError for values the node cannot run with (kernel limits, tipc-wire §11)."""
+        check_node_name(self.node)
+        if len(self.identity) != 16:
+            raise ValueError("node identity must be 16 bytes")
+        if len(self.bearers) > MAX_BEARERS:
+            raise ValueError(f"at most {MAX_BEARERS} bearers")
+        if not 1 <= self.net_id <= 9999:
+            raise ValueError(f"cluster id {self.net_id}: must be 1..9999")
+        if not 50 <= self.tolerance_ms <= 30000:
+            raise ValueError(f"tolerance {self.tolerance_ms} ms: must be 50..30000")
+        if not 16 <= self.window <= 8191:
+            raise ValueError(f"window {self.window}: must be 16..8191")
+        if not 0 <= self.priority <= 31:
+            raise ValueError(f"priority {self.priority}: must be 0..31")
+        seen = set()
+        for b in self.bearers:
+            if (b.local, b.port) in seen:
+                raise ValueError(f"two bearers on {b.label()}")
+            seen.add((b.local, b.port))
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "node": self.node,
+                "identity": self.identity.hex(),
+                "lanes": self.lanes,
+                "lane_bytes": self.lane_bytes,
+                "mode": self.mode,
+                "gid": self.gid,
+                "conn_lane_bytes": self.conn_lane_bytes,
+                "bearers": [b.to_json() for b in self.bearers],
+                "net_id": self.net_id,
+                "tolerance_ms": self.tolerance_ms,
+                "window": self.window,
+                "priority": self.priority,
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeConfig:
+        """ValueError for anything malformed (the file is the owner's, but hand-editable)."""
+        try:
+            d = json.loads(text)
+            cfg = cls(
+                node=str(d["node"]),
+                identity=bytes.fromhex(d["identity"]),
+                lanes=int(d.get("lanes", 64)),
+                lane_bytes=int(d.get("lane_bytes", 256 * 1024)),
+                mode=int(d.get("mode", 0o600)),
+                gid=int(d.get("gid", -1)),
+                conn_lane_bytes=int(d.get("conn_lane_bytes", CONN_LANE_BYTES)),
+                bearers=[BearerSpec.from_json(b) for b in d.get("bearers", ())],
+                net_id=int(d.get("net_id", DEFAULT_NET_ID)),
+                tolerance_ms=int(d.get("tolerance_ms", DEFAULT_TOLERANCE_MS)),
+                window=int(d.get("window", DEFAULT_WINDOW)),
+                priority=int(d.get("priority", DEFAULT_PRIORITY)),
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed node configuration: {exc!r}") from None
+        cfg.check()
+        return cfg
+
+
+def bearer_specs(
+    bearers: tuple[str, ...] | list[str], remotes: tuple[str, ...] | list[str]
+) -> list[BearerSpec]:
+    """``--bearer``/``--remote`` values as specs: every remote goes to each bearer of its
+    address family (ValueError if some remote matches no bearer)."""
+    specs = [BearerSpec.parse(b) for b in bearers]
+    peers = [_host_port(r) for r in remotes]
+    out = []
+    for spec in specs:
+        fam = ipaddress.ip_address(spec.local).version
+        mine = tuple(p for p in peers if ipaddress.ip_address(p[0]).version == fam)
+        out.append(replace(spec, remotes=spec.remotes + mine))
+    for host, _ in peers:
+        fam = ipaddress.ip_address(host).version
+        if not any(ipaddress.ip_address(s.local).version == fam for s in specs):
+            raise ValueError(f"remote {host}: no bearer of its address family")
+    return out
+
+
+def load_config(node: str) -> NodeConfig:
+    """The running node's configuration from its run directory (workers, CLI)."""
+    text = rundir.read_config(node)
+    if text is None:
+        raise FileNotFoundError(f"node {node!r} has no configuration in {rundir.runtime_dir()}")
+    return NodeConfig.from_json(text)
 
 
 def identity_for(text: str | None) -> bytes:
@@ -232,15 +449,29 @@ def _selector(released: Released) -> Callable[[wire.Header], bool]:
 
 
 # -- the supervisor ------------------------------------------------------------------
+@dataclass
+class _Worker:
+    """One worker-table slot's process, as the supervisor runs it."""
+
+    slot: int
+    what: str  # for the log: "name-table worker", "bearer 0 worker"
+    argv: list[str]  # after ``python -m``
+    inbox: Inbox | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restart_at: float | None = None
+    enabled: bool = True
+
+
 class Supervisor:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.node = config.node
         self.stopping = False
         self.seg: NodeSegment | None = None
-        self.worker_inbox: Inbox | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_started = 0.0
+        self.worker_inbox: Inbox | None = None  # the name-table worker's
+        self.workers: dict[int, _Worker] = {}  # worker-table slot -> its process
+        self.reload = False  # SIGHUP: re-read the configuration (bearer enable/disable)
         self.selector = selectors.DefaultSelector()
         self.watched: dict[tuple[int, int], int] = {}  # (pid, start) -> pidfd
         self.pid, self.start = proc.self_token()
@@ -271,28 +502,97 @@ class Supervisor:
             tag=seg.tag,
             owner=(self.pid, self.start),
         )
+        rundir.write_config(self.node, cfg.to_json())
+        nt = nametable_inbox_name(self.node)
+        seg.set_worker(NAMETABLE_SLOT, WorkerKind.NAMETABLE, "nametable", nt)
+        self.workers[NAMETABLE_SLOT] = _Worker(
+            NAMETABLE_SLOT, "name-table worker", ["tipcshm.workers.nametable", self.node]
+        )
+        self.workers[NAMETABLE_SLOT].inbox = self.worker_inbox
+        for k, spec in enumerate(cfg.bearers):
+            self.setup_bearer(k, spec)
         seg.beat()
         seg.publish_magic()
 
-    def spawn_worker(self) -> None:
+    def _create_inbox(self, name: str) -> Inbox:
+        cfg, seg = self.config, self.seg
+        assert seg is not None
+        return Inbox.create(
+            name,
+            lanes=cfg.lanes,
+            lane_bytes=cfg.lane_bytes,
+            mode=cfg.mode,
+            gid=cfg.gid,
+            tag=seg.tag,
+            owner=(self.pid, self.start),
+        )
+
+    def setup_bearer(self, k: int, spec: BearerSpec) -> None:
+        """Describe bearer ``k`` (worker slot 1 + k, its inbox, its row) and make its inbox."""
+        seg, cfg = self.seg, self.config
+        assert seg is not None
+        slot = 1 + k
+        name = bearer_inbox_name(self.node, k)
+        w = self.workers.get(slot)
+        if w is None:
+            w = _Worker(slot, f"bearer {k} worker", [])
+            w.inbox = self._create_inbox(name)
+            self.workers[slot] = w
+        w.argv = ["tipcshm.workers.bearer", self.node, str(k)]
+        w.enabled = spec.enabled
+        seg.set_worker(slot, WorkerKind.BEARER, spec.label(), name)
+        rows.clear_bearer(seg, k)
+        rows.describe_bearer(
+            seg,
+            k,
+            state=BearerState.ENABLED if spec.enabled else BearerState.DISABLED,
+            name=spec.bearer_name(k),
+            local=spec.label().partition(":")[2],
+            port=spec.port,
+            mtu=0,
+            net_id=cfg.net_id,
+            tolerance=cfg.tolerance_ms,
+            window=cfg.window,
+            priority=cfg.priority,
+        )
+        rows.clear_links(seg, k)
+
+    def spawn(self, w: _Worker) -> None:
         assert self.seg is not None
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "tipcshm.workers.nametable", self.node],
+        w.proc = subprocess.Popen(
+            [sys.executable, "-m", *w.argv],
             stdin=subprocess.DEVNULL,
             close_fds=True,
             env={**os.environ, "TIPCSHM_SUPERVISOR_PID": str(self.pid)},
         )
-        self.worker_started = time.monotonic()
-        log.info("name-table worker started, pid %d", self.worker.pid)
+        w.started = time.monotonic()
+        w.restart_at = None
+        self.seg.set_worker_spawned(w.slot, w.proc.pid, proc.start_time(w.proc.pid) or 0)
+        log.info("%s started, pid %d", w.what, w.proc.pid)
+
+    def spawn_worker(self) -> None:
+        """(Re)start the name-table worker."""
+        self.spawn(self.workers[NAMETABLE_SLOT])
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        """The name-table worker's process."""
+        w = self.workers.get(NAMETABLE_SLOT)
+        return None if w is None else w.proc
 
     def wait_worker_ready(self) -> None:
-        assert self.seg is not None and self.worker is not None
+        """Until the name-table worker's first heartbeat (it beats once its topology
+        service is open); bearers need not be up for the node to be ready."""
+        seg = self.seg
+        child = self.worker
+        assert seg is not None and child is not None
         deadline = time.monotonic() + WORKER_READY_TIMEOUT
-        while self.seg.nametable_worker[0] != self.worker.pid:
-            if self.worker.poll() is not None:
-                raise NodeFailure(
-                    self.node, f"name-table worker exited with {self.worker.returncode}"
-                )
+        while True:
+            w = seg.worker(NAMETABLE_SLOT)
+            if w is not None and w.pid == child.pid and w.state == WorkerState.RUNNING:
+                return
+            if child.poll() is not None:
+                raise NodeFailure(self.node, f"name-table worker exited with {child.returncode}")
             if time.monotonic() > deadline:
                 raise NodeFailure(self.node, "name-table worker did not become ready")
             time.sleep(0.005)
@@ -311,17 +611,18 @@ class Supervisor:
         seg.set_supervisor(self.pid, self.start)
         seg.set_permissions(cfg.mode, cfg.gid)
         seg.restore_fixed(self.state)
-        if self.worker_inbox is not None and self.state != NodeState.STOPPING:
-            self.worker_inbox.restore_header()
+        if self.state != NodeState.STOPPING:
+            for w in self.workers.values():
+                if w.inbox is not None:
+                    w.inbox.restore_header()
 
     # -- watching processes ---------------------------------------------------------
     def _tokens(self) -> set[tuple[int, int]]:
         assert self.seg is not None
         tokens = self.seg.owner_tokens()
         tokens.discard((self.pid, self.start))
-        if self.worker is not None:
-            tokens = {t for t in tokens if t[0] != self.worker.pid}
-        return tokens
+        mine = {w.proc.pid for w in self.workers.values() if w.proc is not None}
+        return {t for t in tokens if t[0] not in mine}
 
     def scan(self) -> None:
         assert self.seg is not None
@@ -458,30 +759,104 @@ class Supervisor:
                 if not p.write(frame) and p.wait_space(len(frame), 0.1):
                     p.write(frame)
 
-    def check_worker(self) -> None:
-        assert self.worker is not None and self.seg is not None
-        if self.worker.poll() is None:
+    def check_workers(self) -> None:
+        """Restart every worker that died (after RESTART_BACKOFF if it died young)."""
+        seg = self.seg
+        assert seg is not None
+        now = time.monotonic()
+        for w in self.workers.values():
+            child = w.proc
+            if child is not None and child.poll() is not None:
+                self._worker_died(w, child)
+                w.proc = None
+                w.restart_at = (
+                    w.started + RESTART_BACKOFF if now - w.started < RESTART_BACKOFF else now
+                )
+            if w.proc is None and w.enabled and w.restart_at is not None and now >= w.restart_at:
+                seg.count_worker_restart(w.slot)
+                self.spawn(w)
+
+    def check_worker(self) -> None:  # the name it had before bearers
+        self.check_workers()
+
+    def _worker_died(self, w: _Worker, child: subprocess.Popen[bytes]) -> None:
+        seg = self.seg
+        assert seg is not None
+        log.warning("%s %d exited with %s; restarting", w.what, child.pid, child.returncode)
+        # Its own sockets (the name-table worker's topology service and its subscribers'
+        # connections) go the way of any dead process's: peers get aborts, and the
+        # successor, which drops bindings of sockets that are gone, binds a fresh one.
+        entry = seg.worker(w.slot)
+        if entry is not None and entry.pid == child.pid:
+            self.reap((entry.pid, entry.start))
+        seg.set_worker_state(w.slot, WorkerState.STOPPED)
+        if w.slot != NAMETABLE_SLOT:
+            # Its links died with it: clients must stop routing into its inbox at once
+            # (their sends then fail as to an unreachable node) until the successor's
+            # links are up again.
+            rows.clear_links(seg, w.slot - 1)
+
+    def stop_worker(self, w: _Worker) -> None:
+        child = w.proc
+        if child is None:
             return
-        log.warning(
-            "name-table worker %d exited with %s; restarting",
-            self.worker.pid,
-            self.worker.returncode,
-        )
-        # Its own sockets (the topology service and its subscribers' connections) go the
-        # way of any dead process's: peers get aborts, and the successor, which drops
-        # bindings of sockets that are gone, binds a fresh topology service.
-        pid, start, _ = self.seg.nametable_worker
-        if pid == self.worker.pid:
-            self.reap((pid, start))
-        if time.monotonic() - self.worker_started < RESTART_BACKOFF:
-            time.sleep(RESTART_BACKOFF)
-        self.seg.count_nametable_restart()
-        self.spawn_worker()
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(3)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        w.proc = None
+        w.restart_at = None
+        seg = self.seg
+        if seg is not None:
+            entry = seg.worker(w.slot)
+            if entry is not None and entry.pid == child.pid and self.state != NodeState.STOPPING:
+                self.reap((entry.pid, entry.start))
+            seg.set_worker_state(w.slot, WorkerState.STOPPED)
+
+    def apply_config(self) -> None:
+        """SIGHUP: read the configuration again and start, stop or restart bearer workers
+        to match it (`tipcshm bearer enable|disable`). Node-wide settings (identity,
+        geometry) are fixed for the node's life; changes to them are logged and ignored."""
+        seg = self.seg
+        assert seg is not None
+        try:
+            new = load_config(self.node)
+        except (OSError, ValueError) as exc:
+            log.error("configuration not applied: %s", exc)
+            return
+        if (new.identity, new.lanes, new.lane_bytes) != (
+            self.config.identity,
+            self.config.lanes,
+            self.config.lane_bytes,
+        ):
+            log.warning("identity and geometry changes need a restart of the node; ignored")
+        old = self.config.bearers
+        for k, spec in enumerate(new.bearers[:MAX_BEARERS]):
+            before = old[k] if k < len(old) else None
+            if before == spec:
+                continue
+            w = self.workers.get(1 + k)
+            if w is not None:
+                self.stop_worker(w)
+            self.setup_bearer(k, spec)
+            w = self.workers[1 + k]
+            if spec.enabled:
+                self.spawn(w)
+            log.info(
+                "bearer %d (%s) %s", k, spec.label(), "enabled" if spec.enabled else "disabled"
+            )
+        self.config.bearers = list(new.bearers[:MAX_BEARERS])
 
     # -- main loop ------------------------------------------------------------------
     def serve(self, ready: Callable[[int], None] | None = None) -> None:
         assert self.seg is not None
         self.spawn_worker()
+        for w in self.workers.values():
+            if w.slot != NAMETABLE_SLOT and w.enabled:
+                self.spawn(w)
         self.wait_worker_ready()
         self.state = NodeState.READY
         self.seg.state = self.state
@@ -495,7 +870,10 @@ class Supervisor:
                 for key, _ in self.selector.select(SCAN_INTERVAL):
                     self.reap(key.data)
                 self.scan()
-                self.check_worker()
+                self.check_workers()
+                if self.reload:
+                    self.reload = False
+                    self.apply_config()
             except Exception:
                 # Whatever the tables held, the node must outlive it: its owner's tools and
                 # every other application depend on this process. Logged, rate-limited.
@@ -520,13 +898,11 @@ class Supervisor:
         self.state = NodeState.STOPPING
         if seg is not None:
             seg.state = self.state
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(3)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
+        for w in self.workers.values():
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.terminate()
+        for w in self.workers.values():
+            self.stop_worker(w)
         if seg is not None:
             for e in seg.sockets():
                 name = inbox_name(self.node, e.port)
@@ -536,9 +912,12 @@ class Supervisor:
                 except OSError as exc:
                     log.warning("stop: could not close inbox %s: %s", name, exc)
                 Inbox.unlink_name(name)
-        if self.worker_inbox is not None:
-            self.worker_inbox.unlink()
-            self.worker_inbox.detach()
+        for w in self.workers.values():
+            if w.inbox is not None:
+                w.inbox.unlink()
+                w.inbox.detach()
+                w.inbox = None
+        self.worker_inbox = None
         for fd in self.watched.values():
             os.close(fd)
         self.watched.clear()
@@ -555,6 +934,8 @@ class Supervisor:
     def _release_lock(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(rundir.record_path(self.node))
+        with contextlib.suppress(OSError):
+            os.unlink(rundir.config_path(self.node))
         with contextlib.suppress(OSError):
             os.unlink(rundir.lock_path(self.node))  # while still held: see rundir.try_lock
         os.close(self.lock_fd)
@@ -573,9 +954,14 @@ def serve(config: NodeConfig, ready: Callable[[int], None] | None = None) -> int
     def stop(_sig: int, _frame: FrameType | None) -> None:
         sup.stopping = True
 
+    def hup(_sig: int, _frame: FrameType | None) -> None:
+        sup.reload = True
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
     try:
+        config.check()
         sup.create()
         sup.serve(ready)
     finally:
@@ -590,29 +976,23 @@ def _report(fd: int, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m tipcshm.workers.supervisor [--ready-fd FD]``: the node's configuration
+    (:meth:`NodeConfig.to_json`) comes on stdin, once; the supervisor writes it into the
+    owner-only run directory, where its workers read it."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tipcshm.workers.supervisor")
-    parser.add_argument("node")
-    parser.add_argument("--identity-hex", required=True)
-    parser.add_argument("--lanes", type=int, default=64)
-    parser.add_argument("--lane-bytes", type=int, default=256 * 1024)
-    parser.add_argument("--conn-lane-bytes", type=int, default=CONN_LANE_BYTES)
-    parser.add_argument("--mode", type=lambda s: int(s, 8), default=0o600)
-    parser.add_argument("--gid", type=int, default=-1)
     parser.add_argument("--ready-fd", type=int, default=-1)
     args = parser.parse_args(argv)
-    rundir.setup_logging(f"supervisor[{args.node}]")
-    config = NodeConfig(
-        args.node,
-        bytes.fromhex(args.identity_hex),
-        args.lanes,
-        args.lane_bytes,
-        args.mode,
-        args.gid,
-        args.conn_lane_bytes,
-    )
     fd = args.ready_fd
+    try:
+        config = NodeConfig.from_json(sys.stdin.read())
+    except ValueError as exc:
+        if fd >= 0:
+            _report(fd, f"error {exc}")
+        print(exc, file=sys.stderr)
+        return 2
+    rundir.setup_logging(f"supervisor[{config.node}]")
     if fd < 0:
         return serve(config)
     try:
@@ -629,4 +1009,13 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["NodeConfig", "Supervisor", "serve", "clean_leftovers", "running_supervisor", "MAGIC"]
+__all__ = [
+    "BearerSpec",
+    "NodeConfig",
+    "load_config",
+    "Supervisor",
+    "serve",
+    "clean_leftovers",
+    "running_supervisor",
+    "MAGIC",
+]

@@ -36,6 +36,7 @@ __all__ = [
     "SimLinkPair",
     "SimNetwork",
     "data_message",
+    "free_udp_port",
     "running_node",
     "start_node",
     "stop_node",
@@ -48,9 +49,18 @@ def unique_node_name(prefix: str = "t") -> str:
     return f"{prefix}{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def start_node(node: str, *extra: str) -> None:
+def start_node(
+    node: str,
+    *extra: str,
+    bearers: list[str] | tuple[str, ...] = (),
+    remotes: list[str] | tuple[str, ...] = (),
+) -> None:
     """Start ``node`` with the CLI's ``start`` command (the code a user runs); raises
     :class:`tipcshm.errors.NodeFailure` (an OSError) with the command's message on failure.
+
+    ``bearers`` (``udp:LOCALIP[:PORT]``) and ``remotes`` (``IP[:PORT]``) become
+    ``--bearer``/``--remote`` options: tests on one host use 127.0.0.0/8, a free port per
+    node (:func:`free_udp_port`) and remotes (replicast, no multicast).
 
     The command runs in this process rather than in a new interpreter: the supervisor and
     its worker start exactly as from a shell, but half a second of imports per node is
@@ -65,9 +75,24 @@ def start_node(node: str, *extra: str) -> None:
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            main.main(["start", "--name", node, *extra], "tipcshm", standalone_mode=False)
+            args = ["start", "--name", node, *extra]
+            for b in bearers:
+                args += ["--bearer", b]
+            for r in remotes:
+                args += ["--remote", r]
+            main.main(args, "tipcshm", standalone_mode=False)
     except click.ClickException as exc:
         raise NodeFailure(node, f"`tipcshm start` failed: {exc.format_message()}") from None
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nobody on ``host`` uses right now (the kernel picks it)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def stop_node(node: str) -> None:

@@ -1,0 +1,910 @@
+"""The bearer worker: one UDP bearer of a node, running the sans-IO NodeStack on a socket.
+
+Run as ``python -m tipcshm.workers.bearer NODE K`` by the supervisor (worker slot 1 + K);
+its configuration (:class:`tipcshm.workers.supervisor.BearerSpec` K and the node-wide link
+settings) comes from the node's owner-only run directory.
+
+Theory of operation (the kernel's udp_media.c + the bearer half of node.c/link.c):
+
+* one UDP socket bound to LOCALIP:PORT (IPv4 or IPv6) carries every frame. Discovery
+  frames (destination None in the stack's outbox) go to every configured remote (the
+  kernel's replicast list) and, on a bearer without remotes, to the multicast group the
+  cluster id names (tipc-wire §4: ``228.0.<id>>8>.<id&255>`` / ``ff02::<id>``), joined on
+  the local address; frames with a destination go to the media address the peer
+  advertised in discovery.
+* every datagram is untrusted: the stack's RemoteProtocolError is counted (``rx_bad``)
+  and the datagram dropped; nothing from the network ends the worker.
+* frames local senders wrote into the bearer's inbox (``BEARER_FRAME_PREFIX`` + one TIPC
+  message) are validated (prefix, header, users 0-3 and CONN_MANAGER, origin = this node,
+  destination = the prefix's node) and sent over that node's link. A congested link holds
+  the frame taken and stops reading the inbox until LinkUncongested, so the lanes fill
+  and their senders block: back-pressure, never a drop. No link: the message goes back to
+  its sender with TIPC_ERR_NO_NODE unless it is dest-droppable.
+* messages the links deliver are written into the destination sockets' inboxes through
+  this process's own lanes (tipcshm.client.attach_worker); a named message whose port is
+  gone is looked up again among this node's bindings; multicast goes to every local
+  socket bound in range with cluster scope. A full receiver: RDM/DGRAM get the kernel's
+  overload handling (rejected with TIPC_ERR_OVERLOAD, or dropped when dest-droppable);
+  connection messages wait in order and are retried.
+* peers' bindings (name distribution) and the link-state bindings go to the name-table
+  worker as :mod:`tipcshm.shm.names_feed` records in this worker's lane of its inbox,
+  RESET_BEARER first; this node's own cluster-scope bindings are published to the peers
+  by diffing the replica whenever its sequence word moves.
+* link rows (one per peer: DOWN when discovered, UP when the link is up), counters and
+  the command mailbox of the bearer row are kept in the node segment (workers.rows).
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import ipaddress
+import logging
+import os
+import random
+import socket
+import struct
+import sys
+import time
+
+from tipcshm import proc, rundir, wire
+from tipcshm.client import NodeClient, attach_worker
+from tipcshm.constants import TIPC_CLUSTER_SCOPE, TIPC_NODE_SCOPE
+from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
+from tipcshm.core.events import (
+    CoreEvent,
+    Delivered,
+    LinkDown,
+    LinkUncongested,
+    LinkUp,
+    NodeDown,
+    PeerDiscovered,
+    Published,
+    Withdrawn,
+)
+from tipcshm.core.stack import NodeStack
+from tipcshm.shm import names_feed
+from tipcshm.shm.lane import Inbox, Producer
+from tipcshm.shm.layout import (
+    BEARER_FRAME_PREFIX,
+    LINKS_PER_BEARER,
+    MAX_LINKS,
+    BearerCommand,
+    BearerState,
+    LinkRowState,
+    NodeSegment,
+    SockState,
+    bearer_inbox_name,
+    nametable_inbox_name,
+)
+from tipcshm.wire.discovery import UdpMediaAddr
+from tipcshm.workers import rows
+from tipcshm.workers.loop import WorkerLoop
+from tipcshm.workers.supervisor import BearerSpec, NodeConfig, load_config
+
+log = logging.getLogger("tipcshm.workers.bearer")
+
+SUPERVISOR_PID_ENV = "TIPCSHM_SUPERVISOR_PID"
+RX_BUFFER = 65536 + 64
+COUNTER_INTERVAL = 0.1  # link-row counters are refreshed at least this often
+RETRY_INTERVAL = 0.005  # full receivers and a full name-table lane are retried this often
+INBOX_BATCH = 256  # frames taken from the inbox per pass (the socket gets its turn)
+LOG_INTERVAL = 5.0
+MTU_V4 = 14000  # TIPC_DEF_LINK_UDP_MTU (tipc-wire §4)
+MTU_V6 = 1280
+_DATA_USERS = frozenset({0, 1, 2, 3, int(wire.User.CONN_MANAGER)})
+_CONN_SOCKETS = (int(socket.SOCK_SEQPACKET), int(socket.SOCK_STREAM))
+_LINK_COUNTER_FIELDS = {
+    "rx_packets": "rx_packets",
+    "rx_fragments": "rx_fragments",
+    "rx_fragmented": "rx_fragmented",
+    "rx_bundles": "rx_bundles",
+    "rx_bundled": "rx_bundled",
+    "tx_packets": "tx_packets",
+    "tx_fragments": "tx_fragments",
+    "tx_fragmented": "tx_fragmented",
+    "tx_bundles": "tx_bundles",
+    "tx_bundled": "tx_bundled",
+    "rx_states": "rx_states",
+    "rx_probes": "rx_probes",
+    "rx_nacks": "rx_naks",
+    "rx_deferred": "rx_defs",
+    "tx_states": "tx_states",
+    "tx_probes": "tx_probes",
+    "tx_nacks": "tx_naks",
+    "tx_acks": "tx_acks",
+    "retransmitted": "tx_retrans",
+    "duplicates": "rx_dups",
+    "link_congestion": "link_congs",
+    "send_queue_max": "send_queue_max",
+}
+_W3 = 12  # previous node
+_W6 = 24  # originating node (headers longer than 24 bytes)
+_W7 = 28  # destination node
+
+
+def multicast_group(net_id: int, ipv6: bool) -> str:
+    """The group a bearer without remotes discovers on (the `tipc` tool's derivation)."""
+    if ipv6:
+        return f"ff02::{net_id}"
+    return f"228.0.{(net_id >> 8) & 255}.{net_id & 255}"
+
+
+class _RateLog:
+    def __init__(self) -> None:
+        self.next = 0.0
+
+    def __call__(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + LOG_INTERVAL
+            log.log(level, msg, *args)
+
+
+class BearerWorker:
+    def __init__(
+        self,
+        seg: NodeSegment,
+        k: int,
+        spec: BearerSpec,
+        config: NodeConfig,
+        inbox: Inbox,
+        client: NodeClient,
+        *,
+        clock: object = time.monotonic,
+    ) -> None:
+        self.seg = seg
+        self.k = k
+        self.spec = spec
+        self.config = config
+        self.inbox = inbox
+        self.client = client
+        self.own = seg.addr
+        self.loop = WorkerLoop(seg, 1 + k)
+        self._log = _RateLog()
+        ip = ipaddress.ip_address(spec.local)
+        self.ipv6 = ip.version == 6
+        self.family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((spec.local, spec.port))
+        self.sock.setblocking(False)
+        self.mcast_sock: socket.socket | None = None
+        self.targets: list[tuple[str, int]] = [(h, p) for h, p in spec.remotes]
+        if not spec.remotes:
+            self._join_multicast(spec, config.net_id)
+        self.media = UdpMediaAddr.parse(spec.local, spec.port).encode()
+        self.mtu = MTU_V6 if self.ipv6 else MTU_V4
+        now = time.monotonic()
+        self.stack = NodeStack(
+            identity=seg.identity,
+            addr=self.own,
+            media=self.media,
+            if_name=spec.if_name(k),
+            rng=random.Random(),
+            now=now,
+            net_id=config.net_id,
+            mtu=self.mtu,
+            tolerance_ms=config.tolerance_ms,
+            window=config.window,
+        )
+        self.priority = config.priority
+        self._rxbuf = bytearray(RX_BUFFER)
+        self._rxview = memoryview(self._rxbuf)
+        self._media_addr: dict[bytes, tuple[str, int] | None] = {}
+        self._src_media: dict[tuple[str, int], bytes] = {}
+        # link rows: peer -> row (this bearer's range)
+        self._rows: dict[int, int] = {}
+        self._free_rows = list(range((k + 1) * LINKS_PER_BEARER - 1, k * LINKS_PER_BEARER - 1, -1))
+        self._peer_info: dict[int, PeerDiscovered] = {}
+        self._up_counts: dict[int, tuple[int, int]] = {}
+        # names feed
+        self._feed: Producer | None = None
+        self._feed_inbox: Inbox | None = None
+        self._feed_queue: collections.deque[bytes] = collections.deque()
+        self._published: set[tuple[int, int, int, int, int]] = set()
+        self._table_seq = -1
+        # delivery waiting for room, per destination port (connection messages, in order)
+        self._waiting: dict[int, collections.deque[bytes]] = {}
+        # the frame taken from the inbox while its link is congested: (dest, message)
+        self._held: tuple[int, bytes] | None = None
+        self._reading = False
+        self._last_counters = 0.0
+
+    # -- set-up ------------------------------------------------------------------------
+    def _join_multicast(self, spec: BearerSpec, net_id: int) -> None:
+        group = multicast_group(net_id, self.ipv6)
+        try:
+            rx = socket.socket(self.family, socket.SOCK_DGRAM)
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.ipv6:
+                ifindex = 0
+                rx.bind((group, spec.port, 0, ifindex))
+                mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+                rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            else:
+                rx.bind((group, spec.port))
+                mreq = socket.inet_aton(group) + socket.inet_aton(spec.local)
+                rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                self.sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(spec.local)
+                )
+            rx.setblocking(False)
+        except OSError as exc:
+            log.warning(
+                "bearer %s: cannot join multicast group %s (%s); discovery by remotes only",
+                spec.label(),
+                group,
+                exc,
+            )
+            return
+        self.mcast_sock = rx
+        self.targets.append((group, spec.port))
+
+    def start(self) -> None:
+        """RESET_BEARER to the name-table worker, describe the bearer, arm the loop."""
+        seg, k, spec, cfg = self.seg, self.k, self.spec, self.config
+        rows.clear_links(seg, k)
+        rows.describe_bearer(
+            seg,
+            k,
+            state=BearerState.ENABLED,
+            name=spec.bearer_name(k),
+            local=spec.label().partition(":")[2],
+            port=spec.port,
+            mtu=self.mtu,
+            net_id=cfg.net_id,
+            tolerance=cfg.tolerance_ms,
+            window=cfg.window,
+            priority=cfg.priority,
+        )
+        self._feed_record(names_feed.NameUpdate(names_feed.RESET_BEARER, k))
+        self.loop.add_reader(self.sock.fileno(), lambda: self._on_readable(self.sock))
+        if self.mcast_sock is not None:
+            ms = self.mcast_sock
+            self.loop.add_reader(ms.fileno(), lambda: self._on_readable(ms))
+        self._resume_inbox()
+        self._sync_bindings(time.monotonic())
+        self._after(time.monotonic())
+
+    # -- the network -------------------------------------------------------------------
+    def _on_readable(self, sock: socket.socket) -> None:
+        seg, k, stack = self.seg, self.k, self.stack
+        for _ in range(INBOX_BATCH):
+            try:
+                n, src = sock.recvfrom_into(self._rxbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP errors of earlier sends, e.g. ECONNREFUSED
+                seg.bearer_count(k, "tx_errors")
+                self._log(logging.INFO, "bearer %s: %s", self.spec.label(), exc)
+                continue
+            seg.bearer_count(k, "rx_datagrams")
+            seg.bearer_count(k, "rx_bytes", n)
+            now = time.monotonic()
+            key = (src[0], src[1])
+            smedia = self._src_media.get(key)
+            if smedia is None:
+                try:
+                    smedia = UdpMediaAddr.parse(src[0].split("%")[0], src[1]).encode()
+                except ValueError:
+                    smedia = b""
+                if len(self._src_media) < 4096:
+                    self._src_media[key] = smedia
+            try:
+                stack.receive(bytes(self._rxview[:n]), now, smedia or None)
+            except RemoteProtocolError as exc:
+                seg.bearer_count(k, "rx_bad")
+                self._log(
+                    logging.INFO, "bearer %s: bad datagram from %s: %s", self.spec.label(), src, exc
+                )
+            except Exception:  # a bug in the stack: the node outlives it, logged
+                seg.bearer_count(k, "rx_bad")
+                log.exception("bearer %s: datagram from %s raised", self.spec.label(), src)
+        self._after(time.monotonic())
+
+    def _sendto(self, frame: bytes, addr: tuple[str, int]) -> None:
+        seg, k = self.seg, self.k
+        try:
+            self.sock.sendto(frame, addr)
+        except (BlockingIOError, InterruptedError):
+            seg.bearer_count(k, "tx_errors")  # socket buffer full: the link retransmits
+            return
+        except OSError as exc:
+            seg.bearer_count(k, "tx_errors")
+            self._log(logging.WARNING, "bearer %s: sendto %s: %s", self.spec.label(), addr, exc)
+            return
+        seg.bearer_count(k, "tx_datagrams")
+        seg.bearer_count(k, "tx_bytes", len(frame))
+
+    def _dest_addr(self, media: bytes) -> tuple[str, int] | None:
+        try:
+            return self._media_addr[media]
+        except KeyError:
+            pass
+        try:
+            m = UdpMediaAddr.decode(media)
+            addr: tuple[str, int] | None = (m.host, m.port)
+            if m.is_ipv6 != self.ipv6:
+                addr = None
+        except (ValueError, wire.WireError):
+            addr = None
+        if len(self._media_addr) < 4096:
+            self._media_addr[media] = addr
+        return addr
+
+    def _flush(self, now: float) -> None:
+        for frame, dest in self.stack.frames_to_send(now):
+            if dest is None:
+                for target in self.targets:
+                    self._sendto(frame, target)
+                continue
+            addr = self._dest_addr(dest)
+            if addr is None:
+                self.seg.bearer_count(self.k, "tx_errors")
+                continue
+            self._sendto(frame, addr)
+
+    def _after(self, now: float) -> None:
+        """After anything happened: act on the stack's events, send its frames, re-arm."""
+        stack = self.stack
+        for _ in range(64):
+            while (ev := stack.next_event()) is not None:
+                try:
+                    self._on_event(ev, now)
+                except Exception:
+                    log.exception("bearer %s: handling %r failed", self.spec.label(), ev)
+            self._flush(now)  # may raise events of its own (the stack pumps its parts)
+            ev = stack.next_event()
+            if ev is None:
+                break
+            try:
+                self._on_event(ev, now)
+            except Exception:
+                log.exception("bearer %s: handling %r failed", self.spec.label(), ev)
+        self._retry_held(now)
+        self.loop.set_timer("stack", self.stack.next_timer(), self._on_timer)
+        if now - self._last_counters >= COUNTER_INTERVAL:
+            self._refresh_counters(now)
+
+    def _on_timer(self, now: float) -> None:
+        self.stack.handle_timer(now)
+        self._after(now)
+
+    def _on_tick(self, now: float) -> None:
+        """Every COUNTER_INTERVAL: counters, commands, the replica, waiting deliveries."""
+        self._sync_bindings(now)
+        self._serve_command()
+        self._retry_waiting()
+        self._drain_feed()
+        self._after(now)
+        self.loop.set_timer("tick", now + COUNTER_INTERVAL, self._on_tick)
+
+    # -- events ------------------------------------------------------------------------
+    def _on_event(self, ev: CoreEvent, now: float) -> None:
+        if isinstance(ev, Delivered):
+            self._deliver(ev.source, ev.frame, now)
+        elif isinstance(ev, Published):
+            self._feed_record(
+                names_feed.NameUpdate(
+                    names_feed.PUBLISH,
+                    self.k,
+                    ev.type,
+                    ev.lower,
+                    ev.upper,
+                    TIPC_CLUSTER_SCOPE,
+                    ev.node,
+                    ev.port,
+                    ev.key,
+                )
+            )
+        elif isinstance(ev, Withdrawn):
+            self._feed_record(
+                names_feed.NameUpdate(
+                    names_feed.WITHDRAW,
+                    self.k,
+                    ev.type,
+                    ev.lower,
+                    ev.upper,
+                    TIPC_CLUSTER_SCOPE,
+                    ev.node,
+                    ev.port,
+                    ev.key,
+                )
+            )
+        elif isinstance(ev, PeerDiscovered):
+            self._peer_info[ev.addr] = ev
+            self._row_for(ev.addr, LinkRowState.DOWN, now)
+        elif isinstance(ev, LinkUp):
+            ups, downs = self._up_counts.get(ev.peer, (0, 0))
+            self._up_counts[ev.peer] = (ups + 1, downs)
+            row = self._row_for(ev.peer, LinkRowState.UP, now)
+            if row is not None:
+                self._feed_record(self._link_binding(names_feed.PUBLISH, ev.peer, row))
+        elif isinstance(ev, LinkDown):
+            ups, downs = self._up_counts.get(ev.peer, (0, 0))
+            self._up_counts[ev.peer] = (ups, downs + 1)
+            row = self._rows.get(ev.peer)
+            if row is not None:
+                self._row_for(ev.peer, LinkRowState.DOWN, now)
+                self._feed_record(self._link_binding(names_feed.WITHDRAW, ev.peer, row))
+            log.info("bearer %s: link %s down (%s)", self.spec.label(), ev.name, ev.reason)
+        elif isinstance(ev, NodeDown):
+            self._feed_record(names_feed.NameUpdate(names_feed.PURGE_NODE, self.k, node=ev.addr))
+            self._abort_connections(ev.addr, ev.error)
+        elif isinstance(ev, LinkUncongested):
+            self._retry_held(now)
+
+    def _link_binding(self, op: int, peer: int, row: int) -> names_feed.NameUpdate:
+        return names_feed.NameUpdate(op, self.k, 2, peer, peer, TIPC_NODE_SCOPE, self.own, 0, row)
+
+    # -- link rows ---------------------------------------------------------------------
+    def _row_for(self, peer: int, state: int, now: float) -> int | None:
+        row = self._rows.get(peer)
+        if row is None:
+            if not self._free_rows:
+                self._log(logging.WARNING, "bearer %s: link table full", self.spec.label())
+                return None
+            row = self._free_rows.pop()
+            self._rows[peer] = row
+        self._write_row(peer, row, state)
+        rows.bump_link_gen(self.seg, self.k)
+        self._refresh_counters(now)
+        return row
+
+    def _write_row(self, peer: int, row: int, state: int) -> None:
+        info = self._peer_info.get(peer)
+        node = self.stack.peer(peer)
+        entry = node.entry(0) if node is not None else None
+        link = entry.link if entry is not None else None
+        media = ""
+        if entry is not None:
+            try:
+                media = str(UdpMediaAddr.decode(entry.media))
+            except (ValueError, wire.WireError):
+                media = ""
+        old = self.seg.link_entry(row)
+        up_since = old.up_since_ns if old is not None and old.peer == peer else 0
+        if state == LinkRowState.UP and (old is None or old.state != LinkRowState.UP):
+            up_since = time.time_ns()
+        rows.write_link(
+            self.seg,
+            row,
+            state=state,
+            peer=peer,
+            name=link.name if link is not None else "",
+            peer_id=info.identity if info is not None else b"",
+            media=media,
+            caps=info.capabilities if info is not None else 0,
+            mtu=link.mtu if link is not None else self.mtu,
+            tolerance=getattr(link, "tolerance_ms", self.config.tolerance_ms),
+            window=getattr(link, "window", self.config.window),
+            priority=self.priority,
+            up_since_ns=up_since,
+        )
+
+    def _refresh_counters(self, now: float) -> None:
+        self._last_counters = now
+        for peer, row in self._rows.items():
+            node = self.stack.peer(peer)
+            entry = node.entry(0) if node is not None else None
+            if entry is None:
+                continue
+            link = entry.link
+            stats = getattr(link, "statistics", None)
+            if stats is None:
+                continue
+            st = stats()
+            values = {ours: getattr(st, theirs, 0) for ours, theirs in _LINK_COUNTER_FIELDS.items()}
+            values["send_queue_now"] = sum(link.queue_sizes().values())
+            ups, downs = self._up_counts.get(peer, (0, 0))
+            values["link_up_count"] = ups
+            values["link_down_count"] = downs
+            rows.set_link_counters(self.seg, row, values)
+
+    # -- names -------------------------------------------------------------------------
+    def _feed_record(self, update: names_feed.NameUpdate) -> None:
+        self._feed_queue.append(names_feed.encode(update))
+        self._drain_feed()
+
+    def _drain_feed(self) -> None:
+        q = self._feed_queue
+        if not q:
+            return
+        p = self._feed
+        if p is None:
+            try:
+                self._feed_inbox = Inbox.attach(
+                    nametable_inbox_name(self.seg.name), trust=self.seg.trust, tag=self.seg.tag
+                )
+                p = self._feed = self._feed_inbox.producer()
+            except OSError as exc:
+                self._log(
+                    logging.WARNING, "bearer %s: name-table inbox: %s", self.spec.label(), exc
+                )
+                return
+        try:
+            with p.lock:
+                while q and p.write(q[0]):
+                    q.popleft()
+        except OSError as exc:  # the inbox was closed: the node is stopping
+            self._log(logging.WARNING, "bearer %s: name-table inbox: %s", self.spec.label(), exc)
+
+    def _sync_bindings(self, now: float) -> None:
+        """Keep the stack's publications equal to this node's cluster-scope bindings."""
+        seq = self.client.table_seq
+        if seq == self._table_seq:
+            return
+        self._table_seq = seq
+        want = {
+            (b.type, b.lower, b.upper, b.port, b.key)
+            for b in self.client.table().bindings()
+            if b.node == self.own and b.scope == TIPC_CLUSTER_SCOPE and b.type != 0
+        }
+        for b in self._published - want:
+            self._published.discard(b)
+            try:
+                self.stack.withdraw(*b, now)
+            except LocalProtocolError:
+                pass
+        for b in want - self._published:
+            try:
+                self.stack.publish(*b, now)
+            except LocalProtocolError as exc:
+                self._log(logging.WARNING, "bearer %s: publish %s: %s", self.spec.label(), b, exc)
+                continue
+            self._published.add(b)
+
+    # -- frames from local senders -----------------------------------------------------
+    def _resume_inbox(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self.loop.add_reader(self.inbox.fileno(), self._on_inbox)
+
+    def _pause_inbox(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.inbox.fileno())
+
+    def _on_inbox(self) -> None:
+        now = time.monotonic()
+        inbox, seg, k = self.inbox, self.seg, self.k
+        for _ in range(INBOX_BATCH):
+            if self._held is not None:
+                break
+            r = inbox.poll()
+            if r is None:
+                break
+            buf, off, n, lane = r
+            frame = bytes(buf[off : off + n])
+            inbox.release(lane)
+            seg.bearer_count(k, "from_lanes")
+            checked = self._check_local(frame)
+            if checked is None:
+                seg.bearer_count(k, "bad_from_lanes")
+                continue
+            self._send_local(checked[0], checked[1], now)
+        self._after(now)
+
+    def _check_local(self, frame: bytes) -> tuple[int, bytes] | None:
+        """(dest node, message) of a valid frame from a local sender, else None."""
+        if len(frame) < BEARER_FRAME_PREFIX.size + wire.SHORT_H_SIZE:
+            return None
+        dest, reserved = BEARER_FRAME_PREFIX.unpack_from(frame)
+        if reserved != 0 or dest in (0, self.own):
+            return None
+        msg = bytearray(frame[BEARER_FRAME_PREFIX.size :])
+        try:
+            h = wire.validate_msg(msg)
+        except (ValueError, wire.WireError):
+            return None
+        if h.size != len(msg) or h.user not in _DATA_USERS or h.non_seq:
+            return None
+        if h.hsize > wire.SHORT_H_SIZE:
+            if h.orig_node != self.own or h.dest_node != dest:
+                return None
+        struct.pack_into(">I", msg, _W3, self.own)
+        return dest, bytes(msg)
+
+    def _send_local(self, dest: int, msg: bytes, now: float) -> None:
+        stack = self.stack
+        if dest not in stack.links_up():
+            self._return_local(msg, wire.ErrorCode.NO_NODE)
+            return
+        imp = _importance(msg)
+        if stack.congested(dest, imp):
+            self._held = (dest, msg)
+            self.seg.bearer_count(self.k, "held")
+            self._pause_inbox()
+            return
+        try:
+            stack.send(dest, msg, now)
+        except LocalProtocolError:
+            self._held = (dest, msg)
+            self.seg.bearer_count(self.k, "held")
+            self._pause_inbox()
+
+    def _retry_held(self, now: float) -> None:
+        held = self._held
+        if held is None:
+            self._resume_inbox()
+            return
+        dest, msg = held
+        if dest not in self.stack.links_up():
+            self._held = None
+            self._return_local(msg, wire.ErrorCode.NO_NODE)
+        elif not self.stack.congested(dest, _importance(msg)):
+            self._held = None
+            try:
+                self.stack.send(dest, msg, now)
+            except LocalProtocolError:
+                self._held = held
+                return
+        else:
+            return
+        self._resume_inbox()
+        self.inbox.keep_readable()
+
+    def _return_local(self, msg: bytes, err: int) -> None:
+        """Give a message we cannot send back to its local sender (tipc_msg_reverse)."""
+        try:
+            rej = wire.reverse_for_reject(msg, err, self.own)
+        except (ValueError, wire.WireError):
+            rej = None
+        if rej is None:
+            self.seg.bearer_count(self.k, "dropped")
+            return
+        self.seg.bearer_count(self.k, "rejected")
+        port = wire.U32.unpack_from(rej, 20)[0]
+        if not self._write_port(port, rej):
+            self.seg.bearer_count(self.k, "dropped")
+
+    # -- delivery into local sockets ---------------------------------------------------
+    def _write_port(self, port: int, frame: bytes) -> bool:
+        try:
+            p = self.client.producer(port)
+        except OSError:
+            return False
+        if p is None:
+            return False
+        try:
+            with p.lock:
+                ok = p.write(frame)
+        except OSError:
+            return False
+        if ok:
+            self.seg.bearer_count(self.k, "to_lanes")
+        return ok
+
+    def _port_exists(self, port: int) -> bool:
+        return port != 0 and self.seg.socket_index(port) is not None
+
+    def _deliver(self, source: int, frame: bytes, now: float) -> None:
+        try:
+            h = wire.validate_msg(frame)
+        except (ValueError, wire.WireError):
+            self.seg.bearer_count(self.k, "dropped")
+            return
+        mtype = h.mtype
+        if h.user == wire.User.CONN_MANAGER or mtype == wire.DataType.CONN_MSG:
+            self._deliver_conn(h.dest_port, frame, source, now)
+            return
+        if mtype == wire.DataType.MCAST_MSG:
+            ports = self.client.table().lookup_mcast_sockets(
+                h.name_type, h.name_instance, h.name_upper, exact_scope=True
+            )
+            for port in ports:
+                if not self._write_port(port, frame):
+                    self.seg.bearer_count(self.k, "dropped")
+            return
+        port = h.dest_port
+        if mtype == wire.DataType.NAMED_MSG and not self._port_exists(port):
+            local = self.client.table().lookup_mcast_sockets(
+                h.name_type, h.name_instance, h.name_instance, exact_scope=True
+            )
+            if not local:
+                self._reject(frame, wire.ErrorCode.NO_NAME, source, now)
+                return
+            port = local[0]
+            buf = bytearray(frame)
+            struct.pack_into(">I", buf, 20, port)
+            frame = bytes(buf)
+        elif mtype != wire.DataType.NAMED_MSG and mtype != wire.DataType.DIRECT_MSG:
+            self.seg.bearer_count(self.k, "dropped")
+            return
+        if not self._port_exists(port):
+            self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
+            return
+        if h.syn:
+            self._deliver_conn(port, frame, source, now)
+            return
+        if not self._write_port(port, frame):
+            # the receiver is full: the kernel's overload (rejected unless droppable)
+            self._reject(frame, wire.ErrorCode.OVERLOAD, source, now)
+
+    def _deliver_conn(self, port: int, frame: bytes, source: int, now: float) -> None:
+        """Connection traffic is kept in order and retried, never dropped while its
+        receiver lives."""
+        waiting = self._waiting.get(port)
+        if waiting:
+            waiting.append(frame)
+            return
+        if self._write_port(port, frame):
+            return
+        if not self._port_exists(port):
+            self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
+            return
+        self._waiting.setdefault(port, collections.deque()).append(frame)
+        self.loop.set_timer("retry", time.monotonic() + RETRY_INTERVAL, self._on_retry)
+
+    def _on_retry(self, now: float) -> None:
+        self._retry_waiting()
+        self._after(now)
+
+    def _retry_waiting(self) -> None:
+        now = time.monotonic()
+        for port, q in list(self._waiting.items()):
+            while q and self._write_port(port, q[0]):
+                q.popleft()
+            if q and not self._port_exists(port):
+                for frame in q:
+                    self._reject(frame, wire.ErrorCode.NO_PORT, 0, now)
+                q.clear()
+            if not q:
+                del self._waiting[port]
+        if self._waiting:
+            self.loop.set_timer("retry", now + RETRY_INTERVAL, self._on_retry)
+
+    def _reject(self, frame: bytes, err: int, source: int, now: float) -> None:
+        """Return a message from a peer to its sender over the link."""
+        try:
+            rej = wire.reverse_for_reject(frame, err, self.own)
+        except (ValueError, wire.WireError):
+            rej = None
+        if rej is None:
+            self.seg.bearer_count(self.k, "dropped")
+            return
+        dest = wire.U32.unpack_from(rej, _W7)[0]
+        try:
+            self.stack.send(dest, rej, now)
+        except LocalProtocolError:
+            self.seg.bearer_count(self.k, "dropped")
+            return
+        self.seg.bearer_count(self.k, "rejected")
+
+    def _abort_connections(self, node: int, error: int) -> None:
+        """Node down: every local connection socket whose peer is on ``node`` gets the
+        kernel's abort (a 24-byte CONN_MSG from the peer port with TIPC_ERR_NO_NODE)."""
+        seg = self.seg
+        for e in seg.sockets():
+            if e.state != SockState.OPEN or e.peer_node != node or e.type not in _CONN_SOCKETS:
+                continue
+            frame = wire.HDR24.pack(
+                wire.make_w0(wire.User.CRITICAL_IMPORTANCE, wire.SHORT_H_SIZE, wire.SHORT_H_SIZE),
+                wire.make_w1(wire.DataType.CONN_MSG, errcode=error),
+                0,
+                node,
+                e.peer_port,
+                e.port,
+            )
+            self._waiting.pop(e.port, None)
+            if not self._write_port(e.port, frame):
+                self._waiting.setdefault(e.port, collections.deque()).append(frame)
+                self.loop.set_timer("retry", time.monotonic() + RETRY_INTERVAL, self._on_retry)
+
+    # -- commands ----------------------------------------------------------------------
+    def _serve_command(self) -> None:
+        cmd = rows.read_command(self.seg, self.k)
+        if cmd is None:
+            return
+        req, op, link, value = cmd
+        try:
+            result = self._apply_command(op, link, value)
+        except Exception:
+            log.exception("bearer %s: command %d failed", self.spec.label(), op)
+            result = errno.EPROTO
+        rows.answer_command(self.seg, self.k, req, result)
+
+    def _apply_command(self, op: int, link: int, value: int) -> int:
+        if link == MAX_LINKS:
+            targets = list(self._rows.items())
+        else:
+            targets = [(p, r) for p, r in self._rows.items() if r == link]
+            if not targets:
+                return errno.ENOENT
+        if op == BearerCommand.SET_TOLERANCE:
+            if not 50 <= value <= 30000:
+                return errno.EINVAL
+            if link == MAX_LINKS:
+                self.stack.tolerance_ms = value
+            for peer, _ in targets:
+                lk = self._link(peer)
+                if lk is not None:
+                    lk.tolerance_ms = value
+        elif op == BearerCommand.SET_WINDOW:
+            if not 16 <= value <= 8191:
+                return errno.EINVAL
+            if link == MAX_LINKS:
+                self.stack.window = value
+            for peer, _ in targets:
+                lk = self._link(peer)
+                if lk is not None:
+                    lk.window = value
+                    lk._set_limits()  # noqa: SLF001 - the link's own limit rule
+        elif op == BearerCommand.SET_PRIORITY:
+            if not 0 <= value <= 31:
+                return errno.EINVAL
+            self.priority = value
+        elif op == BearerCommand.RESET_STATS:
+            rows.reset_bearer_counters(self.seg, self.k)
+            return 0
+        else:
+            return errno.EOPNOTSUPP
+        for peer, row in targets:
+            e = self.seg.link_entry(row)
+            self._write_row(peer, row, e.state if e is not None else LinkRowState.DOWN)
+        rows.bump_link_gen(self.seg, self.k)
+        return 0
+
+    def _link(self, peer: int) -> object | None:
+        node = self.stack.peer(peer)
+        entry = node.entry(0) if node is not None else None
+        return entry.link if entry is not None else None
+
+    # -- running -----------------------------------------------------------------------
+    def run(self) -> None:
+        self.loop.beat()
+        self.start()
+        self.loop.set_timer("tick", time.monotonic() + COUNTER_INTERVAL, self._on_tick)
+        while not self.loop.stopping:
+            try:
+                self.loop.run_once()
+            except Exception:
+                log.exception("bearer %s: error in the loop (going on)", self.spec.label())
+
+    def close(self) -> None:
+        self.loop.close()
+        self.sock.close()
+        if self.mcast_sock is not None:
+            self.mcast_sock.close()
+        if self._feed_inbox is not None:
+            self._feed_inbox.detach()
+
+
+def _importance(msg: bytes) -> int:
+    user = wire.user_of(wire.U32.unpack_from(msg)[0])
+    return user if user <= 3 else 2  # CONN_MANAGER travels at its own (high) importance
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or not args[1].isdigit():
+        print("usage: python -m tipcshm.workers.bearer NODE K", file=sys.stderr)
+        return 2
+    node, k = args[0], int(args[1])
+    proc.die_with_parent(int(os.environ.get(SUPERVISOR_PID_ENV, os.getppid())))
+    rundir.setup_logging(f"bearer{k}[{node}]")
+    config = load_config(node)
+    if not 0 <= k < len(config.bearers):
+        log.error("no bearer %d in the configuration of node %s", k, node)
+        return 2
+    spec = config.bearers[k]
+    seg = NodeSegment.attach(node)
+    inbox = Inbox.attach(bearer_inbox_name(node, k), trust=seg.trust, tag=seg.tag)
+    client = attach_worker(node)
+    try:
+        worker = BearerWorker(seg, k, spec, config, inbox, client)
+    except OSError as exc:
+        log.error("bearer %s: %s", spec.label(), exc)
+        return 1
+    worker.loop.install_signals()
+    try:
+        worker.run()
+    finally:
+        worker.close()
+        inbox.detach()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
