@@ -55,7 +55,10 @@ def shm_space_warning(conn_lane_bytes: int, path: str = "/dev/shm") -> str | Non
 @click.option(
     "--identity",
     default=None,
-    help="Node identity (text up to 16 chars, or hex); random if omitted.",
+    help=(
+        "Node identity (text up to 16 chars, or hex); if omitted, the first bearer's IP "
+        "address, as the kernel does, else random."
+    ),
 )
 @click.option("--foreground", is_flag=True, help="Stay attached (for systemd or containers).")
 @click.option(
@@ -118,10 +121,6 @@ def start(
     pid = running_supervisor(node)
     if pid is not None:
         raise click.ClickException(str(NodeAlreadyRunning(node, pid).strerror))
-    try:
-        ident = identity_for(identity)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--identity") from None
     mode, gid = 0o600, -1
     if group is not None:
         import grp
@@ -144,6 +143,10 @@ def start(
         specs = bearer_specs(bearers, remotes)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--bearer/--remote") from None
+    try:
+        ident = identity_for(identity, specs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--identity") from None
     config = NodeConfig(
         node,
         ident,

@@ -30,7 +30,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
@@ -303,11 +303,16 @@ def load_config(node: str) -> NodeConfig:
     return NodeConfig.from_json(text)
 
 
-def identity_for(text: str | None) -> bytes:
-    """The node identity from --identity, or a random 128-bit one."""
-    if text is None:
-        return secrets.token_bytes(16)
-    return wire.identity_from_str(text)
+def identity_for(text: str | None, bearers: Sequence[BearerSpec] = ()) -> bytes:
+    """The node identity from --identity; else, as the kernel's UDP media auto-configures
+    a node without one (``tipc_udp_enable``), the first bearer's local IP bytes, zero
+    padded (an IPv4 bearer makes the address equal to the IPv4 address); else a random
+    128-bit one."""
+    if text is not None:
+        return wire.identity_from_str(text)
+    if bearers:
+        return ipaddress.ip_address(bearers[0].local).packed.ljust(16, b"\0")
+    return secrets.token_bytes(16)
 
 
 # -- leftovers -----------------------------------------------------------------------

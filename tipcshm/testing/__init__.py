@@ -60,7 +60,10 @@ def start_node(
 
     ``bearers`` (``udp:LOCALIP[:PORT]``) and ``remotes`` (``IP[:PORT]``) become
     ``--bearer``/``--remote`` options: tests on one host use 127.0.0.0/8, a free port per
-    node (:func:`free_udp_port`) and remotes (replicast, no multicast).
+    node (:func:`free_udp_port`) and remotes (replicast, no multicast). A node with a
+    bearer gets a random identity unless ``extra`` names one: without ``--identity``,
+    ``start`` derives it from the bearer's IP address, as the kernel does, and nodes
+    sharing 127.0.0.1 would then share an address.
 
     The command runs in this process rather than in a new interpreter: the supervisor and
     its worker start exactly as from a shell, but half a second of imports per node is
@@ -76,6 +79,8 @@ def start_node(
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             args = ["start", "--name", node, *extra]
+            if (bearers or "--bearer" in extra) and "--identity" not in extra:
+                args += ["--identity", os.urandom(16).hex()]
             for b in bearers:
                 args += ["--bearer", b]
             for r in remotes:
