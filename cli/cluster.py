@@ -370,7 +370,7 @@ def _run(action: Any) -> Any:
     except NotSupportedYet as exc:
         raise click.ClickException(str(exc)) from None
     except (NodeNotRunning, NodeFailure, TipcError) as exc:
-        raise click.ClickException(exc.strerror) from None
+        raise click.ClickException(exc.strerror or str(exc)) from None
 
 
 timeout_option = click.option(

@@ -146,6 +146,7 @@ NODE_OWNER = "node"
 APP_OWNER = "application"
 REMOTE_OWNER = "other_nodes"  # bindings published by other nodes (Prometheus label only)
 NAMETABLE_ROLE = ProcRole.NAMES.get(ProcRole.NAMETABLE, "nametable")
+BEARER_ROLE = WorkerKind.NAMES[WorkerKind.BEARER]
 # A one-shot `stat` waits this long so that CPU figures cover a real interval (psutil's
 # first cpu_percent() call of a process has nothing to compare with and returns 0.0).
 ONE_SHOT_CPU_SAMPLE_S = 0.1
@@ -391,13 +392,22 @@ def snapshot(node: str, *, cpu_sample_s: float = 0.0) -> dict[str, Any]:
         header["node_bindings"] = node_bindings
         header["replica_error"] = replica_error
         node_workers = worker_rows(seg, now_mono)
+        bearer_procs = [
+            (w.pid, w.start, BEARER_ROLE)
+            for w in seg.workers()
+            if w.kind == WorkerKind.BEARER and w.pid
+        ]
         bearers = bearer_rows(seg)
         links = link_rows(seg, now_wall)
     finally:
         seg.close()
     # The workers are not in the process table; show them first.
     listed = {pid for pid, _, _ in entries}
-    workers = [(sup_pid, sup_start, SUPERVISOR_ROLE), (ntw_pid, ntw_start, NAMETABLE_ROLE)]
+    workers = [
+        (sup_pid, sup_start, SUPERVISOR_ROLE),
+        (ntw_pid, ntw_start, NAMETABLE_ROLE),
+        *bearer_procs,
+    ]
     entries = [w for w in workers if w[0] and w[0] not in listed] + entries
     processes = _process_rows(entries, cpu_sample_s, node_pids)
     # The same counts as the header's and the sections', split by owner (see the module
