@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from tipcshm.cli.main import main
 from tipcshm.cli.stat import render_prometheus, render_table, snapshot
 from tipcshm.core.nametable import CLUSTER_SCOPE, NODE_SCOPE, Binding, NameTable
 from tipcshm.errors import InvalidArgument, Timeout
+from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
     B_CMD_ACK,
     B_CMD_LINK,
@@ -57,6 +59,7 @@ from tipcshm.shm.layout import (
     NodeSegment,
     NodeState,
     WorkerKind,
+    bearer_inbox_name,
 )
 from tipcshm.testing import unique_node_name
 
@@ -535,3 +538,32 @@ def test_stat_on_a_real_node_lists_its_workers(node: str) -> None:
     assert out.splitlines()[1] == f"{ident:<32} {int(snap['node']['address'], 16):08x} up"
     code, out = run("link", "list", "--name", node)
     assert (code, out) == (0, "broadcast-link: up\n")
+
+
+def test_the_tool_rings_the_bearer_workers_bell(cluster_node: tuple[str, NodeSegment]) -> None:
+    """A worker that sleeps on its inbox's doorbell is woken for the command."""
+    name, seg = cluster_node
+    inbox = Inbox.create(bearer_inbox_name(name, 0), lanes=1, tag=seg.tag)
+    seen: list[int] = []
+    # Select mode first (it settles the bell), as a worker does before it reads its mailbox.
+    bell = inbox.fileno()
+
+    def worker() -> None:
+        poller = select.poll()
+        poller.register(bell, select.POLLIN)
+        if not poller.poll(10_000):
+            return  # never rung: the tool times out and the test fails
+        off = seg.bearer_off(0)
+        seen.append(seg.u32[(off + B_CMD_VALUE) // 4])
+        seg.i32[(off + B_CMD_RESULT) // 4] = 0
+        seg.u32[(off + B_CMD_ACK) // 4] = seg.u32[(off + B_CMD_REQ) // 4]
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        cluster.bearer_command(seg, 0, BearerCommand.SET_WINDOW, ROW_A0, 64, timeout=10)
+        assert seen == [64]
+    finally:
+        thread.join(10)
+        inbox.unlink()
+        inbox.detach()
