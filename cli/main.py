@@ -343,6 +343,10 @@ def _register_stat_commands() -> None:
     main.add_command(stat_commands.stat)
     main.add_command(stat_commands.nametable)
     main.add_command(stat_commands.socket_group)
+    from tipcshm.cli import cluster  # node list, link list|stat|set
+
+    main.add_command(cluster.node_group)
+    main.add_command(cluster.link_group)
 
 
 _register_stat_commands()

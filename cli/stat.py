@@ -17,9 +17,10 @@ is shown as unknown (``None``), never as an error.
 node. ``nametable show`` and ``socket list`` mirror iproute2's ``tipc nametable show``
 (tipc/nametable.c) and ``tipc socket list`` (tipc/socket.c), see tipc-wire.md §12.
 
-Snapshot shape (``schema`` 2; 1 counted only the sockets' bindings in ``totals``)::
+Snapshot shape (``schema`` 3; 2 had no ``workers``, ``bearers`` and ``links``; 1 counted
+only the sockets' bindings in ``totals``)::
 
-    {"schema": 1, "time_ns": <wall clock>,
+    {"schema": 3, "time_ns": <wall clock>,
      "node": {"name", "identity", "address": "0x0a0b0c0d", "state", "uptime_s",
               "supervisor_pid", "supervisor_alive", "heartbeat_age_ms",
               "nametable_worker": {"pid", "alive", "restarts", "heartbeat_age_ms"},
@@ -33,6 +34,13 @@ Snapshot shape (``schema`` 2; 1 counted only the sockets' bindings in ``totals``
                   "inbox": {"used", "capacity", "percent", "allocated", "stats"} | None,
                   "shm_bytes": allocated inbox bytes + socket-table entry | None,
                   "counters": {<SOCK_COUNTERS>: int}}],
+     "workers": [{"slot", "kind", "name", "pid", "state", "alive", "restarts",
+                  "heartbeat_age_ms"}],
+     "bearers": [{"bearer", "name", "state", "local", "port", "mtu", "net_id", "tolerance",
+                  "window", "priority", "link_gen", "counters": {<BEARER_COUNTERS>: int}}],
+     "links": [{"row", "bearer", "name", "state", "peer": "0x...", "peer_identity", "media",
+                "mtu", "tolerance", "window", "priority", "caps", "up_for_s",
+                "counters": {<LINK_COUNTERS>: int}}],
      "totals": {"sockets", "node_sockets", "bindings", "node_bindings", "remote_bindings",
                 "processes", "node_processes", "tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes",
                 "drops", "returned"}}
@@ -41,12 +49,12 @@ Ages and uptime are ``None`` when the corresponding clock was never written.
 
 Counts add up, so that the header, the sections and the totals can be reconciled. Every
 socket, process and binding is either the node's own (``owner`` "node") or an
-application's ("application"). The node's own are its workers (the supervisor and the
-name-table worker), the sockets of those workers (the topology service's listener and one
-connection per subscriber), and the bindings a node always holds: ``{0, addr, addr}``,
-which publishes the node's address (TIPC_NODE_STATE, held by no socket: its port is 0),
-and ``{1, 1, 1}``, the topology service. ``totals["bindings"]`` counts the whole name
-table, as the header's ``nametable_bindings`` does: the bindings of
+application's ("application"). The node's own are its workers (the supervisor, the
+name-table worker and the bearer workers), the sockets of those workers (the topology
+service's listener and one connection per subscriber), and the bindings a node always
+holds: ``{0, addr, addr}``, which publishes the node's address (TIPC_NODE_STATE, held by
+no socket: its port is 0), and ``{1, 1, 1}``, the topology service. ``totals["bindings"]``
+counts the whole name table, as the header's ``nametable_bindings`` does: the bindings of
 applications, the node's own (``node_bindings``) and those of other nodes
 (``remote_bindings``). The sum of the sockets' ``binding_count`` is therefore the total
 less the port-0 binding and the remote ones.
@@ -79,12 +87,32 @@ from tipcshm.core.nametable import CLUSTER_SCOPE, NODE_SCOPE, Binding, NameTable
 from tipcshm.errors import NodeFailure, NodeNotRunning
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
+    B_LINK_GEN,
+    B_LOCAL,
+    B_LOCAL_BYTES,
+    B_MTU,
+    B_NAME,
+    B_NAME_BYTES,
+    B_NET_ID,
+    B_PORT,
+    B_PRIORITY,
+    B_STATE,
+    B_TOLERANCE,
+    B_WINDOW,
+    MAX_BEARERS,
+    NAMETABLE_SLOT,
     SOCK_COUNTERS,
     SOCK_ENTRY,
+    BearerState,
+    LinkEntry,
+    LinkRowState,
     NodeSegment,
     NodeState,
     ProcRole,
     SockState,
+    WorkerEntry,
+    WorkerKind,
+    WorkerState,
     inbox_name,
 )
 from tipcshm.wire import identity_to_str
@@ -103,7 +131,7 @@ __all__ = [
     "stat",
 ]
 
-SCHEMA = 2
+SCHEMA = 3
 SOCK_TYPE_NAMES = {
     SOCK_RDM: "RDM",
     SOCK_DGRAM: "DGRAM",
@@ -118,6 +146,7 @@ NODE_OWNER = "node"
 APP_OWNER = "application"
 REMOTE_OWNER = "other_nodes"  # bindings published by other nodes (Prometheus label only)
 NAMETABLE_ROLE = ProcRole.NAMES.get(ProcRole.NAMETABLE, "nametable")
+BEARER_ROLE = WorkerKind.NAMES[WorkerKind.BEARER]
 # A one-shot `stat` waits this long so that CPU figures cover a real interval (psutil's
 # first cpu_percent() call of a process has nothing to compare with and returns 0.0).
 ONE_SHOT_CPU_SAMPLE_S = 0.1
@@ -201,7 +230,8 @@ def _inbox(seg: NodeSegment, port: int) -> dict[str, Any] | None:
 
 def _node_pids(seg: NodeSegment) -> set[int]:
     """Pids of the node's own processes (its workers); 0 (never written) is left out."""
-    return {pid for pid in (seg.supervisor[0], seg.nametable_worker[0]) if pid}
+    pids = {seg.supervisor[0], seg.nametable_worker[0], *(w.pid for w in seg.workers())}
+    return {pid for pid in pids if pid}
 
 
 def _owner(pid: int, node_pids: set[int]) -> str:
@@ -361,11 +391,23 @@ def snapshot(node: str, *, cpu_sample_s: float = 0.0) -> dict[str, Any]:
         header["nametable_bindings"] = len(bindings)
         header["node_bindings"] = node_bindings
         header["replica_error"] = replica_error
+        node_workers = worker_rows(seg, now_mono)
+        bearer_procs = [
+            (w.pid, w.start, BEARER_ROLE)
+            for w in seg.workers()
+            if w.kind == WorkerKind.BEARER and w.pid
+        ]
+        bearers = bearer_rows(seg)
+        links = link_rows(seg, now_wall)
     finally:
         seg.close()
     # The workers are not in the process table; show them first.
     listed = {pid for pid, _, _ in entries}
-    workers = [(sup_pid, sup_start, SUPERVISOR_ROLE), (ntw_pid, ntw_start, NAMETABLE_ROLE)]
+    workers = [
+        (sup_pid, sup_start, SUPERVISOR_ROLE),
+        (ntw_pid, ntw_start, NAMETABLE_ROLE),
+        *bearer_procs,
+    ]
     entries = [w for w in workers if w[0] and w[0] not in listed] + entries
     processes = _process_rows(entries, cpu_sample_s, node_pids)
     # The same counts as the header's and the sections', split by owner (see the module
@@ -388,6 +430,9 @@ def snapshot(node: str, *, cpu_sample_s: float = 0.0) -> dict[str, Any]:
         "counters": counters,
         "processes": processes,
         "sockets": sockets,
+        "workers": node_workers,
+        "bearers": bearers,
+        "links": links,
         "totals": totals,
     }
 
@@ -427,6 +472,111 @@ def socket_rows(node: str) -> list[dict[str, Any]]:
         return _sockets(seg, bindings, _node_pids(seg), with_inbox=False)
     finally:
         seg.close()
+
+
+def _state_name(names: dict[int, str], state: int) -> str:
+    return names.get(state, f"unknown({state})")
+
+
+def _worker_dict(w: WorkerEntry, now_mono: int) -> dict[str, Any]:
+    return {
+        "slot": w.slot,
+        "kind": _state_name(WorkerKind.NAMES, w.kind),
+        "name": w.name,
+        "pid": w.pid,
+        "state": _state_name(WorkerState.NAMES, w.state),
+        "alive": bool(w.pid) and proc.alive(w.pid, w.start),
+        "restarts": w.restarts,
+        "heartbeat_age_ms": _age_ms(w.heartbeat_ns, now_mono),
+    }
+
+
+def worker_rows(seg: NodeSegment, now_mono: int | None = None) -> list[dict[str, Any]]:
+    """Every used slot of the worker table (slot 0 the name-table worker, 1 + k bearer k's).
+
+    A supervisor that records only the name-table worker's pid (no kind in slot 0) still
+    gets its worker listed, as ``nametable``.
+    """
+    now = time.monotonic_ns() if now_mono is None else now_mono
+    workers = seg.workers()
+    if all(w.slot != NAMETABLE_SLOT for w in workers):
+        pid, start, restarts = seg.nametable_worker
+        if pid:
+            entry = WorkerEntry(
+                slot=NAMETABLE_SLOT,
+                kind=WorkerKind.NAMETABLE,
+                state=WorkerState.RUNNING if seg.nametable_heartbeat_ns else WorkerState.STARTING,
+                pid=pid,
+                start=start,
+                restarts=restarts,
+                heartbeat_ns=seg.nametable_heartbeat_ns,
+                spawned_ns=0,
+                name="nametable",
+                inbox="",
+            )
+            workers.insert(0, entry)
+    return [_worker_dict(w, now) for w in workers]
+
+
+def bearer_rows(seg: NodeSegment) -> list[dict[str, Any]]:
+    """Every bearer of the bearer table that is not free: settings, link generation and
+    BEARER_COUNTERS, as its worker last wrote them (untrusted text is decoded leniently)."""
+    out = []
+    u32 = seg.u32
+    for k in range(MAX_BEARERS):
+        off = seg.bearer_off(k)
+        state = u32[(off + B_STATE) // 4]
+        if state == BearerState.FREE:
+            continue
+        out.append(
+            {
+                "bearer": k,
+                "name": _field_text(seg, off + B_NAME, B_NAME_BYTES),
+                "state": _state_name(BearerState.NAMES, state),
+                "local": _field_text(seg, off + B_LOCAL, B_LOCAL_BYTES),
+                "port": u32[(off + B_PORT) // 4],
+                "mtu": u32[(off + B_MTU) // 4],
+                "net_id": u32[(off + B_NET_ID) // 4],
+                "tolerance": u32[(off + B_TOLERANCE) // 4],
+                "window": u32[(off + B_WINDOW) // 4],
+                "priority": u32[(off + B_PRIORITY) // 4],
+                "link_gen": u32[(off + B_LINK_GEN) // 4],
+                "counters": seg.bearer_counters(k),
+            }
+        )
+    return out
+
+
+def _field_text(seg: NodeSegment, off: int, size: int) -> str:
+    return bytes(seg.mv[off : off + size]).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _link_dict(e: LinkEntry, now_wall: int) -> dict[str, Any]:
+    up = e.state == LinkRowState.UP
+    return {
+        "row": e.row,
+        "bearer": e.bearer,
+        "name": e.name,
+        "state": _state_name(LinkRowState.NAMES, e.state),
+        "peer": f"{e.peer:#010x}",
+        "peer_identity": identity_to_str(e.peer_id),
+        "media": e.media,
+        "mtu": e.mtu,
+        "tolerance": e.tolerance,
+        "window": e.window,
+        "priority": e.priority,
+        "caps": e.caps,
+        "up_for_s": (
+            round(max(0, now_wall - e.up_since_ns) / 1e9, 3) if up and e.up_since_ns else None
+        ),
+        "counters": dict(e.counters),
+    }
+
+
+def link_rows(seg: NodeSegment, now_wall: int | None = None) -> list[dict[str, Any]]:
+    """Every used row of the link table (one per peer node of each bearer), by row."""
+    now = time.time_ns() if now_wall is None else now_wall
+    return [_link_dict(e, now) for e in seg.links()]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -497,8 +647,80 @@ def _range_text(b: dict[str, Any]) -> str:
     return f"{{{b['type']},{b['lower']},{b['upper']}}}"
 
 
+def _cluster_sections(snap: dict[str, Any]) -> list[str]:
+    """Workers, Bearers and Links of a schema-3 snapshot (nothing for an older one)."""
+    lines: list[str] = []
+    if "workers" in snap:
+        lines += ["", f"Workers ({len(snap['workers'])})"]
+        rows = [
+            [
+                str(w["slot"]),
+                w["kind"],
+                w["name"] or "-",
+                str(w["pid"] or "-"),
+                w["state"] if w["alive"] or not w["pid"] else f"{w['state']} (gone)",
+                str(w["restarts"]),
+                _ago(w["heartbeat_age_ms"]),
+            ]
+            for w in snap["workers"]
+        ]
+        headers = ["SLOT", "KIND", "NAME", "PID", "STATE", "RESTARTS", "HEARTBEAT"]
+        lines += _grid(headers, rows, right=(0, 3, 5)) if rows else ["  (none)"]
+    if "bearers" in snap:
+        lines += ["", f"Bearers ({len(snap['bearers'])})"]
+        rows = []
+        for b in snap["bearers"]:
+            c = b["counters"]
+            rows.append(
+                [
+                    str(b["bearer"]),
+                    b["name"] or "-",
+                    b["state"],
+                    b["local"] or "-",
+                    str(b["mtu"]),
+                    f"{c.get('rx_datagrams', 0)}/{_human_bytes(c.get('rx_bytes', 0))}",
+                    f"{c.get('tx_datagrams', 0)}/{_human_bytes(c.get('tx_bytes', 0))}",
+                    str(c.get("rx_bad", 0) + c.get("tx_errors", 0) + c.get("bad_from_lanes", 0)),
+                    str(c.get("rejected", 0)),
+                    str(c.get("dropped", 0)),
+                    str(c.get("held", 0)),
+                ]
+            )
+        headers = [
+            "ID", "NAME", "STATE", "LOCAL", "MTU", "RX DGRAMS/BYTES", "TX DGRAMS/BYTES",
+            "ERRORS", "REJECTED", "DROPPED", "HELD",
+        ]  # fmt: skip
+        lines += _grid(headers, rows, right=(0, 4, 5, 6, 7, 8, 9, 10)) if rows else ["  (none)"]
+    if "links" in snap:
+        lines += ["", f"Links ({len(snap['links'])})"]
+        rows = []
+        for lk in snap["links"]:
+            c = lk["counters"]
+            rows.append(
+                [
+                    lk["name"] or f"row {lk['row']}",
+                    lk["peer"],
+                    lk["state"],
+                    _human_duration(lk["up_for_s"]),
+                    str(c.get("rx_packets", 0)),
+                    str(c.get("tx_packets", 0)),
+                    str(c.get("retransmitted", 0)),
+                    str(c.get("link_congestion", 0)),
+                    str(c.get("send_queue_now", 0)),
+                    str(c.get("link_down_count", 0)),
+                ]
+            )
+        headers = [
+            "LINK", "PEER", "STATE", "UP FOR", "RX PKTS", "TX PKTS", "RETRANS", "CONGESTED",
+            "QUEUE", "DOWNS",
+        ]  # fmt: skip
+        lines += _grid(headers, rows, right=(3, 4, 5, 6, 7, 8, 9)) if rows else ["  (none)"]
+    return lines
+
+
 def render_table(snap: dict[str, Any]) -> str:
-    """The human-readable ``tipcshm stat`` report: Node, Processes, Sockets, Totals."""
+    """The human-readable ``tipcshm stat`` report: Node, Processes, Workers, Bearers,
+    Links, Sockets, Totals (Workers, Bearers and Links only from a schema-3 snapshot)."""
     n = snap["node"]
     ntw = n["nametable_worker"]
     lines = [f"Node {n['name']}"]
@@ -552,6 +774,8 @@ def render_table(snap: dict[str, Any]) -> str:
         lines += _grid(["PID", "ROLE", "CPU%", "RSS", ""], rows, right=(0, 2, 3))
     else:
         lines.append("  (none)")
+
+    lines += _cluster_sections(snap)
 
     lines += ["", f"Sockets ({len(snap['sockets'])})"]
     rows = []
@@ -665,6 +889,63 @@ def _format_value(value: float | int) -> str:
     return "0" if text in ("-0", "") else text
 
 
+# Link counters that are levels, not totals: exposed as gauges.
+_LINK_GAUGES = {
+    "send_queue_max": ("link_send_queue_max_packets", "Longest send queue of the link."),
+    "send_queue_now": ("link_send_queue_packets", "Packets in the link's send queue now."),
+}
+
+
+def _cluster_families(
+    snap: dict[str, Any], node: dict[str, str], family: Callable[[str, str, str], _Family]
+) -> None:
+    """Workers, bearers and links of a schema-3 snapshot (none for an older one)."""
+    workers = snap.get("workers", [])
+    if workers:
+        info = family("worker_info", "gauge", "Node worker's kind, name, pid and state (value 1).")
+        restarts = family("worker_restarts_total", "counter", "Restarts of the node worker.")
+        age = family(
+            "worker_heartbeat_age_seconds", "gauge", "Seconds since the worker's heartbeat."
+        )
+        for w in workers:
+            labels = {**node, "slot": str(w["slot"]), "kind": w["kind"], "worker": w["name"]}
+            info.add({**labels, "pid": str(w["pid"]), "state": w["state"]}, 1)
+            restarts.add(labels, w["restarts"])
+            ms = w["heartbeat_age_ms"]
+            age.add(labels, None if ms is None else ms / 1000)
+    bearers = snap.get("bearers", [])
+    if bearers:
+        info = family("bearer_info", "gauge", "Bearer's name, state and local address (value 1).")
+        per_counter: dict[str, _Family] = {}
+        for b in bearers:
+            labels = {**node, "bearer": b["name"] or str(b["bearer"])}
+            info.add({**labels, "state": b["state"], "local": b["local"]}, 1)
+            for key, value in b["counters"].items():
+                f = per_counter.get(key)
+                if f is None:
+                    f = per_counter[key] = family(
+                        f"bearer_{key}_total", "counter", f"Bearer counter {key}."
+                    )
+                f.add(labels, value)
+    links = snap.get("links", [])
+    if links:
+        up = family("link_up", "gauge", "1 if the link is up, 0 if the peer is known but not.")
+        per_counter = {}
+        for lk in links:
+            labels = {**node, "link": lk["name"] or f"row{lk['row']}", "peer": lk["peer"]}
+            up.add(labels, int(lk["state"] == "up"))
+            for key, value in lk["counters"].items():
+                f = per_counter.get(key)
+                if f is None:
+                    if key in _LINK_GAUGES:
+                        metric, help = _LINK_GAUGES[key]
+                        f = family(metric, "gauge", help)
+                    else:
+                        f = family(f"link_{key}_total", "counter", f"Link counter {key}.")
+                    per_counter[key] = f
+                f.add(labels, value)
+
+
 def render_prometheus(snap: dict[str, Any]) -> str:
     """The snapshot in the Prometheus text exposition format (version 0.0.4)."""
     n = snap["node"]
@@ -730,6 +1011,8 @@ def render_prometheus(snap: dict[str, Any]) -> str:
         labels = {**node, "pid": str(p["pid"]), "role": p["role"], "owner": p["owner"]}
         cpu.add(labels, p["cpu_percent"])
         rss.add(labels, p["rss_bytes"])
+
+    _cluster_families(snap, node, family)
 
     info = family("socket_info", "gauge", "Socket's process, owner and type (value 1).")
     binds = family("socket_bindings", "gauge", "Bindings held by the socket.")
