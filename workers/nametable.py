@@ -34,10 +34,12 @@ from tipcshm import proc, rundir
 from tipcshm.client import attach_worker
 from tipcshm.constants import (
     TIPC_CLUSTER_SCOPE,
+    TIPC_LINK_STATE,
     TIPC_NODE_SCOPE,
     TIPC_NODE_STATE,
     TIPC_RESERVED_TYPES,
 )
+from tipcshm.core.name_feeds import FeedRefused, NameFeeds
 from tipcshm.core.nametable import (
     Binding,
     BindingAdded,
@@ -48,11 +50,12 @@ from tipcshm.core.nametable import (
     NoSuchBinding,
 )
 from tipcshm.errors import NodeNotRunning
-from tipcshm.shm import control
+from tipcshm.shm import control, names_feed
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
     H_CTL_BUSY_SEQ,
     H_CTL_BUSY_SLOT,
+    MAX_BEARERS,
     MAX_BINDINGS,
     MAX_SOCKETS,
     S_CTL_ACK,
@@ -63,6 +66,7 @@ from tipcshm.shm.layout import (
     S_STATE,
     NodeSegment,
     SockState,
+    WorkerKind,
     nametable_inbox_name,
 )
 from tipcshm.workers.topology import TopologyServer
@@ -73,6 +77,13 @@ HEARTBEAT_INTERVAL = 0.1
 SUPERVISOR_PID_ENV = "TIPCSHM_SUPERVISOR_PID"  # set by the supervisor for its workers
 LOG_INTERVAL = 5.0  # malformed input is logged at most once per this many seconds
 _SCOPES = (TIPC_CLUSTER_SCOPE, TIPC_NODE_SCOPE)
+FEED_BATCH = 4096  # name updates applied per turn of the loop
+
+
+def _link_state(b: Binding) -> bool:
+    """A link-state binding of this node ({2, peer, peer}, node scope): a bearer's, not a
+    socket's, even if its port field (the link) equals a socket's port."""
+    return b.type == TIPC_LINK_STATE and b.scope == TIPC_NODE_SCOPE
 
 
 class _RateLimitedLog:
@@ -108,6 +119,8 @@ class NameTableWorker:
         self._error_log = _RateLimitedLog(LOG_INTERVAL)
         self._touched: set[int] = set()  # ports whose binding count changed
         self.table = self._load()
+        self.feeds = NameFeeds(self.table, MAX_BINDINGS, MAX_BEARERS)
+        self._restore_feeds()
         self._answer_fatal_request()
 
     # -- start ---------------------------------------------------------------------
@@ -127,7 +140,7 @@ class NameTableWorker:
             seg.u32[(seg.sock_off(i) + S_PORT) // 4] for i in seg.socket_indices(SockState.OPEN)
         }
         for b in table.bindings():
-            if b.node == self.own and b.port and b.port not in live:
+            if b.node == self.own and b.port and b.port not in live and not _link_state(b):
                 table.remove_port(b.node, b.port)
         node_binding = Binding(
             TIPC_NODE_STATE, self.own, self.own, TIPC_CLUSTER_SCOPE, self.own, 0, self.own
@@ -139,6 +152,19 @@ class NameTableWorker:
         seg.write_replica(table.encode())
         self._recount_all(table)
         return table
+
+    def _restore_feeds(self) -> None:
+        """Bindings a previous worker held for bearers stay: other nodes' bindings and
+        this node's link-state bindings. Which bearer fed them is not in the replica, so
+        each is attributed to every bearer (any of them may withdraw or purge it; a reset
+        removes it once every bearer has reset); see docs/design.md."""
+        own = self.own
+        everyone = (1 << MAX_BEARERS) - 1
+        self.feeds.restore(
+            ((b.type, b.lower, b.upper, b.node, b.key), everyone)
+            for b in self.table.bindings()
+            if b.node != own or _link_state(b)
+        )
 
     def _answer_fatal_request(self) -> None:
         """If the predecessor died while applying a request, answer it EPROTO, unapplied."""
@@ -162,7 +188,7 @@ class NameTableWorker:
     def _recount_all(self, table: NameTable) -> None:
         counts: dict[int, int] = {}
         for b in table.bindings():
-            if b.node == self.own:
+            if b.node == self.own and not _link_state(b):
                 counts[b.port] = counts.get(b.port, 0) + 1
         seg = self.seg
         for i in seg.socket_indices():
@@ -256,15 +282,73 @@ class NameTableWorker:
         seg.u32[(base + S_CTL_ACK) // 4] = seq  # last: the client reads the result after it
 
     def _drain_inbox(self) -> None:
-        """Drain the doorbell (before the scan: see tipcshm.shm.control) and discard any
-        frame someone wrote into the inbox's lanes: requests never come that way."""
+        """Drain the doorbell (before the scan: see tipcshm.shm.control) and apply the
+        bearer workers' name updates waiting in the inbox's lanes (at most
+        :data:`FEED_BATCH` per turn, so a flooding lane cannot starve the control path;
+        the doorbell stays pending while frames remain). Control requests never come
+        this way; any other frame is refused and counted."""
         inbox = self.inbox
-        while (r := inbox.poll()) is not None:
-            self.seg.bump("bad_requests")
-            self._bad_log(
-                logging.WARNING, "discarded a frame of %d bytes in the worker inbox", r[2]
-            )
-            inbox.release(r[3])
+        for _ in range(FEED_BATCH):
+            r = inbox.poll()
+            if r is None:
+                return
+            buf, off, length, lane = r
+            try:
+                self._feed(bytes(buf[off : off + length]), lane)
+            except Exception:
+                self.seg.bump("request_errors")
+                self._error_log(
+                    logging.ERROR, "failed on a name update from lane %d", lane, exc_info=True
+                )
+            finally:
+                inbox.release(lane)
+
+    # -- name updates from bearer workers (tipcshm.shm.names_feed) -------------------
+    def _feed_bad(self, why: str, *args: object) -> None:
+        self.seg.bump("bad_requests")
+        self._bad_log(logging.WARNING, "refused a name update: " + why, *args)
+
+    def _bearer_token(self, bearer: int) -> tuple[int, int] | None:
+        """(pid, start) of bearer ``bearer``'s worker as the worker table names it."""
+        w = self.seg.worker(1 + bearer)
+        if w is None or w.kind != WorkerKind.BEARER or not w.pid:
+            return None
+        return (w.pid, w.start)
+
+    def _feed(self, frame: bytes, lane: int) -> None:
+        """Validate one record from inbox lane ``lane`` and apply it (see the module notes)."""
+        try:
+            u = names_feed.decode(frame)
+        except ValueError as exc:
+            self._feed_bad("lane %d: %s", lane, exc)
+            return
+        if not 0 <= u.bearer < MAX_BEARERS:
+            self._feed_bad("lane %d: bearer %d out of range", lane, u.bearer)
+            return
+        token = self.inbox.lane_producer(lane)
+        if token is None or token != self._bearer_token(u.bearer):
+            self._feed_bad("lane %d (producer %s) is not bearer %d's worker", lane, token, u.bearer)
+            return
+        try:
+            self._apply_update(u)
+        except FeedRefused as exc:
+            self._feed_bad("bearer %d %s: %s", u.bearer, names_feed.OP_NAMES[u.op], exc)
+
+    def _apply_update(self, u: names_feed.NameUpdate) -> None:
+        feeds = self.feeds
+        if u.op == names_feed.PUBLISH:
+            b = Binding(u.type, u.lower, u.upper, u.scope, u.node, u.port, u.key)
+            added = feeds.publish(u.bearer, b)
+            if added is not None:
+                self.events.append(added)
+        elif u.op == names_feed.WITHDRAW:
+            removed = feeds.withdraw(u.bearer, u.type, u.lower, u.upper, u.node, u.key)
+            if removed is not None:
+                self.events.append(removed)
+        elif u.op == names_feed.PURGE_NODE:
+            self.events.extend(feeds.purge_node(u.bearer, u.node))
+        else:  # RESET_BEARER (decode accepts no other operation)
+            self.events.extend(feeds.reset_bearer(u.bearer))
 
     def run_once(self) -> int:
         """Serve the requests and closings waiting now, without blocking; returns how many.
@@ -272,9 +356,10 @@ class NameTableWorker:
         Applied, then published, then acknowledged (and CLOSING entries freed), so a
         worker killed anywhere in between leaves the work for its successor.
         """
-        self._drain_inbox()
-        seg = self.seg
         generation = self.table.generation
+        self._drain_inbox()
+        fed = self.table.generation != generation
+        seg = self.seg
         answers: list[tuple[int, int, int]] = []
         for slot in seg.pending_requests():
             req = control.read(seg, slot)
@@ -285,7 +370,7 @@ class NameTableWorker:
             if port:
                 self.events.extend(self.table.remove_port(self.own, port))
                 closing.append((slot, port))
-        if not answers and not closing:
+        if not answers and not closing and not fed:
             return 0
         if self.table.generation != generation:
             seg.write_replica(self.table.encode())
@@ -295,14 +380,14 @@ class NameTableWorker:
             self._ack(slot, seq, err)
         for slot, port in closing:
             seg.free_socket(slot, port)
-        return len(answers) + len(closing)
+        return len(answers) + len(closing) + fed
 
     def _recount(self, ports: set[int]) -> None:
         if not ports:
             return
         counts = dict.fromkeys(ports, 0)
         for b in self.table.bindings():
-            if b.node == self.own and b.port in counts:
+            if b.node == self.own and b.port in counts and not _link_state(b):
                 counts[b.port] += 1
         seg = self.seg
         for port, count in counts.items():

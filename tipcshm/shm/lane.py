@@ -1986,6 +1986,21 @@ class Inbox:
             "closed": hq[_CLOSED],
         }
 
+    def lane_producer(self, lane: int) -> tuple[int, int] | None:
+        """``(pid, start time)`` that claimed private lane ``lane``, as its slot says now;
+        None for the shared overflow lane, an out-of-range lane, or a slot that is not
+        ACTIVE (free, or released by its owner). Any producer can write its slot header,
+        so this names the claimer only as far as the producers are trusted not to forge
+        each other's tokens; a consumer that accepts frames only from a given process
+        compares this with the token that a more trusted table gives for it."""
+        if not 0 <= lane < self.lanes:
+            return None
+        c = self._ctls[lane]
+        if c[_STATE] != SLOT_ACTIVE:
+            return None
+        pid, start = c[_PID], c[_START]
+        return (pid, start) if pid else None
+
     def lane_info(self, lane: int) -> dict[str, Any]:
         """Slot ``lane``'s header fields (for ``tipcshm stat`` and tests)."""
         c = self._ctls[lane]
