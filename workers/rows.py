@@ -257,24 +257,4 @@ def answer_command(seg: NodeSegment, k: int, req: int, result: int) -> None:
     seg.u32[(off + B_CMD_ACK) // 4] = req  # last: the tool reads the result after it
 
 
-def post_command(seg: NodeSegment, k: int, op: int, link: int, value: int) -> int:
-    """A tool's half of the mailbox: write the arguments, then REQ = previous + 1."""
-    off = _off(k)
-    u32 = seg.u32
-    u32[(off + B_CMD_OP) // 4] = op
-    u32[(off + B_CMD_LINK) // 4] = link
-    u32[(off + B_CMD_VALUE) // 4] = value
-    req = (u32[(off + B_CMD_REQ) // 4] + 1) & 0xFFFFFFFF
-    u32[(off + B_CMD_REQ) // 4] = req
-    return req
-
-
-def command_answer(seg: NodeSegment, k: int, req: int) -> int | None:
-    """The result of command ``req`` once acknowledged, else None."""
-    off = _off(k)
-    if seg.u32[(off + B_CMD_ACK) // 4] != req:
-        return None
-    return seg.i32[(off + B_CMD_RESULT) // 4]
-
-
 _ = LinkRowState  # re-exported for the worker's readers
