@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from tipcshm import proc, wire
 from tipcshm.client import get_client
@@ -65,6 +66,7 @@ class FakePeer:
         self.row = bearer * LINKS_PER_BEARER + row
         name = bearer_inbox_name(node, bearer)
         self.created = False
+        self._lanes: dict[int, tuple[Inbox, Any]] = {}
         try:
             self.inbox = Inbox.attach(name, trust=self.seg.trust, tag=self.seg.tag)
         except FileNotFoundError:
@@ -120,13 +122,19 @@ class FakePeer:
 
     # -- frames in (the peer's) -----------------------------------------------------------
     def deliver(self, port: int, msg: bytes) -> None:
-        """Write ``msg`` into local socket ``port``'s inbox, as the bearer worker does."""
-        with Inbox.attach(inbox_name(self.node, port), trust=self.seg.trust) as ib:
-            p = ib.producer()
-            with p.lock:
-                assert p.write(msg)
+        """Write ``msg`` into local socket ``port``'s inbox, as the bearer worker does
+        (through one lane per destination, so the peer's messages stay in order)."""
+        got = self._lanes.get(port)
+        if got is None:
+            ib = Inbox.attach(inbox_name(self.node, port), trust=self.seg.trust)
+            got = self._lanes[port] = (ib, ib.producer())
+        p = got[1]
+        with p.lock:
+            assert p.write(msg)
 
     def close(self) -> None:
+        for ib, _ in self._lanes.values():
+            ib.detach()
         with contextlib.suppress(OSError, ValueError):
             self.unlink()
         if self.created:
