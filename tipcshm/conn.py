@@ -13,7 +13,19 @@ empty 24-byte CONN_MSG from the new port; the client completes on it. Then all t
 
 Flow control without TIPC_BLOCK_FLOWCTL: a sender has at most 512 messages unacknowledged;
 the receiver sends a CONN_ACK (CONN_MANAGER, 40-byte header, w9[31:16] = count) for every
-128 it consumes. Acks arrive in the sender's own inbox between the peer's data: a sender
+128 it consumes. This is also what a kernel peer on another node does with us: the kernel
+picks the mode from its peer's capability bits (tipc_sk_finish_conn), and tipcshm does not
+advertise TIPC_BLOCK_FLOWCTL (wire.discovery.DEFAULT_CAPS), so both ends count messages
+whatever the peer's link row (L_CAPS) says.
+
+Peers on other nodes: every frame goes through the client's destination seam
+(NodeClient.lane(node, port)): the SYN, data, acks and endings into the bearer worker's
+inbox (the 24-byte CONN_MSG carries no destination node; the bearer prefix does). The
+peer's frames come into this socket's inbox from the bearer worker; when the peer's node
+is lost the worker posts the kernel's abort (CONN_MSG, TIPC_ERR_NO_NODE, from the peer),
+which ends the connection like any abort: ECONNRESET on recv, EPIPE on send.
+
+Acks arrive in the sender's own inbox between the peer's data: a sender
 waiting for one reads its inbox and keeps the data it finds for recv. A full lane blocks
 the sender too; nothing is dropped or overwritten.
 

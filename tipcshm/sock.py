@@ -1136,7 +1136,11 @@ class Socket(metaclass=_SocketMeta):
             self._send_mcast(table, addr, data, n, nonblock)
             return n
         if isinstance(addr, ServiceAddr):
-            found = anycast(table, addr, self._own)
+            found = (
+                anycast(table, addr, self._own)
+                if addr.domain
+                else table.lookup_anycast(addr.type, addr.instance)
+            )
             if found is None:
                 raise HostUnreachable(addr)
             node, port = found
@@ -1146,7 +1150,11 @@ class Socket(metaclass=_SocketMeta):
             # round robin's next turn, so that is where this message goes.
             single = False
             if self._multi.get(address) != seq:
-                probe = anycast(table, addr, self._own)
+                probe = (
+                    anycast(table, addr, self._own)
+                    if addr.domain
+                    else table.lookup_anycast(addr.type, addr.instance)
+                )
                 single = probe == found
                 if not single:
                     node, port = probe  # type: ignore[misc]
@@ -1277,12 +1285,16 @@ class Socket(metaclass=_SocketMeta):
         """Write one frame to ``<node:port>``: block while the lane is full (RDM; DGRAM
         drops at a full receiving socket of this node, and blocks at a full bearer lane,
         as the kernel's sender waits for a congested link)."""
-        try:
-            p = self._client.lane(node, port)
-        except NodeUnreachable:
-            raise HostUnreachable(
-                SocketAddr(node, port), f"no link is up to node {node:#010x}"
-            ) from None
+        p: Producer | BearerLane | None
+        if node == self._own:
+            p = self._client.producer(port)
+        else:
+            try:
+                p = self._client.remote_lane(node)
+            except NodeUnreachable:
+                raise HostUnreachable(
+                    SocketAddr(node, port), f"no link is up to node {node:#010x}"
+                ) from None
         size = hsize + n
         w0 = self._w0_flags | (hsize << _HSZ_SHIFT) | size
         if p is None:
