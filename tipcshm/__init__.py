@@ -28,6 +28,7 @@ import socket as _stdlib_socket
 from socket import *  # noqa: F403 - the stdlib module's names are this module's API
 from types import FunctionType as _FunctionType
 
+import tipcshm.conn  # noqa: F401 - registers the connection socket class with Socket
 import tipcshm.constants as _constants
 from tipcshm.addresses import ServiceAddr, ServiceRange, SocketAddr, parse_address
 from tipcshm.constants import *  # noqa: F403 - TIPC constants, also those the stdlib lacks

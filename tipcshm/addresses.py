@@ -5,6 +5,10 @@ NAMESEQ -> (type, lower, upper), NAME -> (type, instance, domain), ID -> (node, 
 ignored); scope defaults to TIPC_CLUSTER_SCOPE. Returned addresses use five elements. The
 wrappers convert to and from those tuples; every socket method accepts either form.
 
+One deliberate difference: CPython drops a NAME tuple's v3 (the kernel then sees lookup
+domain 0); tipcshm keeps it as :attr:`ServiceAddr.domain` and honours it as the kernel
+honours ``addr.name.domain`` of the C API (0: any node; else only that node's bindings).
+
 A tuple is taken exactly as CPython's getsockaddrarg takes it (format ``"IIII|I"``), so a
 program sees the same results after ``import tipcshm as socket``: every field is any
 integer (``__index__``), masked to 32 bits as a C ``unsigned int`` (``~0`` is 0xFFFFFFFF,
@@ -58,22 +62,29 @@ def _scope_field(obj: object, scope: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ServiceAddr:
-    """``{type, instance}``: anycast destination, or a single-instance binding."""
+    """``{type, instance}``: anycast destination, or a single-instance binding.
+
+    ``domain`` is the lookup domain of ``struct sockaddr_tipc`` (``addr.name.domain``, the
+    tuple's v3): 0 resolves the name among every node's bindings, a node address only
+    among that node's (tipc_nametbl_lookup_anycast). A binding ignores it."""
 
     type: int
     instance: int
     scope: int = TIPC_CLUSTER_SCOPE
+    domain: int = 0
 
     def __post_init__(self) -> None:
         _field(self, "type", self.type)
         _field(self, "instance", self.instance)
         _scope_field(self, self.scope)
+        _field(self, "domain", self.domain)
 
     def as_tuple(self) -> tuple[int, int, int, int, int]:
-        return (TIPC_ADDR_NAME, self.type, self.instance, 0, self.scope)
+        return (TIPC_ADDR_NAME, self.type, self.instance, self.domain, self.scope)
 
     def __str__(self) -> str:
-        return f"{{{self.type}, {self.instance}}} ({_scope_text(self.scope)} scope)"
+        where = f" on node {self.domain:#010x}" if self.domain else ""
+        return f"{{{self.type}, {self.instance}}}{where} ({_scope_text(self.scope)} scope)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +199,7 @@ def parse_address(
         if atype == TIPC_ADDR_NAMESEQ:
             parsed = ServiceRange(v1, v2, v3, scope)
         elif atype == TIPC_ADDR_NAME:
-            parsed = ServiceAddr(v1, v2, scope)
+            parsed = ServiceAddr(v1, v2, scope, v3)
         else:
             parsed = SocketAddr(v1, v2)
     if check_range:
@@ -207,5 +218,5 @@ def check_service_range(parsed: Address, caller: str, addr: object) -> None:
 
 def _with_scope(addr: ServiceAddr | ServiceRange, scope: int) -> Address:
     if isinstance(addr, ServiceAddr):
-        return ServiceAddr(addr.type, addr.instance, scope)
+        return ServiceAddr(addr.type, addr.instance, scope, addr.domain)
     return ServiceRange(addr.type, addr.lower, addr.upper, scope)

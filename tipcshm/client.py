@@ -13,6 +13,15 @@ since the last one (so it never holds more than about twice the live destination
 dropped lane's inbox is unmapped: the send routes built on it are invalidated first
 (:meth:`register_route`).
 
+Destinations are ``(node, port)`` (:meth:`NodeClient.lane`, the one seam between the
+socket layer and where a destination lives): a port of this node gets this process's lane
+into its inbox; a port on another node gets :class:`BearerLane`, this process's lane into
+the inbox of the bearer worker whose link to that node is up (its row in the link table
+says UP), which puts BEARER_FRAME_PREFIX (destination node, 0) in front of every message.
+Which bearer reaches which node is cached while the bearers' B_LINK_GEN words stay
+unchanged. No link up to the node: :class:`NodeUnreachable` (EHOSTUNREACH, as the
+kernel's tipc_node_xmit answers a node it has no active link to).
+
 After ``fork()`` the child must not reuse the parent's attachment (its lanes are the
 parent's SPSC lanes and its process-table entry is the parent's), so the cache is dropped in
 the child and rebuilt on first use.
@@ -24,6 +33,7 @@ import contextlib
 import logging
 import os
 import select
+import struct
 import threading
 import time
 import weakref
@@ -31,10 +41,14 @@ from typing import Any
 
 from tipcshm import proc
 from tipcshm.core.nametable import NameTable, ReplicaFormatError
-from tipcshm.errors import NodeFailure, NodeNotRunning
+from tipcshm.errors import HostUnreachable, NodeFailure, NodeNotRunning
 from tipcshm.shm import control
 from tipcshm.shm.lane import MAX_LANE_BYTES, MAX_LANES, Inbox, Producer
 from tipcshm.shm.layout import (
+    B_LINK_GEN,
+    BEARER_FRAME_PREFIX,
+    LINKS_PER_BEARER,
+    MAX_BEARERS,
     NODE_MIN_LANE_BYTES,
     R_SEQ,
     REPLICA,
@@ -43,6 +57,7 @@ from tipcshm.shm.layout import (
     NodeSegment,
     NodeState,
     ProcRole,
+    bearer_inbox_name,
     inbox_name,
     nametable_inbox_name,
     resolve_node_name,
@@ -52,6 +67,127 @@ log = logging.getLogger("tipcshm.client")
 
 CONTROL_TIMEOUT = 10.0  # seconds a bind may wait for the name-table worker (restarts included)
 SWEEP_MIN = 64  # cached destination lanes before the first sweep for closed ones
+_PREFIX = BEARER_FRAME_PREFIX.size
+_U32BE = struct.Struct(">I")
+
+
+class NodeUnreachable(HostUnreachable):
+    """No link is up to ``node`` (EHOSTUNREACH): what tipc_node_xmit answers for a node
+    it has no active link to. ``node`` is the unreachable node's address."""
+
+    def __init__(self, node: int, why: str = "no link is up to this node") -> None:
+        super().__init__(f"node {node:#010x}", why)
+        self.node = node
+
+
+class BearerLane:
+    """This process's lane into a bearer worker's inbox, addressed to one other node.
+
+    What :meth:`NodeClient.lane` gives for a destination on another node. It offers what
+    the socket layer uses of a :class:`~tipcshm.shm.lane.Producer` (``lock``, ``buf``,
+    ``reserve``/``commit``, ``put_locked``, ``put_run_locked``, ``write``, ``notify``,
+    ``wait_space``, ``fits``), and puts BEARER_FRAME_PREFIX (destination node, 0) in
+    front of every message written through it, so the socket layer writes the same TIPC
+    message whether the destination is local or not. Every BearerLane of one bearer
+    shares the one Producer (and its lock) this process has into that bearer's inbox: a
+    full lane blocks every sender of the process to that bearer's nodes, which is the
+    back-pressure of a congested link.
+
+    ``checked`` lanes (cached routes of connectionless sockets) refuse ``put_locked``
+    once the bearer's link rows changed (B_LINK_GEN moved), so the sender resolves
+    again; connection sockets use unchecked ones (a link going down ends the connection
+    with the bearer worker's abort).
+    """
+
+    __slots__ = (
+        "producer",
+        "inbox",
+        "node",
+        "bearer",
+        "lock",
+        "checked",
+        "_prefix",
+        "_first",
+        "_u32",
+        "_gen_i",
+        "_gen",
+        "__weakref__",
+    )
+    overflow = False
+
+    def __init__(
+        self, producer: Producer, inbox: Inbox, node: int, bearer: int, u32: Any, gen: int
+    ) -> None:
+        self.producer = producer
+        self.inbox = inbox
+        self.node = node
+        self.bearer = bearer
+        self.lock = producer.lock
+        self.checked = False
+        self._prefix = BEARER_FRAME_PREFIX.pack(node, 0)
+        # put_locked stores its first word big-endian at the frame's start, which is where
+        # the prefix begins: this number stored so gives the prefix's own first 4 bytes
+        self._first = _U32BE.unpack_from(self._prefix)[0]
+        self._u32 = u32
+        self._gen_i = (NodeSegment.bearer_off(bearer) + B_LINK_GEN) // 4
+        self._gen = gen
+
+    def __repr__(self) -> str:
+        return f"<BearerLane bearer={self.bearer} node={self.node:#010x}>"
+
+    def checked_copy(self) -> BearerLane:
+        lane = BearerLane(self.producer, self.inbox, self.node, self.bearer, self._u32, self._gen)
+        lane.checked = True
+        return lane
+
+    @property
+    def buf(self) -> memoryview:
+        return self.producer.buf
+
+    @property
+    def current(self) -> bool:
+        """The bearer's link rows are as they were when this lane was made."""
+        return bool(self._u32[self._gen_i] == self._gen)
+
+    def _head(self, head: bytes, first_word: int) -> bytes:
+        h = bytearray(self._prefix)
+        h += head
+        _U32BE.pack_into(h, _PREFIX, first_word)
+        return bytes(h)
+
+    def put_locked(self, head: bytes, first_word: int, data: bytes | bytearray) -> bool:
+        if self.checked and self._u32[self._gen_i] != self._gen:
+            return False  # the link rows changed: the sender resolves again
+        return self.producer.put_locked(self._head(head, first_word), self._first, data)
+
+    def put_run_locked(
+        self, head: bytes, first_word: int, data: Any, piece: int, count: int
+    ) -> int:
+        return self.producer.put_run_locked(
+            self._head(head, first_word), self._first, data, piece, count
+        )
+
+    def reserve(self, n: int) -> int | None:
+        off = self.producer.reserve(n + _PREFIX)
+        if off is None:
+            return None
+        self.producer.buf[off : off + _PREFIX] = self._prefix
+        return off + _PREFIX
+
+    def commit(self, n: int) -> None:
+        self.producer.commit(n + _PREFIX)
+
+    def write(self, *parts: bytes | bytearray | memoryview) -> bool:
+        return self.producer.write(self._prefix, *parts)
+
+    def notify(self) -> None:
+        self.producer.notify()
+
+    def wait_space(self, n: int, timeout: float | None = None) -> bool:
+        return self.producer.wait_space(n + _PREFIX, timeout)
+
+    def fits(self, n: int) -> bool:
+        return self.producer.fits(n + _PREFIX)
 
 
 class NodeClient:
@@ -94,6 +230,14 @@ class NodeClient:
         self._dest_inbox: dict[int, Inbox] = {}
         self._holds: dict[int, int] = {}  # connection sockets holding a destination's lane
         self._routes_to: dict[int, weakref.WeakSet[Any]] = {}  # sockets' routes, by port
+        # other nodes: bearer k -> (its inbox, our lane into it); node -> the way there
+        self._bearer_lanes: dict[int, tuple[Inbox, Producer]] = {}
+        self._remote: dict[int, BearerLane] = {}
+        self._remote_holds: dict[tuple[int, int], int] = {}
+        self._remote_routes: dict[int, weakref.WeakSet[Any]] = {}  # routes, by node
+        self._stale_bearers: list[tuple[Inbox, Producer]] = []
+        self._link_gens: tuple[int, ...] = ()
+        self._node_bearer: dict[int, int] = {}
         self._sweep_at = SWEEP_MIN
         self._worker_inbox: Inbox | None = None
         self._lock = threading.Lock()
@@ -127,7 +271,11 @@ class NodeClient:
             return  # closed by this process
         self.dead = True
         with self._lock:
-            inboxes = [*self.own_inboxes, *self._dest_inbox.values()]
+            inboxes = [
+                *self.own_inboxes,
+                *self._dest_inbox.values(),
+                *(ib for ib, _ in self._bearer_lanes.values()),
+            ]
         for inbox in inboxes:
             with contextlib.suppress(OSError, ValueError):
                 inbox.mark_closed()
@@ -170,8 +318,103 @@ class NodeClient:
         return self._u64[self._seq_i]
 
     # -- destinations ----------------------------------------------------------------
+    def lane(self, node: int, port: int) -> Producer | BearerLane | None:
+        """This process's lane to socket ``<node:port>``: the seam every send goes through.
+
+        This node (``node`` 0 or its own address): the lane into the port's inbox, None if
+        no such socket. Another node: the lane into the bearer worker that has the link
+        to it (:class:`BearerLane`; whether the port exists there is the peer's to say);
+        :class:`NodeUnreachable` if no link to it is up."""
+        if not node or node == self.addr:
+            return self.producer(port)
+        return self.remote_lane(node)
+
+    def remote_lane(self, node: int) -> BearerLane:
+        """The lane to another node (see :meth:`lane`); NodeUnreachable without a link."""
+        lane = self._remote.get(node)
+        if lane is not None and lane.current:
+            try:
+                if not lane.inbox.closed:
+                    return lane
+            except ValueError:
+                pass  # detached by another thread meanwhile
+        if self.dead:
+            raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
+        k = self._bearer_of(node)
+        if k is None:
+            self._remote.pop(node, None)
+            raise NodeUnreachable(node)
+        with self._lock:
+            got = self._bearer_lanes.get(k)
+            if got is not None:
+                try:
+                    if got[0].closed:
+                        got = None
+                except ValueError:
+                    got = None
+            if got is None:
+                old = self._bearer_lanes.pop(k, None)
+                if old is not None:  # unmapped at close(): a sender may hold its lock now
+                    self._stale_bearers.append(old)
+                try:
+                    inbox = Inbox.attach(
+                        bearer_inbox_name(self.node, k), trust=self.seg.trust, tag=self.tag
+                    )
+                except FileNotFoundError:
+                    raise NodeUnreachable(node, f"bearer {k} has no inbox") from None
+                if inbox.closed:
+                    inbox.detach()
+                    raise NodeUnreachable(node, f"bearer {k}'s inbox is closed")
+                try:
+                    p = inbox.producer()
+                except BaseException:
+                    inbox.detach()
+                    raise
+                got = self._bearer_lanes[k] = (inbox, p)
+            inbox, p = got
+            gen = self.seg.u32[(NodeSegment.bearer_off(k) + B_LINK_GEN) // 4]
+            lane = BearerLane(p, inbox, node, k, self.seg.u32, gen)
+            # the row may have changed between the map's making and this gen's reading:
+            # then the lane is not current and the next call looks again
+            self._remote[node] = lane
+            return lane
+
+    def _bearer_of(self, node: int) -> int | None:
+        """The bearer whose link to ``node`` is up (the lowest, if several), from a map of
+        the link table kept while every bearer's B_LINK_GEN is unchanged."""
+        gens = self.seg.bearer_link_gens()
+        if gens != self._link_gens:
+            up: dict[int, int] = {}
+            for row, peer in self.seg.link_rows_up():
+                k = row // LINKS_PER_BEARER
+                if 0 <= k < MAX_BEARERS and peer and peer != self.addr:
+                    up.setdefault(peer, k)
+            self._node_bearer = up
+            # a change during the scan makes the next call scan again
+            self._link_gens = gens if gens == self.seg.bearer_link_gens() else ()
+            for gone_node in [n for n in self._remote_routes if n not in up]:
+                for route in self._remote_routes.pop(gone_node, ()):
+                    route.seq = -1
+        return self._node_bearer.get(node)
+
+    def reachable(self, node: int) -> bool:
+        """``node`` is this node, or a link to it is up."""
+        return not node or node == self.addr or self._bearer_of(node) is not None
+
+    def link_caps(self, node: int) -> int:
+        """The capability bits of ``node`` as its link row says (0 if no link is up)."""
+        k = self._bearer_of(node)
+        if k is None:
+            return 0
+        for row, peer in self.seg.link_rows_up():
+            if peer == node and row // LINKS_PER_BEARER == k:
+                e = self.seg.link_entry(row)
+                return 0 if e is None else e.caps
+        return 0
+
     def producer(self, port: int) -> Producer | None:
-        """This process's lane into socket ``port``'s inbox; None if no such socket."""
+        """This process's lane into socket ``port``'s inbox on this node; None if no such
+        socket (:meth:`lane` for a destination that may be on another node)."""
         p = self._dest.get(port)
         if p is not None:
             inbox = self._dest_inbox.get(port)
@@ -180,7 +423,7 @@ class NodeClient:
                     return p
             except ValueError:
                 pass  # another thread's forget() detached it meanwhile: its views are gone
-            self.forget(port)
+            self._forget_local(port)
             return None
         if self.dead:
             raise NodeNotRunning(self.node, "its supervisor died; `tipcshm start` cleans up")
@@ -205,16 +448,33 @@ class NodeClient:
             self._dest[port] = p
             return p
 
-    def gone(self, port: int) -> bool:
-        """True unless our lane into ``port`` is cached and its receiver still reads it."""
+    def _local(self, node: int) -> bool:
+        return not node or node == self.addr
+
+    def gone(self, node: int, port: int) -> bool:
+        """True unless our lane to ``<node:port>`` is usable: on this node, cached and its
+        receiver still reads it; on another, a link to that node is up."""
+        if not self._local(node):
+            try:
+                lane = self.remote_lane(node)
+                return bool(lane.inbox.closed)
+            except (HostUnreachable, ValueError):
+                return True
         inbox = self._dest_inbox.get(port)
         try:
             return inbox is None or inbox.closed
         except ValueError:
             return True  # another thread's forget() detached it: its views are gone
 
-    def hold(self, port: int) -> tuple[Producer, Inbox] | None:
-        """:meth:`producer`, kept until :meth:`release` (a connection's lane to its peer)."""
+    def hold(self, node: int, port: int) -> tuple[Producer | BearerLane, Inbox] | None:
+        """:meth:`lane`, kept until :meth:`release` (a connection's lane to its peer);
+        None if there is no such socket here; NodeUnreachable as :meth:`lane`."""
+        if not self._local(node):
+            lane = self.remote_lane(node)
+            with self._lock:
+                key = (node, port)
+                self._remote_holds[key] = self._remote_holds.get(key, 0) + 1
+            return lane, lane.inbox
         p = self.producer(port)
         if p is None:
             return None
@@ -225,9 +485,19 @@ class NodeClient:
             self._holds[port] = self._holds.get(port, 0) + 1
             return p, inbox
 
-    def release(self, port: int, inbox: Inbox) -> None:
+    def release(self, node: int, port: int, inbox: Inbox) -> None:
         """Give back a :meth:`hold`; the last one lets go of the lane. A lane dropped and
-        attached again since (another ``inbox``) is not this hold's."""
+        attached again since (another ``inbox``) is not this hold's. A bearer's lane is
+        shared by every destination behind it: it stays."""
+        if not self._local(node):
+            with self._lock:
+                key = (node, port)
+                n = self._remote_holds.get(key, 0) - 1
+                if n > 0:
+                    self._remote_holds[key] = n
+                else:
+                    self._remote_holds.pop(key, None)
+            return
         with self._lock:
             if self._dest_inbox.get(port) is not inbox:
                 return
@@ -235,16 +505,30 @@ class NodeClient:
             if n > 0:
                 self._holds[port] = n
                 return
-        self.forget(port)
+        self._forget_local(port)
 
-    def register_route(self, port: int, route: Any) -> None:
-        """Invalidate ``route`` (its ``seq`` set to -1) when the lane to ``port`` is dropped."""
+    def register_route(self, node: int, port: int, route: Any) -> None:
+        """Invalidate ``route`` (its ``seq`` set to -1) when the lane to ``<node:port>`` is
+        dropped, or (another node) when no link to that node is up any more."""
         with self._lock:
-            if port in self._dest:
+            if not self._local(node):
+                self._remote_routes.setdefault(node, weakref.WeakSet()).add(route)
+            elif port in self._dest:
                 self._routes_to.setdefault(port, weakref.WeakSet()).add(route)
 
-    def forget(self, port: int) -> None:
-        """Drop (and unmap) our lane into a receiver that went away.
+    def forget(self, node: int, port: int) -> None:
+        """Drop our lane to a receiver that went away. On this node the lane into its inbox
+        is unmapped; for another node only the cached way there is dropped (the bearer's
+        lane serves every other destination behind it)."""
+        if not self._local(node):
+            with self._lock:
+                self._remote.pop(node, None)
+                self._remote_holds.pop((node, port), None)
+            return
+        self._forget_local(port)
+
+    def _forget_local(self, port: int) -> None:
+        """Drop (and unmap) our lane into a receiver of this node that went away.
 
         Sockets may still hold its producer (cached routes, other threads): the detach
         runs under the producer's lock, which every send holds while it writes, and
@@ -270,7 +554,7 @@ class NodeClient:
             held = self._holds
             gone = [p for p, inbox in self._dest_inbox.items() if inbox.closed and p not in held]
         for port in gone:
-            self.forget(port)
+            self._forget_local(port)
         self._sweep_at = max(SWEEP_MIN, 2 * len(self._dest))
         return len(gone)
 
@@ -341,8 +625,19 @@ class NodeClient:
             for routes in self._routes_to.values():
                 for route in routes:
                     route.seq = -1
+            for routes in self._remote_routes.values():
+                for route in routes:
+                    route.seq = -1
             for inbox in self._dest_inbox.values():
                 inbox.detach()
+            for inbox, p in [*self._bearer_lanes.values(), *self._stale_bearers]:
+                with p.lock:
+                    inbox.detach()
+            self._bearer_lanes.clear()
+            self._stale_bearers.clear()
+            self._remote.clear()
+            self._remote_holds.clear()
+            self._remote_routes.clear()
             self._dest.clear()
             self._dest_inbox.clear()
             self._holds.clear()

@@ -13,7 +13,19 @@ empty 24-byte CONN_MSG from the new port; the client completes on it. Then all t
 
 Flow control without TIPC_BLOCK_FLOWCTL: a sender has at most 512 messages unacknowledged;
 the receiver sends a CONN_ACK (CONN_MANAGER, 40-byte header, w9[31:16] = count) for every
-128 it consumes. Acks arrive in the sender's own inbox between the peer's data: a sender
+128 it consumes. This is also what a kernel peer on another node does with us: the kernel
+picks the mode from its peer's capability bits (tipc_sk_finish_conn), and tipcshm does not
+advertise TIPC_BLOCK_FLOWCTL (wire.discovery.DEFAULT_CAPS), so both ends count messages
+whatever the peer's link row (L_CAPS) says.
+
+Peers on other nodes: every frame goes through the client's destination seam
+(NodeClient.lane(node, port)): the SYN, data, acks and endings into the bearer worker's
+inbox (the 24-byte CONN_MSG carries no destination node; the bearer prefix does). The
+peer's frames come into this socket's inbox from the bearer worker; when the peer's node
+is lost the worker posts the kernel's abort (CONN_MSG, TIPC_ERR_NO_NODE, from the peer),
+which ends the connection like any abort: ECONNRESET on recv, EPIPE on send.
+
+Acks arrive in the sender's own inbox between the peer's data: a sender
 waiting for one reads its inbox and keeps the data it finds for recv. A full lane blocks
 the sender too; nothing is dropped or overwritten.
 
@@ -47,6 +59,7 @@ import numpy.typing as npt
 
 from tipcshm import wire
 from tipcshm.addresses import AddressLike, ServiceAddr, ServiceRange, SocketAddr, parse_address
+from tipcshm.client import BearerLane
 from tipcshm.constants import (
     MSG_DONTWAIT,
     MSG_PEEK,
@@ -78,20 +91,30 @@ from tipcshm.errors import (
     TipcError,
     WouldBlock,
 )
-from tipcshm.shm.lane import InboxClosed, InboxError, Producer
-from tipcshm.sock import (
-    _ANC_DESTNAME,
-    _ANC_ERRINFO,
-    _WAIT_SLICE,
-    Socket,
-    _bytes_view,
-    _c_int,
-    _post,
+from tipcshm.plumbing import (
+    ANC_DESTNAME as _ANC_DESTNAME,
+)
+from tipcshm.plumbing import (
+    ANC_ERRINFO as _ANC_ERRINFO,
+)
+from tipcshm.plumbing import (
+    WAIT_SLICE as _WAIT_SLICE,
+)
+from tipcshm.plumbing import (
+    bytes_view as _bytes_view,
+)
+from tipcshm.plumbing import (
+    c_int as _c_int,
+)
+from tipcshm.plumbing import (
+    post_returned,
     recv_args,
     recv_target,
     recvmsg_args,
     shutdown_how,
 )
+from tipcshm.shm.lane import InboxClosed, InboxError, Producer
+from tipcshm.sock import Socket, anycast, register_connection_class
 from tipcshm.wire import connmgr
 
 _W01 = wire.HDR_W01
@@ -137,6 +160,11 @@ def _hsize(frame: Any) -> int:
     return (_W01.unpack_from(frame)[0] >> _HSZ_SHIFT) & _HSZ_MASK
 
 
+def _dest_node(frame: Any) -> int:
+    """Word 7 of a frame whose header is longer than 24 bytes."""
+    return int(_U32.unpack_from(frame, wire.DEST_NODE_OFFSET)[0])
+
+
 class ConnSocket(Socket):
     """A SOCK_SEQPACKET or SOCK_STREAM socket (see the module docstring)."""
 
@@ -160,7 +188,7 @@ class ConnSocket(Socket):
         self._rxq: deque[bytes] = deque()  # frames read while waiting, in arrival order
         self._accept_q: deque[bytes] = deque()  # SYNs for accept()
         self._partial = b""  # STREAM: the rest of a message recv did not take yet
-        self._peer_p: Producer | None = None
+        self._peer_p: Producer | BearerLane | None = None
         self._head24 = b""
         self._w0c = 0
         self._stream = type == SOCK_STREAM
@@ -174,7 +202,7 @@ class ConnSocket(Socket):
         # Also when the socket is garbage-collected unclosed, the peer hears of it.
         self._finalizer.detach()
         self._peer_cell = [0, 0]
-        self._held: list[Any] = []  # (port, inbox) of the peer's lane this socket holds
+        self._held: list[Any] = []  # (node, port, inbox) of the peer's lane this holds
         self._finalizer = weakref.finalize(
             self,
             ConnSocket._release_conn,
@@ -206,7 +234,7 @@ class ConnSocket(Socket):
         if peer[1]:
             frame = ending_frame(client.addr, port, peer[1], wire.ErrorCode.NO_PORT)
             with contextlib.suppress(OSError, ValueError):
-                p = client.producer(peer[1])
+                p = client.lane(peer[0], peer[1])
                 if p is not None:
                     with p.lock:
                         p.write(frame)
@@ -224,12 +252,15 @@ class ConnSocket(Socket):
         self._head24 = wire.HDR24.pack(self._w0c, _CONN_W1, 0, self._own, self._port, peer_port)
         if self._held:  # established once only; never hold two lanes
             return
-        got = self._client.hold(peer_port)
+        try:
+            got = self._client.hold(peer_node, peer_port)
+        except HostUnreachable:
+            got = None  # the link went down meanwhile: the bearer worker's abort follows
         if got is None:
             self._peer_p = None
             return
         self._peer_p = got[0]
-        self._held[:] = [peer_port, got[1]]
+        self._held[:] = [peer_node, peer_port, got[1]]
 
     def _peer_addr(self) -> tuple[int, int, int, int, int]:
         return (TIPC_ADDR_ID, self._conn.peer_node, self._conn.peer_port, 0, 0)
@@ -256,13 +287,21 @@ class ConnSocket(Socket):
                 self._send_ack(frame)
                 continue
             port = wire.msg_dest_port(frame)
-            if port != c.peer_port or not c.peer_port:
-                _post(self._client, port, frame)
+            if (
+                port != c.peer_port
+                or not c.peer_port
+                or _hsize(frame) > _HS
+                and (_dest_node(frame) != c.peer_node)
+            ):
+                post_returned(self._client, frame)  # a rejection: its header names the node
                 continue
-            self._send_to_peer(frame, port)
+            self._send_to_peer(frame, c.peer_node, port)
 
-    def _send_to_peer(self, frame: bytes, port: int) -> None:
-        p = self._client.producer(port)
+    def _send_to_peer(self, frame: bytes, node: int, port: int) -> None:
+        try:
+            p = self._client.lane(node, port)
+        except HostUnreachable:
+            return  # no link to the peer's node: nobody to tell
         if p is None:
             return
         give_up = time.monotonic() + 5.0  # a peer that never reads cannot wedge us
@@ -270,7 +309,7 @@ class ConnSocket(Socket):
             try:
                 while not p.write(frame):
                     if not p.wait_space(len(frame), _WAIT_SLICE):
-                        if self._client.gone(port) or time.monotonic() > give_up:
+                        if self._client.gone(node, port) or time.monotonic() > give_up:
                             return
             except InboxError as e:  # ESTALE: forgotten (the peer went away) meanwhile
                 if e.errno != errno.ESTALE:
@@ -286,7 +325,10 @@ class ConnSocket(Socket):
         the next ack or the next wait (:meth:`_wait_ring`).
         """
         c = self._conn
-        p = self._client.producer(c.peer_port)
+        try:
+            p = self._client.lane(c.peer_node, c.peer_port)
+        except HostUnreachable:
+            return  # no link to the peer's node: the connection ends with its abort
         if p is None:
             return
         if not p.lock.acquire(timeout=0.001):  # a sender of ours holds it, maybe waiting
@@ -578,15 +620,19 @@ class ConnSocket(Socket):
         addr = parse_address(address, caller="connect")
         if isinstance(addr, ServiceRange):
             raise InvalidArgument(f"connect(): cannot connect to a service range {addr}")
-        port, words, hdr, hsize = self._resolve_syn(addr)
-        if self._client.seg.refuses_connections(port):
+        node, port, words, hdr, hsize = self._resolve_syn(addr)
+        local = node == self._own
+        if local and self._client.seg.refuses_connections(port):
             raise ConnectionRefused(f"connect to {addr}: the socket there is not listening", 2)
         n = len(data)
         w0 = wire.make_w0(self._importance, hsize, hsize + n, syn=True)
         frame = hdr.pack(w0, *words) + bytes(data)
         self._refused = 0
         self._refusal_reported = False
-        p = self._client.producer(port)
+        try:
+            p = self._client.lane(node, port)
+        except HostUnreachable:  # __tipc_sendmsg: tipc_node_xmit finds no link
+            raise HostUnreachable(addr, f"connect(): no link is up to node {node:#010x}") from None
         if p is None:
             raise ConnectionRefused(f"connect to {addr}: no socket there")
         deadline, nonblock = self._deadline(0, "connect")
@@ -636,21 +682,20 @@ class ConnSocket(Socket):
                 f"connect to {addr}: refused (TIPC error {self._refused})", self._refused
             )
 
-    def _resolve_syn(self, addr: ServiceAddr | SocketAddr) -> tuple[int, tuple, Any, int]:
+    def _resolve_syn(
+        self, addr: ServiceAddr | SocketAddr
+    ) -> tuple[int, int, tuple[int, ...], Any, int]:
+        """(node, port, header words 1.., header struct, header size) of the SYN."""
         if isinstance(addr, ServiceAddr):
-            found = self._client.table().lookup_anycast(addr.type, addr.instance)
+            found = anycast(self._client.table(), addr, self._own)
             if found is None:  # __tipc_sendmsg's failed lookup, before any SYN (Linux 6.1)
                 raise HostUnreachable(addr, "connect(): nothing is bound at this address")
             node, port = found
-            if node != self._own:
-                raise HostUnreachable(addr, "inter-node links are not supported yet")
-            words = self._named_words(addr.type, addr.instance, port)
-            return port, words, wire.HDR40, wire.NAMED_H_SIZE
+            words = self._named_words(addr.type, addr.instance, node, port, addr.domain)
+            return node, port, words, wire.HDR40, wire.NAMED_H_SIZE
         node = addr.node or self._own
-        if node != self._own:
-            raise HostUnreachable(addr, "inter-node links are not supported yet")
         words = self._direct_words(addr.port, node)
-        return addr.port, words, wire.HDR32, wire.BASIC_H_SIZE
+        return node, addr.port, words, wire.HDR32, wire.BASIC_H_SIZE
 
     # -- sending ---------------------------------------------------------------------
     def _send_data(self, data: Any, flags: int) -> int:
@@ -701,7 +746,7 @@ class ConnSocket(Socket):
                 if lock.acquire(timeout=_WAIT_SLICE):
                     lock.release()
                 p = self._peer_p
-            if p is None or self._client.gone(conn.peer_port):
+            if p is None or self._client.gone(conn.peer_node, conn.peer_port):
                 self._peer_gone()  # raises
             if conn.state is not State.TIPC_ESTABLISHED:
                 self._not_sendable()
@@ -733,7 +778,7 @@ class ConnSocket(Socket):
         """The peer's inbox is closed: find its abort message if it came, then raise."""
         if self._node_gone() is not None:
             self._node_stopped()
-        self._client.forget(self._conn.peer_port)
+        self._client.forget(self._conn.peer_node, self._conn.peer_port)
         self._peer_p = None
         if self._recv_lock.acquire(blocking=False):
             try:
@@ -805,7 +850,7 @@ class ConnSocket(Socket):
                     raise self._timed_out(
                         "send", f"{self._addr_text()}: waiting for the send window"
                     )
-                if self._client.gone(conn.peer_port):
+                if self._client.gone(conn.peer_node, conn.peer_port):
                     self._peer_gone()
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -1548,7 +1593,7 @@ class ConnSocket(Socket):
             with contextlib.suppress(wire.WireError, OSError, ValueError):
                 back = wire.reverse_for_reject(syn, wire.ErrorCode.NO_PORT, self._own)
                 if back is not None:
-                    _post(self._client, wire.msg_dest_port(back), back)
+                    post_returned(self._client, back)
         self._rxq.clear()
         self._accept_q.clear()
 
@@ -1665,3 +1710,5 @@ __all__ = [
     "ConnectionReset",
     "NotConnected",
 ]
+
+register_connection_class(ConnSocket)

@@ -31,10 +31,10 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from tipcshm import readiness, sockfile, sockopt, wire
+from tipcshm import plumbing, readiness, sockfile, sockopt, wire
 from tipcshm.addresses import (
     AddressLike,
     ServiceAddr,
@@ -43,7 +43,7 @@ from tipcshm.addresses import (
     check_service_range,
     parse_address,
 )
-from tipcshm.client import NodeClient, get_client
+from tipcshm.client import BearerLane, NodeClient, NodeUnreachable, get_client
 from tipcshm.constants import (
     AF_TIPC,
     MSG_DONTWAIT,
@@ -93,6 +93,26 @@ from tipcshm.errors import (
     TipcError,
     WouldBlock,
 )
+from tipcshm.plumbing import (  # noqa: F401 - Rejected, reject_unread: the supervisor's
+    Rejected,
+    recv_args,
+    recv_target,
+    recvmsg_args,
+    reject_unread,
+    shutdown_how,
+)
+from tipcshm.plumbing import (
+    bytes_view as _bytes_view,
+)
+from tipcshm.plumbing import (
+    c_int as _c_int,
+)
+from tipcshm.plumbing import (
+    post as _post,
+)
+from tipcshm.plumbing import (
+    return_unread as _return_unread,
+)
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox, InboxClosed, InboxError, Producer
 from tipcshm.shm.layout import (
@@ -110,9 +130,9 @@ from tipcshm.shm.layout import (
 _W01 = wire.HDR_W01
 _U32 = wire.U32
 _U32LE = struct.Struct("=I")  # a socket option's value, in the host's byte order
-_ANC_ERRINFO = struct.Struct("=II")
-_ANC_DESTNAME = struct.Struct("=III")
-_WAIT_SLICE = 0.25  # blocked calls re-check closure and node liveness this often (seconds)
+_ANC_ERRINFO = plumbing.ANC_ERRINFO
+_ANC_DESTNAME = plumbing.ANC_DESTNAME
+_WAIT_SLICE = plumbing.WAIT_SLICE
 _SEND_SLICE = 0.05  # a sender facing a full receiver re-checks its own closure this often
 _CLOSE_WAIT = 2.0  # close() waits this long for another thread's call to let go (seconds)
 _ERRCODE_MASK = wire.W1_ERRCODE_MASK
@@ -126,10 +146,29 @@ _ORIG_NODE = wire.ORIG_NODE_OFFSET
 _PREV_NODE = wire.PREV_NODE_OFFSET
 _SHORT = wire.SHORT_H_SIZE
 _MAX_ROUTES = 1024  # cached destinations per socket
+_MCAST_W1 = wire.make_w1(wire.DataType.MCAST_MSG, lookup_scope=TIPC_CLUSTER_SCOPE)
+_NAMED_W1 = wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE)
+_NAMED_W1_NODE = wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_NODE_SCOPE)
+_NO_NAME = wire.ErrorCode.NO_NAME
 # The hot-path counters reach the socket table after each of a socket's first 1024
 # messages (quiet sockets read exactly in `tipcshm stat`), then every 64th.
 _EXACT_UNTIL = 1024
 _FLUSH_EVERY = 63
+
+
+def anycast(table: Any, addr: ServiceAddr, own: int) -> tuple[int, int] | None:
+    """tipc_nametbl_lookup_anycast for a service address and its lookup domain: 0 looks
+    everywhere (this node's bindings first, round robin), this node's address only here,
+    another node's defers the lookup to that node (``(domain, 0)``: it resolves the name
+    on arrival), without looking at the table."""
+    domain = addr.domain
+    if not domain:
+        found: tuple[int, int] | None = table.lookup_anycast(addr.type, addr.instance)
+        return found
+    if domain != own:
+        return (domain, 0)
+    found = table.lookup_anycast(addr.type, addr.instance, lookup_node=own)
+    return found
 
 
 class _Route:
@@ -142,7 +181,13 @@ class _Route:
     __slots__ = ("seq", "producer", "inbox", "head", "hsize", "w0", "__weakref__")
 
     def __init__(
-        self, seq: int, producer: Producer, inbox: Inbox, head: bytes, hsize: int, w0: int
+        self,
+        seq: int,
+        producer: Producer | BearerLane,
+        inbox: Inbox,
+        head: bytes,
+        hsize: int,
+        w0: int,
     ) -> None:
         self.seq = seq
         self.producer = producer
@@ -157,6 +202,22 @@ _SOCK_CLOEXEC = int(getattr(_stdlib_socket, "SOCK_CLOEXEC", 0))
 _SOCK_TYPE_MASK = 0xF  # the kernel's: the rest of a socket() type are flags
 _SOCK_MAX = 10
 _connection_classes: dict[type, type] = {}
+#: tipcshm.conn.ConnSocket, which registers itself here when imported (tipcshm's package
+#: import does that): this module does not import the connection module
+_conn_socket: list[type] = []
+
+
+def register_connection_class(cls: type) -> None:
+    """What SOCK_SEQPACKET and SOCK_STREAM sockets are built as (tipcshm.conn calls it)."""
+    _conn_socket[:] = [cls]
+
+
+def _connection_socket_class() -> Any:
+    if not _conn_socket:
+        raise NotSupportedYet(
+            "connection sockets: tipcshm.conn is not imported (import tipcshm does that)"
+        )
+    return _conn_socket[0]
 
 
 def _enum(value: int, kind: Any) -> int:
@@ -325,8 +386,7 @@ class Socket(metaclass=_SocketMeta):
         kind, flags = _socket_args(family, type, proto, fileno, who)
         connection = kind in (SOCK_SEQPACKET, SOCK_STREAM)
         if connection != self._connection_type:
-            from tipcshm.conn import ConnSocket
-
+            ConnSocket = _connection_socket_class()  # noqa: N806 - a class
             if not connection:
                 raise TypeError(f"{self.__class__.__name__} is for SOCK_SEQPACKET and SOCK_STREAM")
             # Become the connection socket the type asks for, keeping a subclass's methods
@@ -473,7 +533,7 @@ class Socket(metaclass=_SocketMeta):
             self._close_locked()
             with contextlib.suppress(ValueError, OSError):  # the node may be gone: close anyway
                 self._flush_counters()
-            self._client.forget(self._port)  # this process's own lane into it, if it sent here
+            self._client.forget(self._own, self._port)  # our own lane into it, if we sent here
             self._finalizer()
         finally:
             if held:
@@ -731,7 +791,7 @@ class Socket(metaclass=_SocketMeta):
             reject_unread(
                 self._inbox,
                 self._own,
-                lambda port, frame: _post(client, port, frame),
+                lambda port, frame: _post(client, plumbing.dest_node(frame), port, frame),
                 select=lambda h: h.user != wire.User.CONN_MANAGER,
                 error=wire.ErrorCode.CONN_SHUTDOWN,
             )
@@ -1073,35 +1133,14 @@ class Socket(metaclass=_SocketMeta):
         seq = self._u64[self._seq_i]
         table = self._client.table()
         if isinstance(addr, ServiceRange):
-            ports = table.lookup_mcast_sockets(addr.type, addr.lower, addr.upper, exact_scope=False)
-            if not ports:
-                raise HostUnreachable(addr)
-            words: tuple[int, ...] = (
-                wire.make_w1(wire.DataType.MCAST_MSG, lookup_scope=TIPC_CLUSTER_SCOPE),
-                0,
-                self._own,
-                self._port,
-                0,
-                self._own,
-                0,
-                addr.type,
-                addr.lower,
-                addr.upper,
-            )
-            for port in ports:
-                self._deliver(
-                    port,
-                    wire.HDR44,
-                    wire.MCAST_H_SIZE,
-                    words,
-                    data,
-                    n,
-                    nonblock,
-                    wire.ErrorCode.NO_NAME,
-                )
+            self._send_mcast(table, addr, data, n, nonblock)
             return n
         if isinstance(addr, ServiceAddr):
-            found = table.lookup_anycast(addr.type, addr.instance)
+            found = (
+                anycast(table, addr, self._own)
+                if addr.domain
+                else table.lookup_anycast(addr.type, addr.instance)
+            )
             if found is None:
                 raise HostUnreachable(addr)
             node, port = found
@@ -1111,7 +1150,11 @@ class Socket(metaclass=_SocketMeta):
             # round robin's next turn, so that is where this message goes.
             single = False
             if self._multi.get(address) != seq:
-                probe = table.lookup_anycast(addr.type, addr.instance)
+                probe = (
+                    anycast(table, addr, self._own)
+                    if addr.domain
+                    else table.lookup_anycast(addr.type, addr.instance)
+                )
                 single = probe == found
                 if not single:
                     node, port = probe  # type: ignore[misc]
@@ -1119,33 +1162,74 @@ class Socket(metaclass=_SocketMeta):
                         if len(self._multi) >= _MAX_ROUTES:
                             self._multi.clear()
                         self._multi[address] = seq
-            if node != self._own:
-                raise HostUnreachable(
-                    addr, f"binding on node {node:#010x}: inter-node links are not supported yet"
-                )
-            words = self._named_words(addr.type, addr.instance, port)
+            words = self._named_words(addr.type, addr.instance, node, port, addr.domain)
             hdr, hsize, missing = wire.HDR40, wire.NAMED_H_SIZE, wire.ErrorCode.NO_NAME
         else:
             node = addr.node or self._own
-            if node != self._own:
-                raise HostUnreachable(
-                    addr,
-                    f"node {node:#010x} is not reachable: inter-node links are not supported yet",
-                )
             port = addr.port
             words = self._direct_words(port, node)
             hdr, hsize, missing = wire.HDR32, wire.BASIC_H_SIZE, wire.ErrorCode.NO_PORT
             single = True
+        if node != self._own and not self._client.reachable(node):
+            # tipc_node_xmit: no active link to the node (nothing is sent, nothing returned)
+            raise HostUnreachable(addr, f"no link is up to node {node:#010x}")
         if single and isinstance(address, (tuple, ServiceAddr, SocketAddr)):
-            self._remember_route(address, seq, port, hdr, hsize, words)
-        self._deliver(port, hdr, hsize, words, data, n, nonblock, missing)
+            self._remember_route(address, seq, node, port, hdr, hsize, words)
+        self._deliver(node, port, hdr, hsize, words, data, n, nonblock, missing)
         return n
 
-    def _named_words(self, type_: int, instance: int, port: int) -> tuple[int, ...]:
-        """Words 1-9 of a NAMED_MSG from this socket to local ``port`` ({type, instance})."""
+    def _send_mcast(
+        self, table: Any, addr: ServiceRange, data: Any, n: int, nonblock: bool
+    ) -> None:
+        """tipc_sendmcast: one copy per matching socket of this node, one per other node
+        with a cluster-scope binding in the range (replicast: the copy names that node in
+        w7 and says "sent by replicast" in w0[18]); EHOSTUNREACH when there is neither. A
+        node no link reaches is skipped, as tipc_rcast_xmit ignores every error but
+        link congestion."""
+        ports = table.lookup_mcast_sockets(addr.type, addr.lower, addr.upper, exact_scope=False)
+        nodes = sorted(table.lookup_mcast_nodes(addr.type, addr.lower, addr.upper) - {self._own})
+        if not ports and not nodes:
+            raise HostUnreachable(addr)
         own = self._own
-        w1 = wire.make_w1(wire.DataType.NAMED_MSG, lookup_scope=TIPC_CLUSTER_SCOPE)
-        return (w1, 0, own, self._port, port, own, own, type_, instance)
+        words: tuple[int, ...] = (
+            _MCAST_W1,
+            0,
+            own,
+            self._port,
+            0,
+            own,
+            0,
+            addr.type,
+            addr.lower,
+            addr.upper,
+        )
+        for port in ports:
+            self._deliver(
+                own, port, wire.HDR44, wire.MCAST_H_SIZE, words, data, n, nonblock, _NO_NAME
+            )
+        if not nodes:
+            return
+        saved = self._w0_flags
+        self._w0_flags = saved | wire.SRC_DROPPABLE_BIT  # msg_set_is_rcast
+        try:
+            for node in nodes:
+                if not self._client.reachable(node):
+                    continue
+                remote = (*words[:6], node, *words[7:])
+                self._deliver(
+                    node, 0, wire.HDR44, wire.MCAST_H_SIZE, remote, data, n, nonblock, _NO_NAME
+                )
+        finally:
+            self._w0_flags = saved
+
+    def _named_words(
+        self, type_: int, instance: int, node: int, port: int, domain: int = 0
+    ) -> tuple[int, ...]:
+        """Words 1-9 of a NAMED_MSG from this socket to ``<node:port>`` ({type, instance};
+        a lookup domain makes the lookup scope node scope, tipc_node2scope)."""
+        own = self._own
+        w1 = _NAMED_W1_NODE if domain else _NAMED_W1
+        return (w1, 0, own, self._port, port, own, node, type_, instance)
 
     def _direct_words(self, port: int, node: int) -> tuple[int, ...]:
         """Words 1-7 of a DIRECT_MSG from this socket to socket ``<node:port>``."""
@@ -1156,14 +1240,25 @@ class Socket(metaclass=_SocketMeta):
         self,
         address: Any,
         seq: int,
+        node: int,
         port: int,
         hdr: struct.Struct,
         hsize: int,
         words: tuple[int, ...],
     ) -> None:
         client = self._client
-        p = client.producer(port)
-        inbox = client._dest_inbox.get(port)
+        p: Producer | BearerLane | None
+        inbox: Inbox | None
+        if node == self._own:
+            p = client.producer(port)
+            inbox = client._dest_inbox.get(port)
+        else:
+            try:
+                lane = client.remote_lane(node)
+            except HostUnreachable:
+                lane = None
+            p = None if lane is None else lane.checked_copy()
+            inbox = None if lane is None else lane.inbox
         if p is None or inbox is None:
             self._routes.pop(address, None)  # its lane was dropped: the socket is gone
             return
@@ -1173,10 +1268,11 @@ class Socket(metaclass=_SocketMeta):
         head = hdr.pack(w0, *words)
         route = _Route(seq, p, inbox, head, hsize, w0)
         self._routes[address] = route
-        client.register_route(port, route)  # a dropped lane invalidates it
+        client.register_route(node, port, route)  # a dropped lane invalidates it
 
     def _deliver(
         self,
+        node: int,
         port: int,
         hdr: struct.Struct,
         hsize: int,
@@ -1186,8 +1282,19 @@ class Socket(metaclass=_SocketMeta):
         nonblock: bool,
         missing_err: int,
     ) -> None:
-        """Write one frame into ``port``'s inbox: block while it is full (RDM), drop (DGRAM)."""
-        p = self._client.producer(port)
+        """Write one frame to ``<node:port>``: block while the lane is full (RDM; DGRAM
+        drops at a full receiving socket of this node, and blocks at a full bearer lane,
+        as the kernel's sender waits for a congested link)."""
+        p: Producer | BearerLane | None
+        if node == self._own:
+            p = self._client.producer(port)
+        else:
+            try:
+                p = self._client.remote_lane(node)
+            except NodeUnreachable:
+                raise HostUnreachable(
+                    SocketAddr(node, port), f"no link is up to node {node:#010x}"
+                ) from None
         size = hsize + n
         w0 = self._w0_flags | (hsize << _HSZ_SHIFT) | size
         if p is None:
@@ -1197,16 +1304,18 @@ class Socket(metaclass=_SocketMeta):
             try:
                 off = p.reserve(size)
                 if off is None:
-                    if self.type == SOCK_DGRAM:
+                    if self.type == SOCK_DGRAM and p.__class__ is not BearerLane:
                         self._counters[self._c_drops] += 1
                         return
                     if nonblock:
                         raise WouldBlock(
-                            f"receiving socket <{self._own:#010x}:{port:#010x}> is full"
+                            f"receiving socket <{node:#010x}:{port:#010x}> is full"
+                            if p.__class__ is not BearerLane
+                            else f"the link to node {node:#010x} is congested"
                         )
-                    off = self._wait_space(p, port, size)
+                    off = self._wait_space(p, node, port, size)
             except InboxError as e:
-                # Closed, or the lane was detached since producer() returned it (another
+                # Closed, or the lane was detached since lane() returned it (another
                 # thread forgot the port: ESTALE); either way the receiver went away.
                 if not isinstance(e, InboxClosed) and e.errno != errno.ESTALE:
                     raise
@@ -1216,21 +1325,23 @@ class Socket(metaclass=_SocketMeta):
                 p.buf[off + hsize : off + size] = data
                 p.commit(size)
         if off is None:  # the receiver closed: the message is undeliverable
-            self._client.forget(port)  # not under p.lock: forget() takes it to detach
+            self._client.forget(node, port)  # not under p.lock: forget() takes it to detach
+            if node != self._own:
+                raise HostUnreachable(SocketAddr(node, port), f"no link is up to node {node:#010x}")
             self._undeliverable(hdr, w0, words, data, missing_err)
             return
         self._tx_msgs += 1
         self._tx_bytes += n
         self._flush_counters()
 
-    def _wait_space(self, p: Producer, port: int, size: int) -> int | None:
+    def _wait_space(self, p: Producer | BearerLane, node: int, port: int, size: int) -> int | None:
         self._flush_counters()
         deadline, _ = self._deadline(0, "send")
         while True:
             off = p.reserve(size)
             if off is not None:
                 return off
-            if self._client.gone(port):
+            if self._client.gone(node, port):
                 return None
             if self._closed:
                 raise SocketClosed(self._port)
@@ -1239,7 +1350,7 @@ class Socket(metaclass=_SocketMeta):
             )
             if remaining <= 0:
                 raise self._timed_out(
-                    "send", f"sending to <{self._own:#010x}:{port:#010x}> (receiver full)"
+                    "send", f"sending to <{node:#010x}:{port:#010x}> (receiver full)"
                 )
             p.wait_space(size, remaining)
             self._client.check_alive()
@@ -1261,7 +1372,7 @@ class Socket(metaclass=_SocketMeta):
         frame[hdr.size :] = data
         returned = wire.reverse_for_reject(frame, err, self._own)
         if returned is not None:
-            _post(self._client, self._port, returned)
+            _post(self._client, self._own, self._port, returned)
 
     # -- receiving -------------------------------------------------------------------
     def _next_frame(self, flags: int) -> tuple[memoryview, int, int, int]:
@@ -1547,29 +1658,6 @@ class Socket(metaclass=_SocketMeta):
         }
 
 
-# -- arguments, checked as socket.socket and the kernel check them, before any data moves --
-_C_INT_MIN, _C_INT_MAX = -(1 << 31), (1 << 31) - 1
-_SSIZE_MAX = (1 << 63) - 1
-
-
-def _c_int(value: Any) -> int:
-    """An argument the stdlib parses as a C int: TypeError unless an integer, OverflowError
-    outside the C range."""
-    v = operator.index(value)
-    if v > _C_INT_MAX:
-        raise OverflowError("signed integer is greater than maximum")
-    if v < _C_INT_MIN:
-        raise OverflowError("signed integer is less than minimum")
-    return v
-
-
-def _ssize(value: Any) -> int:
-    v = operator.index(value)
-    if not -_SSIZE_MAX - 1 <= v <= _SSIZE_MAX:
-        raise OverflowError("Python int too large to convert to C ssize_t")
-    return v
-
-
 _IPPROTO_TCP = 6
 _VALUE_OPTIONS = frozenset(
     (TIPC_IMPORTANCE, TIPC_SRC_DROPPABLE, TIPC_DEST_DROPPABLE, TIPC_CONN_TIMEOUT, TIPC_NODELAY)
@@ -1614,177 +1702,11 @@ def _check_group_request(value: Any) -> None:
         raise InvalidArgument(f"TIPC_GROUP_JOIN: scope {scope} is not 2 (cluster) or 3 (node)")
 
 
-def _bytes_view(data: Any) -> memoryview:
-    """Data to send as bytes (a view), or the stdlib's TypeError: len() of a view of
-    wider items would count items, not bytes."""
-    try:
-        return memoryview(data).cast("B")
-    except TypeError:
-        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
-
-
-def recv_args(bufsize: Any, flags: Any, what: str) -> tuple[int, int]:
-    """(bufsize, flags) of a recv/recvfrom/recvmsg call, or the error the stdlib raises for
-    them (TypeError, OverflowError, ValueError), or EINVAL for a zero size as
-    tipc_recvmsg/tipc_recvstream give it."""
-    n = _ssize(bufsize)
-    f = _c_int(flags)
-    if n < 0:
-        raise ValueError(
-            "negative buffer size in recvmsg()"
-            if what == "recvmsg"
-            else f"negative buffersize in {what}"
-        )
-    if n == 0:
-        raise InvalidArgument(f"{what}: a buffer of 0 bytes (the kernel's EINVAL)")
-    return n, f
-
-
-def recvmsg_args(bufsize: Any, ancbufsize: Any, flags: Any) -> tuple[int, int, int]:
-    """recvmsg()'s sizes and flags, checked as the stdlib and then the kernel check them."""
-    n = _ssize(bufsize)
-    anc = _ssize(ancbufsize)
-    f = _c_int(flags)
-    if anc < 0:
-        raise ValueError("invalid ancillary data buffer length")
-    n, _ = recv_args(n, f, "recvmsg")
-    return n, anc, f
-
-
-def recv_target(buffer: Any, nbytes: Any, flags: Any, what: str) -> tuple[memoryview, int]:
-    """(the writable bytes to fill, flags) of a recv_into/recvfrom_into call, checked as
-    the stdlib and then the kernel check them."""
-    try:
-        target = memoryview(buffer)
-    except TypeError:
-        target = None
-    if target is None or target.readonly:
-        raise TypeError(
-            f"{what}() argument 1 must be read-write bytes-like object, not {type(buffer).__name__}"
-        )
-    target = target.cast("B")
-    n = _ssize(nbytes)
-    f = _c_int(flags)
-    if n < 0:
-        raise ValueError(f"negative buffersize in {what}")
-    if n > len(target):
-        raise ValueError(
-            "buffer too small for requested bytes"
-            if what == "recv_into"
-            else "nbytes is greater than the length of the buffer"
-        )
-    if n:
-        target = target[:n]
-    elif not len(target):
-        raise InvalidArgument(f"{what}: a buffer of 0 bytes (the kernel's EINVAL)")
-    return target, f
-
-
-def shutdown_how(how: Any) -> None:
-    """shutdown()'s argument: an integer (TypeError, as the stdlib), and SHUT_RDWR, the
-    only one tipc_shutdown takes (EINVAL otherwise)."""
-    if _c_int(how) != _stdlib_socket.SHUT_RDWR:
-        raise InvalidArgument(f"shutdown({how}): TIPC sockets only shut down both ways (2)")
-
-
 def _source(buf: memoryview | bytes, off: int, hsize: int) -> tuple[int, int, int, int, int]:
     """The sender's socket address, as recvfrom gives it: (TIPC_ADDR_ID, node, port, 0, 0)."""
     port = _U32.unpack_from(buf, off + _ORIG_PORT)[0]
     node = _U32.unpack_from(buf, off + (_ORIG_NODE if hsize > _SHORT else _PREV_NODE))[0]
     return (TIPC_ADDR_ID, node, port, 0, 0)
-
-
-def _post(client: NodeClient, port: int, frame: bytes) -> bool:
-    """Best-effort, non-blocking delivery of a node-generated frame (returned messages)."""
-    p = client.producer(port)
-    if p is None:
-        return False
-    with p.lock:
-        try:
-            if not p.write(frame):
-                return False
-        except InboxError as e:  # the lane was detached meanwhile: the sender is gone
-            if e.errno != errno.ESTALE:
-                raise
-            return False
-    client.seg.bump("messages_returned")
-    return True
-
-
-def _return_unread(client: NodeClient, inbox: Inbox) -> None:
-    """On close, unread messages that are not dest-droppable go back with TIPC_ERR_NO_PORT.
-
-    Connection protocol messages (acks, probes) are not: the kernel consumes them on
-    arrival (tipc_sk_conn_proto_rcv), so they are never in a released socket's queue.
-    Returned, a peer's ack read as an abort and turned the EOF of its shutdown into
-    ECONNRESET whenever the closing side had acks left unread.
-    """
-    reject_unread(
-        inbox,
-        client.addr,
-        lambda port, frame: _post(client, port, frame),
-        select=lambda h: h.user != wire.User.CONN_MANAGER,
-    )
-
-
-class Rejected:
-    """What :func:`reject_unread` did: frames returned, frames dropped (undecodable, not to
-    be returned, or their sender's inbox full or gone), and whether its budget ran out
-    with frames still queued."""
-
-    __slots__ = ("returned", "dropped", "cut")
-
-    def __init__(self) -> None:
-        self.returned = 0
-        self.dropped = 0
-        self.cut = False
-
-
-def reject_unread(
-    inbox: Inbox,
-    own: int,
-    post: Callable[[int, bytes], bool],
-    *,
-    select: Callable[[wire.Header], bool] | None = None,
-    max_frames: int | None = None,
-    deadline: float | None = None,
-    error: int = wire.ErrorCode.NO_PORT,
-) -> Rejected:
-    """Consume every frame still queued in ``inbox`` and return each to its sender with
-    ``error`` (TIPC_ERR_NO_PORT by default), as the kernel rejects a released or shut
-    down socket's queue (tsk_rej_rx_queue):
-    ``post(port, frame)`` delivers the returned frame; frames that are dest-droppable or
-    already carry an error are dropped (wire.reverse_for_reject). ``select`` (given the
-    decoded header, in queue order) keeps only the frames it answers True for; the rest
-    are dropped. The frames are untrusted: undecodable ones are dropped. ``max_frames``
-    and ``deadline`` (time.monotonic) bound the work; frames left then stay unread.
-    """
-    done = Rejected()
-    n = 0
-    while True:
-        if (max_frames is not None and n >= max_frames) or (
-            deadline is not None and time.monotonic() >= deadline
-        ):
-            done.cut = inbox.poll() is not None
-            return done
-        r = inbox.poll()
-        if r is None:
-            return done
-        buf, off, length, lane = r
-        frame = bytes(buf[off : off + length])
-        inbox.release(lane)
-        n += 1
-        try:
-            if select is not None and not select(wire.validate_msg(frame)):
-                returned = None
-            else:
-                returned = wire.reverse_for_reject(frame, error, own)
-        except (wire.WireError, ValueError):
-            returned = None
-        if returned is not None and post(wire.msg_dest_port(returned), returned):
-            done.returned += 1
-        else:
-            done.dropped += 1
 
 
 socket = Socket
