@@ -159,7 +159,7 @@ def test_rdm_to_the_kernel_echo_server(cluster: Cluster, size: int) -> None:
         s.sendto(payload, (TIPC_ADDR_NAME, ECHO_TYPE, RDM_ECHO, 0))
         data, addr = s.recvfrom(70000)
     assert data == payload
-    assert addr[2] == VM1  # (addr_type, port, node) of the kernel's echo socket
+    assert addr[1] == VM1  # (TIPC_ADDR_ID, node, port, 0, 0) of the kernel's echo socket
 
 
 def _echo_server(sock: tipcshm.Socket, count: int, stop: threading.Event) -> None:
@@ -229,8 +229,11 @@ def test_seqpacket_10mb_to_the_kernel_echo_server(cluster: Cluster) -> None:
 def _conn_echo(listener: tipcshm.Socket, done: threading.Event) -> None:
     conn, _ = listener.accept()
     with conn:
-        while data := conn.recv(1 << 20):
-            conn.sendall(data)
+        try:
+            while data := conn.recv(1 << 20):
+                conn.sendall(data)
+        except ConnectionResetError:
+            pass  # the kernel client's close() after the echo: kernel TIPC reports a reset
     done.set()
 
 
