@@ -3,6 +3,7 @@ the NameTable's, for tables built by the worker's incremental path, and stay so 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 
@@ -253,3 +254,45 @@ def test_100k_bindings_lookups_flat(seg: NodeSegment) -> None:
             assert got is not None and NameTable.decode(got[1], OWN) == table
     print(f"lookup: {times[1000] * 1e6:.1f} us at 1k, {times[100_000] * 1e6:.1f} us at 100k")
     assert times[100_000] < 4 * times[1000] + 5e-6
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32), data=st.data())
+def test_replica_lookups_across_sparse_index_blocks(
+    seg: NodeSegment, seed: int, data: st.DataObject
+) -> None:
+    """Tables of several index blocks (256 records each), with wide overlapping ranges."""
+    rng = random.Random(seed)
+    table = NameTable(OWN)
+    events = []
+    for i in range(rng.randrange(300, 1500)):
+        lo = rng.randrange(0, 3000)
+        b = Binding(
+            rng.randrange(100, 103),
+            lo,
+            lo + rng.choice((0, 0, 5, 400)),
+            2,
+            rng.choice((OWN, *PEERS)),
+            i + 1,
+            i,
+        )
+        events.append(table.insert(b))
+    mirror = Mirror(OWN)
+    mirror.apply(events, {})
+    view = _published(seg, table, mirror)
+    try:
+        fresh = NameTable.decode(table.encode(), OWN)
+        for _ in range(40):
+            t = data.draw(st.integers(99, 103))
+            lo = data.draw(st.integers(0, 3500))
+            hi = lo + data.draw(st.integers(0, 50))
+            assert view.lookup_anycast(t, lo) == fresh.lookup_anycast(t, lo)
+            assert view.lookup_mcast_sockets(t, lo, hi) == fresh.lookup_mcast_sockets(
+                t, lo, hi, exact_scope=False
+            )
+            assert view.lookup_mcast_nodes(t, lo, hi) == fresh.lookup_mcast_nodes(t, lo, hi)
+            assert view.overlapping(t, lo, hi) == fresh.overlapping(t, lo, hi)
+    finally:
+        view.close()

@@ -119,7 +119,13 @@ _off = RB_HEADER
 for _name, _fmt in REPLICA_COLUMNS:
     RB_COLUMN[_name] = _off
     _off += MAX_BINDINGS * _COLUMN_BYTES[_fmt]
-REPLICA_BUF = (_off + 4095) & ~4095
+# Then a sparse index: every 2**SPARSE_SHIFT-th key and pmax (u64 each), so that a lookup
+# bisects a few KiB that stay in cache before the block of records it lands in.
+SPARSE_SHIFT = 8
+SPARSE_ENTRIES = MAX_BINDINGS >> SPARSE_SHIFT
+RB_SPARSE_KEY = _off
+RB_SPARSE_PMAX = _off + SPARSE_ENTRIES * 8
+REPLICA_BUF = (RB_SPARSE_PMAX + SPARSE_ENTRIES * 8 + 4095) & ~4095
 del _off, _name, _fmt
 # The node's own processes: slot 0 is the name-table worker, slot 1 + k bearer k's worker.
 MAX_BEARERS = 8
@@ -1062,6 +1068,13 @@ class NodeSegment:
         off = REPLICA_BUF0 + buf * REPLICA_BUF + RB_COLUMN[name]
         return self.mv[off : off + MAX_BINDINGS * _COLUMN_BYTES[fmt]].cast(fmt)  # type: ignore[call-overload,no-any-return]
 
+    def replica_sparse(self, buf: int) -> tuple[memoryview, memoryview]:
+        """Buffer ``buf``'s sparse index (every 2**SPARSE_SHIFT-th key and pmax)."""
+        base = REPLICA_BUF0 + buf * REPLICA_BUF
+        k = self.mv[base + RB_SPARSE_KEY : base + RB_SPARSE_KEY + SPARSE_ENTRIES * 8]
+        p = self.mv[base + RB_SPARSE_PMAX : base + RB_SPARSE_PMAX + SPARSE_ENTRIES * 8]
+        return k.cast("Q"), p.cast("Q")
+
     def replica_arrays(self, buf: int) -> dict[str, Any]:
         """Buffer ``buf``'s columns as numpy arrays (views into the segment)."""
         out = {}
@@ -1198,6 +1211,11 @@ class NodeSegment:
         for name, _ in REPLICA_COLUMNS:
             dst[name][:count] = cols[name][:count]
         base = REPLICA_BUF0 + target * REPLICA_BUF
+        nb = (count + (1 << SPARSE_SHIFT) - 1) >> SPARSE_SHIFT
+        for off, name in ((RB_SPARSE_KEY, "key"), (RB_SPARSE_PMAX, "pmax")):
+            sparse = np.frombuffer(self._map, np.uint64, SPARSE_ENTRIES, base + off)
+            sparse[:nb] = cols[name][: count : 1 << SPARSE_SHIFT]
+            del sparse
         self.u32[(base + RB_COUNT) // 4] = count
         self.u32[(base + RB_OWN) // 4] = own
         self.u64[(base + RB_GENERATION) // 8] = generation & 0xFFFFFFFFFFFFFFFF

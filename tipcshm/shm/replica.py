@@ -17,8 +17,11 @@ Now a client looks up in the shared buffers themselves and decodes nothing:
   ``hi = bisect_right(key, type << 32 | instance)`` and ``i = bisect_left(pmax, type << 32
   | instance)``: every record before ``i`` ends below the instance (or is of a smaller
   type), every one from ``hi`` on starts above it. A range query uses the same two
-  bisects with its own bounds. Two bisects over memoryview columns cost about 2 us at
-  100,000 bindings and 1.5 us at 1,000 (logarithmic: tools/bench/nametable_bench.py).
+  bisects with its own bounds. Each bisect runs first over a sparse index in the buffer
+  (every 256th key and pmax: 8 KiB at 131,072 records, which stays in cache) and then
+  within one block of 256 records, so a lookup touches a few cache lines of the columns
+  however large they are: about 3-4 us from 1,000 to 100,000 bindings
+  (tools/bench/nametable_bench.py), where bisecting the whole columns took 2.5 and 6 us.
 * Within an exact range the records are in insertion order, so the anycast pick is as
   :class:`~tipcshm.core.nametable.NameTable`'s: the first range (ascending) containing the
   instance that has a suitable binding, local bindings first, round robin. The round
@@ -69,6 +72,7 @@ from tipcshm.shm.layout import (
     REPLICA_BUF,
     REPLICA_BUF0,
     REPLICA_COLUMNS,
+    SPARSE_SHIFT,
     NodeSegment,
 )
 
@@ -231,7 +235,8 @@ class ReplicaView:
         self._active_i = (REPLICA + R_ACTIVE) // 4
         self._count_i = [(REPLICA_BUF0 + b * REPLICA_BUF + RB_COUNT) // 4 for b in (0, 1)]
         self._cols = [
-            tuple(seg.replica_column(b, name) for name, _ in REPLICA_COLUMNS) for b in (0, 1)
+            (*(seg.replica_column(b, name) for name, _ in REPLICA_COLUMNS), *seg.replica_sparse(b))
+            for b in (0, 1)
         ]
         self._rr: dict[tuple[int, int, int, int], int] = {}
 
@@ -278,7 +283,29 @@ class ReplicaView:
         under :meth:`NameTable.lookup_anycast`'s name)."""
         if lookup_node is not None:
             domain = lookup_node
-        got = self._read(_anycast_range, type, instance, domain, self.own_node, prefer_local)
+        # _read inlined: this is every uncached send's lookup
+        u64 = self._u64
+        u32 = self._u32
+        seq_i = self._seq_i
+        for _ in range(_SPINS):
+            s1 = u64[seq_i]
+            if s1 & 1:
+                continue
+            b = u32[self._active_i] & 1
+            n = u32[self._count_i[b]]
+            got = _anycast_range(
+                self._cols[b],
+                n if n < MAX_BINDINGS else MAX_BINDINGS,
+                type,
+                instance,
+                domain,
+                self.own_node,
+                prefer_local,
+            )
+            if u64[seq_i] == s1:
+                break
+        else:
+            got = self._read(_anycast_range, type, instance, domain, self.own_node, prefer_local)
         if got is None:
             return None
         pick, rkey = got
@@ -326,14 +353,24 @@ class ReplicaView:
         return min(self._u32[self._count_i[b]], MAX_BINDINGS)
 
 
-# Column order in a view tuple (REPLICA_COLUMNS).
-_KEY, _PMAX, _SEQ, _UPPER, _NODE, _PORT, _BKEY, _SCOPE, _ORIGIN = range(9)
+# Column order in a view tuple (REPLICA_COLUMNS, then the sparse index).
+_KEY, _PMAX, _SEQ, _UPPER, _NODE, _PORT, _BKEY, _SCOPE, _ORIGIN, _SKEY, _SPMAX = range(11)
+_SB = 1 << SPARSE_SHIFT
 
 
 def _span(cols: Any, n: int, type: int, lower: int, upper: int) -> tuple[int, int]:
-    """Records ``[i, hi)`` that may overlap ``[lower, upper]`` of ``type`` (module notes)."""
-    hi = bisect_right(cols[_KEY], type << 32 | upper, 0, n)
-    return bisect_left(cols[_PMAX], type << 32 | lower, 0, hi), hi
+    """Records ``[i, hi)`` that may overlap ``[lower, upper]`` of ``type`` (module notes).
+
+    Each bisect first runs over the sparse index (every _SB-th entry): its answer ``b``
+    says the full answer lies in ``((b - 1) * _SB, b * _SB]``, one block."""
+    nb = (n + _SB - 1) >> SPARSE_SHIFT
+    k = type << 32 | upper
+    b = bisect_right(cols[_SKEY], k, 0, nb)
+    hi = bisect_right(cols[_KEY], k, (b - 1) << SPARSE_SHIFT, min(b << SPARSE_SHIFT, n)) if b else 0
+    p = type << 32 | lower
+    b = bisect_left(cols[_SPMAX], p, 0, nb)
+    lo = bisect_left(cols[_PMAX], p, (b - 1) << SPARSE_SHIFT if b else 0, min(b << SPARSE_SHIFT, n))
+    return min(lo, hi), hi
 
 
 def _anycast_range(
@@ -350,6 +387,8 @@ def _anycast_range(
         e = j + 1  # the exact range's records: [j, e)
         while e < hi and key[e] == k and upper[e] == u:
             e += 1
+        if u >= instance and e == j + 1 and not domain:  # the common case: one binding
+            return [(node[j], port[j])], (k, u, 0, 0)
         if u >= instance:
             # The round-robin counter of a range's local bindings is shared by "this node
             # first" and "this node only" lookups, as the kernel's local list is.
