@@ -178,8 +178,6 @@ class NameTableWorker:
         for b in self.table.bindings():
             ident = (b.type, b.lower, b.upper, b.node, b.key)
             if (b.node != self.own or _link_state(b)) and ident not in fed:
-                if b.type == TIPC_NODE_STATE and b.node == self.own:
-                    continue
                 self.table.remove(*ident)
 
     def _answer_fatal_request(self) -> None:
