@@ -773,7 +773,12 @@ def test_unreadable_replica(fake_node: tuple[str, int, int]) -> None:
     name, _, _ = fake_node
     seg = NodeSegment.attach(name)
     try:
-        seg.write_replica(b"garbage that is not a name table image")
+        # records no image may hold (scope 99) in the active buffer
+        active = seg.replica_active()
+        scope = seg.replica_arrays(active)["scope"]
+        scope[:8] = 99
+        del scope  # a view of the mapping: close() cannot unmap while it exists
+        seg.u32[seg.replica_count_index(active)] = 8
     finally:
         seg.close()
     snap = snapshot(name)

@@ -16,17 +16,17 @@ import tipcshm
 from tests.conftest import shm_leftovers
 from tipcshm.client import get_client
 from tipcshm.constants import TIPC_CLUSTER_SCOPE, TIPC_NODE_SCOPE
-from tipcshm.core.nametable import NameTable, ReplicaFormatError
+from tipcshm.core.nametable import NameTable, ReplicaFormatError, encoded_size
 from tipcshm.errors import TipcError
 from tipcshm.shm import control
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
+    MAX_BINDINGS,
     MAX_SOCKETS,
     R_ACTIVE,
-    R_LEN0,
-    R_LEN1,
     REPLICA,
     REPLICA_BUF,
+    REPLICA_BUF0,
     S_CTL_ACK,
     S_CTL_RESULT,
     NodeSegment,
@@ -251,7 +251,9 @@ def test_worker_survives_a_garbage_replica(node: str) -> None:
         seg = s._client.seg
         pid, _, restarts = seg.nametable_worker
         os.kill(pid, signal.SIGSTOP)  # the replica has one writer: make it us for a moment
-        seg.write_replica(os.urandom(3000))
+        for buf in (0, 1):  # both buffers, count words included
+            base = REPLICA_BUF0 + buf * REPLICA_BUF
+            seg.mv[base : base + 3000] = os.urandom(3000)
         os.kill(pid, signal.SIGKILL)
         _wait(lambda: seg.nametable_worker[2] == restarts + 1, "a restart")
         _wait(lambda: seg.nametable_worker[0] not in (0, pid), "the successor")
@@ -261,22 +263,24 @@ def test_worker_survives_a_garbage_replica(node: str) -> None:
 
 
 def test_replica_control_words_out_of_range_stay_inside_the_segment(node_name: str) -> None:
-    """The replica's active index and lengths are shared memory too: garbage there must
+    """The replica's active index and counts are shared memory too: garbage there must
     neither read nor write outside the two buffers."""
     seg = NodeSegment.create(node_name)
     try:
         seg.u32[(REPLICA + R_ACTIVE) // 4] = 7
-        seg.u32[(REPLICA + R_LEN0) // 4] = 0xFFFFFFFF
-        seg.u32[(REPLICA + R_LEN1) // 4] = 0xFFFFFFFF
+        seg.u32[seg.replica_count_index(0)] = 0xFFFFFFFF
+        seg.u32[seg.replica_count_index(1)] = 0xFFFFFFFF
         got = seg.read_replica()
-        assert got is not None and len(got[1]) == REPLICA_BUF
+        assert got is not None and len(got[1]) == encoded_size(MAX_BINDINGS)
         with pytest.raises(ReplicaFormatError):
             NameTable.decode(got[1], 1)
         tail = bytes(seg.mv[-16:])
-        seg.write_replica(b"abc")
+        with pytest.raises(ReplicaFormatError):
+            seg.write_replica(b"abc")  # not an image: nothing written
+        seg.write_replica(NameTable(1).encode())
         assert bytes(seg.mv[-16:]) == tail
         got = seg.read_replica()
-        assert got is not None and got[1] == b"abc"
+        assert got is not None and NameTable.decode(got[1], 1) == NameTable(1)
     finally:
         seg.close()
         NodeSegment.unlink(node_name)

@@ -8,6 +8,8 @@ replica (client lookups) and in topology events; what it refuses costs ``bad_req
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import subprocess
 import sys
@@ -292,3 +294,51 @@ def test_node_and_link_up_down_events(node: str, bearer: FakeBearer) -> None:
         assert ev is not None and ev.kind == "withdrawn" and ev.service.lower == PEER
         ev = nodes.get(10)
         assert ev is not None and ev.kind == "withdrawn" and ev.service.lower == PEER
+
+
+def test_fed_bindings_survive_a_worker_restart(node: str) -> None:
+    """The replica keeps which bearers fed each binding: after a name-table worker
+    restart the bindings are still there, and a bearer's reset removes only its own."""
+    b0, b1 = FakeBearer(node, 0), FakeBearer(node, 1)
+    try:
+        b0.publish(SERVICE, 1, 1, port=1)
+        b0.publish(SERVICE, 2, 2, port=2)
+        b1.publish(SERVICE, 2, 2, port=2)
+        _barrier(b0)
+        _barrier(b1)
+        seg = b0.seg
+        pid, _, restarts = seg.nametable_worker
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: seg.nametable_worker[2] == restarts + 1, "a restart")
+        _wait(lambda: seg.nametable_worker[0] not in (0, pid), "the successor")
+        assert _lookup(node, SERVICE, 1) == (PEER, 1)
+        assert _lookup(node, SERVICE, 2) == (PEER, 2)
+        b0.update(names_feed.RESET_BEARER)
+        _wait(lambda: _lookup(node, SERVICE, 1) is None, "bearer 0's reset")
+        assert _lookup(node, SERVICE, 2) == (PEER, 2)  # bearer 1 fed it too
+    finally:
+        b0.close()
+        b1.close()
+
+
+@pytest.mark.slow
+def test_100k_remote_bindings(node: str, bearer: FakeBearer) -> None:
+    """A peer with 100,000 bindings: all applied, looked up in place, purged at once."""
+    n = 100_000
+    for i in range(n):
+        rec = names_feed.encode(
+            NameUpdate(names_feed.PUBLISH, 0, SERVICE + i % 5, i, i, 2, PEER, i + 1, i)
+        )
+        while not bearer.producer.write(rec):
+            bearer.producer.wait_space(len(rec) + 8, 1.0)
+    client = get_client(node)
+    _wait(lambda: len(client.table()) >= n + 2, "100,000 bindings", timeout=300)
+    table = client.table()
+    for i in range(0, n, 997):
+        assert table.lookup_anycast(SERVICE + i % 5, i) == (PEER, i + 1)
+    assert table.lookup_mcast_nodes(SERVICE, 0, 0xFFFFFFFF) == {PEER}
+    with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node) as s:
+        s.bind((tipcshm.TIPC_ADDR_NAME, SERVICE, 5, 0))  # a local bind among them
+        assert table.lookup_anycast(SERVICE, 5) == (client.addr, s.getsockname()[2])
+    bearer.update(names_feed.PURGE_NODE, node=PEER)
+    _wait(lambda: len(client.table()) < 10, "the purge", timeout=120)

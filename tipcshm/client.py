@@ -1,9 +1,9 @@
 """The per-process attachment to a node: segment, replica, destination lanes, control path.
 
 One :class:`NodeClient` exists per (process, node). Sockets share it: it maps the node
-segment, keeps the decoded name-table replica (refreshed only when the replica's sequence
-word moves: one shared-memory read per send), caches this process's lanes into destination
-inboxes, and posts control requests (bind, unbind) to the name-table worker.
+segment, looks service addresses up in the name-table replica in place
+(:mod:`tipcshm.shm.replica`), caches this process's lanes into destination inboxes, and
+posts control requests (bind, unbind) to the name-table worker.
 
 A cached lane costs a mapping and a descriptor (the inbox's doorbell), so the cache lets go
 of what it no longer needs: a connection socket holds its peer's lane (:meth:`hold`) and
@@ -40,7 +40,6 @@ import weakref
 from typing import Any
 
 from tipcshm import proc
-from tipcshm.core.nametable import NameTable, ReplicaFormatError
 from tipcshm.errors import HostUnreachable, NodeFailure, NodeNotRunning
 from tipcshm.shm import control
 from tipcshm.shm.lane import MAX_LANE_BYTES, MAX_LANES, Inbox, Producer
@@ -62,6 +61,7 @@ from tipcshm.shm.layout import (
     nametable_inbox_name,
     resolve_node_name,
 )
+from tipcshm.shm.replica import ReplicaView
 
 log = logging.getLogger("tipcshm.client")
 
@@ -224,8 +224,7 @@ class NodeClient:
             raise
         self._seq_i = (REPLICA + R_SEQ) // 8
         self._u64 = self.seg.u64
-        self._table = NameTable(self.addr)
-        self._table_seq = -1
+        self._table: ReplicaView | None = None
         self._dest: dict[int, Producer] = {}
         self._dest_inbox: dict[int, Inbox] = {}
         self._holds: dict[int, int] = {}  # connection sockets holding a destination's lane
@@ -295,27 +294,28 @@ class NodeClient:
         return bool(poller.poll(0))
 
     # -- name table ----------------------------------------------------------------
-    def table(self) -> NameTable:
-        """The current replica, decoded; re-read only when its sequence word moved."""
-        if self._u64[self._seq_i] != self._table_seq:
-            self._refresh_table()
-        return self._table
-
-    def _refresh_table(self) -> None:
-        got = self.seg.read_replica()
-        if got is None:
-            return  # writer mid-update for too long: keep the last good table
-        seq, image = got
-        try:
-            self._table = NameTable.decode(image, self.addr)
-        except ReplicaFormatError as exc:
-            log.warning("node %s: unreadable name-table replica (%s)", self.node, exc)
-            return
-        self._table_seq = seq
+    def table(self) -> ReplicaView:
+        """The node's name table: lookups run in the shared replica itself (nothing is
+        decoded or copied; see tipcshm.shm.replica), so churn costs this process nothing
+        until it looks up."""
+        view = self._table
+        if view is None:
+            with self._lock:
+                if self._table is None:
+                    self._table = ReplicaView(self.seg)
+                view = self._table
+        return view
 
     @property
     def table_seq(self) -> int:
+        """Moves on every change of the name table (any type, any node)."""
         return self._u64[self._seq_i]
+
+    def table_token(self, type: int) -> int:
+        """Moves whenever a binding of service ``type`` changes (and may move on changes
+        of a few other types that share its counter): a route cache keyed by it is not
+        flushed by churn elsewhere. Read it *before* looking up."""
+        return self.seg.replica_token(type)
 
     # -- destinations ----------------------------------------------------------------
     def lane(self, node: int, port: int) -> Producer | BearerLane | None:
@@ -645,6 +645,9 @@ class NodeClient:
             if self._worker_inbox is not None:
                 self._worker_inbox.detach()
             self._worker_inbox = None
+            if self._table is not None:
+                self._table.close()
+                self._table = None
         try:
             self.seg.free_process(self.proc_index)
         except (OSError, ValueError):

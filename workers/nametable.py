@@ -39,7 +39,7 @@ from tipcshm.constants import (
     TIPC_NODE_STATE,
     TIPC_RESERVED_TYPES,
 )
-from tipcshm.core.name_feeds import FeedRefused, NameFeeds
+from tipcshm.core.name_feeds import FeedRefused, Ident, NameFeeds
 from tipcshm.core.nametable import (
     Binding,
     BindingAdded,
@@ -64,11 +64,13 @@ from tipcshm.shm.layout import (
     S_NBIND,
     S_PORT,
     S_STATE,
+    TYPE_TOKENS,
     NodeSegment,
     SockState,
     WorkerKind,
     nametable_inbox_name,
 )
+from tipcshm.shm.replica import Mirror
 from tipcshm.workers.topology import TopologyServer
 
 log = logging.getLogger("tipcshm.workers.nametable")
@@ -118,9 +120,20 @@ class NameTableWorker:
         self._bad_log = _RateLimitedLog(LOG_INTERVAL)
         self._error_log = _RateLimitedLog(LOG_INTERVAL)
         self._touched: set[int] = set()  # ports whose binding count changed
+        origins = seg.replica_origins()  # before anything is written
         self.table = self._load()
         self.feeds = NameFeeds(self.table, MAX_BINDINGS, MAX_BEARERS)
-        self._restore_feeds()
+        self._restore_feeds(origins)
+        self.mirror = Mirror.from_table(self.table, self.feeds.origins())
+        seg.publish_replica(
+            self.mirror.cols,
+            self.mirror.n,
+            self.own,
+            self.table.generation,
+            range(TYPE_TOKENS),
+            slots=True,  # anything may have changed meanwhile: every token moves
+        )
+        self._recount_all(self.table)
         self._answer_fatal_request()
 
     # -- start ---------------------------------------------------------------------
@@ -149,22 +162,23 @@ class NameTableWorker:
             table.insert(node_binding)
         except DuplicateBinding:
             pass
-        seg.write_replica(table.encode())
-        self._recount_all(table)
         return table
 
-    def _restore_feeds(self) -> None:
-        """Bindings a previous worker held for bearers stay: other nodes' bindings and
-        this node's link-state bindings. Which bearer fed them is not in the replica, so
-        each is attributed to every bearer (any of them may withdraw or purge it; a reset
-        removes it once every bearer has reset); see docs/design.md."""
-        own = self.own
-        everyone = (1 << MAX_BEARERS) - 1
-        self.feeds.restore(
-            ((b.type, b.lower, b.upper, b.node, b.key), everyone)
-            for b in self.table.bindings()
-            if b.node != own or _link_state(b)
-        )
+    def _restore_feeds(self, origins: list[tuple[Ident, int]]) -> None:
+        """Bindings a previous worker held for bearers stay (other nodes' bindings and
+        this node's link-state bindings), with the bearer masks the replica kept for
+        them: a bearer that restarts resets and feeds its part again, the others' stays.
+        One the replica names no bearer for (written by a worker before masks existed,
+        or scribbled) is removed: a bearer re-feeds what it still knows at its next
+        restart, and a binding nobody feeds must not live forever."""
+        known = dict(origins)
+        feeds = self.feeds
+        feeds.restore((i, m) for i, m in known.items() if self.table.holds(*i))
+        fed = feeds.origins()
+        for b in self.table.bindings():
+            ident = (b.type, b.lower, b.upper, b.node, b.key)
+            if (b.node != self.own or _link_state(b)) and ident not in fed:
+                self.table.remove(*ident)
 
     def _answer_fatal_request(self) -> None:
         """If the predecessor died while applying a request, answer it EPROTO, unapplied."""
@@ -357,6 +371,7 @@ class NameTableWorker:
         worker killed anywhere in between leaves the work for its successor.
         """
         generation = self.table.generation
+        first_event = len(self.events)
         self._drain_inbox()
         fed = self.table.generation != generation
         seg = self.seg
@@ -370,10 +385,11 @@ class NameTableWorker:
             if port:
                 self.events.extend(self.table.remove_port(self.own, port))
                 closing.append((slot, port))
-        if not answers and not closing and not fed:
+        masks = self.feeds.take_changed()
+        if not answers and not closing and not fed and not masks:
             return 0
-        if self.table.generation != generation:
-            seg.write_replica(self.table.encode())
+        if self.table.generation != generation or masks:
+            self._publish(self.events[first_event:], masks)
             self._recount(self._touched)
         self._touched.clear()
         for slot, seq, err in answers:
@@ -381,6 +397,17 @@ class NameTableWorker:
         for slot, port in closing:
             seg.free_socket(slot, port)
         return len(answers) + len(closing) + fed
+
+    def _publish(self, events: list[BindingAdded | BindingRemoved], masks: list[Ident]) -> None:
+        """Bring the replica up to the table: apply the changes to the mirror, write it."""
+        mirror = self.mirror
+        types = mirror.apply(events, self.feeds.origins(), masks)
+        if mirror.n != len(self.table):  # a change without its event: never, but be sure
+            log.error("replica mirror out of step with the table: rebuilt")
+            self.mirror = mirror = Mirror.from_table(self.table, self.feeds.origins())
+            mirror.publish(self.seg, self.table.generation, range(TYPE_TOKENS), slots=True)
+            return
+        mirror.publish(self.seg, self.table.generation, types)
 
     def _recount(self, ports: set[int]) -> None:
         if not ports:
@@ -400,8 +427,9 @@ class NameTableWorker:
         node that `tipcshm start` reports ready already serves subscriptions."""
         attach_worker(self.seg.name)
         self.topology = TopologyServer(self.seg.name, self.own)
-        self.events.append(self.table.insert(self.topology.binding))
-        self.seg.write_replica(self.table.encode())
+        added = self.table.insert(self.topology.binding)
+        self.events.append(added)
+        self._publish([added], [])
         self._recount_all(self.table)
 
     def run(self) -> None:

@@ -60,6 +60,7 @@ class NameFeeds:
         self.bearers = bearers
         self._mask: dict[Ident, int] = {}
         self._by_node: dict[int, dict[Ident, None]] = {}
+        self._changed: dict[Ident, None] = {}  # masks changed with the binding kept
 
     # ------------------------------------------------------------------ checks
     def _check_bearer(self, bearer: int) -> int:
@@ -88,7 +89,9 @@ class NameFeeds:
         ident = (b.type, b.lower, b.upper, b.node, b.key)
         mask = self._mask.get(ident)
         if mask is not None:
-            self._mask[ident] = mask | bit
+            if not mask & bit:
+                self._mask[ident] = mask | bit
+                self._changed[ident] = None
             return None
         if len(self.table) >= self.max_bindings:
             raise FeedRefused(f"name table full ({self.max_bindings} bindings): {b} refused")
@@ -131,12 +134,17 @@ class NameFeeds:
 
     def restore(self, origins: Iterable[tuple[Ident, int]]) -> None:
         """Take back the masks a previous worker left in the replica (the bindings are
-        already in the table); masks naming no valid bearer are dropped with the
-        binding's ownership (the binding is then removed)."""
+        already in the table); bits naming no bearer are dropped."""
         valid = (1 << self.bearers) - 1
         for ident, mask in origins:
             if mask & valid:
                 self._add(ident, mask & valid)
+
+    def take_changed(self) -> list[Ident]:
+        """Bindings whose mask changed (the binding stayed) since the last call."""
+        out = list(self._changed)
+        self._changed.clear()
+        return out
 
     def __len__(self) -> int:
         return len(self._mask)
@@ -150,6 +158,7 @@ class NameFeeds:
         mask = self._mask[ident] & ~bit
         if mask:
             self._mask[ident] = mask
+            self._changed[ident] = None
             return None
         del self._mask[ident]
         of_node = self._by_node[ident[3]]

@@ -101,7 +101,9 @@ __all__ = [
     "NameTableError",
     "NoSuchBinding",
     "ReplicaFormatError",
+    "build_image",
     "encoded_size",
+    "image_parts",
     "peek_generation",
 ]
 
@@ -391,6 +393,12 @@ class NameTable:
         self.generation += 1
         return BindingRemoved(Binding(type, lower, upper, p[_SCOPE], node, port, key), last)
 
+    def holds(self, type: int, lower: int, upper: int, node: int, key: int) -> bool:
+        """Whether a binding matching type, exact range, node and key is in the table."""
+        svc = self._services.get(type)
+        r = svc.index.get(lower << 32 | upper) if svc is not None else None
+        return r is not None and (node << 32 | key) in r.publ
+
     def remove_port(self, node: int, port: int) -> list[BindingRemoved]:
         """Withdraw every binding of socket ``<node:port>``, oldest first."""
         by_port, _ = self._indices()
@@ -660,6 +668,35 @@ def _check_header(mv: memoryview, own_node: int) -> tuple[int, int]:
     if zlib.crc32(mv[HEADER_SIZE:end]) != crc:
         raise ReplicaFormatError("record checksum mismatch (torn or corrupt image)")
     return count, generation
+
+
+def image_parts(data: bytes | memoryview | bytearray) -> tuple[int, int, int, memoryview]:
+    """``(own node, count, generation, record bytes)`` of a checked image (header, size and
+    checksum; the records themselves are checked by :meth:`NameTable.decode`)."""
+    mv = memoryview(data).cast("B")
+    if len(mv) < HEADER_SIZE:
+        raise ReplicaFormatError(f"image of {len(mv)} bytes is shorter than its header")
+    node = _HEADER.unpack_from(mv)[3]
+    count, generation = _check_header(mv, node)
+    return node, count, generation, mv[HEADER_SIZE : HEADER_SIZE + count * RECORD_SIZE]
+
+
+def build_image(own_node: int, count: int, generation: int, records: bytes) -> bytes:
+    """An image around ``count`` records already packed in :meth:`NameTable.encode`'s
+    record format and order (for a replica kept in another form, e.g. columns)."""
+    if len(records) != count * RECORD_SIZE:
+        raise ValueError(f"{len(records)} record bytes for {count} records")
+    header = _HEADER.pack(
+        REPLICA_MAGIC,
+        REPLICA_VERSION,
+        RECORD_SIZE,
+        own_node,
+        count,
+        generation & 0xFFFFFFFFFFFFFFFF,
+        zlib.crc32(records),
+        0,
+    )
+    return header + records
 
 
 def peek_generation(data: bytes | memoryview | bytearray) -> int:

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
-from tipcshm.core.nametable import encoded_size
+from tipcshm.core.nametable import RECORD_SIZE, build_image, image_parts
 from tipcshm.errors import LimitReached, NodeNotRunning, SharedMemoryFull
 from tipcshm.shm.trust import Trust, node_trust
 from tipcshm.wire.names import MAX_PUBL
@@ -78,10 +78,55 @@ MAX_PROCS = 4096
 PROC_ENTRY = 32
 MAX_SOCKETS = 16384
 SOCK_ENTRY = 128
-MAX_BINDINGS = MAX_PUBL  # the replica holds every binding of the cluster this node knows
+# The replica holds every binding of the cluster this node knows: its own (the kernel caps
+# those at MAX_PUBL, 65,535, per node) and its peers'. 2**17 keeps lookups flat well past
+# 100,000 (tools/bench/nametable_bench.py); each buffer costs REPLICA_RECORD bytes per
+# binding, but only pages written hold memory.
+MAX_BINDINGS = 1 << 17
+assert MAX_BINDINGS >= MAX_PUBL
 NODE_MIN_LANE_BYTES = 256 << 10  # a lane holds two of TIPC's largest messages (66,060 B)
-REPLICA_CTL = 64
-REPLICA_BUF = (encoded_size(MAX_BINDINGS) + 4095) & ~4095
+# Replica control: seqlock word, active buffer, then the per-type change tokens
+# (NodeClient.table_token): TYPE_TOKENS u64 counters, a service type's at its hash.
+TYPE_TOKENS = 4096
+R_TOKENS = 64
+REPLICA_CTL = (R_TOKENS + TYPE_TOKENS * 8 + 4095) & ~4095
+# A replica buffer: a 64-byte header, then one column per field, each MAX_BINDINGS long,
+# records sorted by (type, lower, upper, seq) (tipcshm.shm.replica has the theory):
+#   key   u64 type << 32 | lower    (the sort key)
+#   pmax  u64 type << 32 | the largest upper of this type's records up to this one
+#   seq   u64 insertion serial (age; round-robin order within a range)
+#   upper, node, port, bkey (the binding's key), scope u32
+#   origin u32 mask of the bearers that fed the binding (0: a socket's)
+RB_COUNT = 0  # u32 records in this buffer
+RB_OWN = 4  # u32 the node the image is for
+RB_GENERATION = 8  # u64 the name table's generation
+RB_HEADER = 64
+REPLICA_COLUMNS = (
+    ("key", "Q"),
+    ("pmax", "Q"),
+    ("seq", "Q"),
+    ("upper", "I"),
+    ("node", "I"),
+    ("port", "I"),
+    ("bkey", "I"),
+    ("scope", "I"),
+    ("origin", "I"),
+)
+_COLUMN_BYTES = {"Q": 8, "I": 4}
+REPLICA_RECORD = sum(_COLUMN_BYTES[f] for _, f in REPLICA_COLUMNS)
+RB_COLUMN: dict[str, int] = {}  # byte offset of each column in a buffer
+_off = RB_HEADER
+for _name, _fmt in REPLICA_COLUMNS:
+    RB_COLUMN[_name] = _off
+    _off += MAX_BINDINGS * _COLUMN_BYTES[_fmt]
+# Then a sparse index: every 2**SPARSE_SHIFT-th key and pmax (u64 each), so that a lookup
+# bisects a few KiB that stay in cache before the block of records it lands in.
+SPARSE_SHIFT = 8
+SPARSE_ENTRIES = MAX_BINDINGS >> SPARSE_SHIFT
+RB_SPARSE_KEY = _off
+RB_SPARSE_PMAX = _off + SPARSE_ENTRIES * 8
+REPLICA_BUF = (RB_SPARSE_PMAX + SPARSE_ENTRIES * 8 + 4095) & ~4095
+del _off, _name, _fmt
 # The node's own processes: slot 0 is the name-table worker, slot 1 + k bearer k's worker.
 MAX_BEARERS = 8
 MAX_WORKERS = 1 + MAX_BEARERS
@@ -277,8 +322,6 @@ assert len(LINK_COUNTERS) <= (LINK_ENTRY - L_COUNTERS) // 8
 # Replica control.
 R_SEQ = 0  # u64 seqlock
 R_ACTIVE = 8  # u32 active buffer, 0 or 1
-R_LEN0 = 12  # u32 length of buffer 0's image
-R_LEN1 = 16  # u32
 
 
 _CONNECTION_TYPES = (int(socket.SOCK_SEQPACKET), int(socket.SOCK_STREAM))
@@ -1019,38 +1062,194 @@ class NodeSegment:
     def replica_seq(self) -> int:
         return self.u64[(REPLICA + R_SEQ) // 8]
 
-    def read_replica(self, spins: int = 10000) -> tuple[int, bytes] | None:
-        """(seq, image) copied consistently, or None if the writer never settled."""
+    def replica_column(self, buf: int, name: str) -> memoryview:
+        """Buffer ``buf``'s column ``name`` (all MAX_BINDINGS entries), cast to its type."""
+        fmt = dict(REPLICA_COLUMNS)[name]
+        off = REPLICA_BUF0 + buf * REPLICA_BUF + RB_COLUMN[name]
+        return self.mv[off : off + MAX_BINDINGS * _COLUMN_BYTES[fmt]].cast(fmt)  # type: ignore[call-overload,no-any-return]
+
+    def replica_sparse(self, buf: int) -> tuple[memoryview, memoryview]:
+        """Buffer ``buf``'s sparse index (every 2**SPARSE_SHIFT-th key and pmax)."""
+        base = REPLICA_BUF0 + buf * REPLICA_BUF
+        k = self.mv[base + RB_SPARSE_KEY : base + RB_SPARSE_KEY + SPARSE_ENTRIES * 8]
+        p = self.mv[base + RB_SPARSE_PMAX : base + RB_SPARSE_PMAX + SPARSE_ENTRIES * 8]
+        return k.cast("Q"), p.cast("Q")
+
+    def replica_arrays(self, buf: int) -> dict[str, Any]:
+        """Buffer ``buf``'s columns as numpy arrays (views into the segment)."""
+        out = {}
+        for name, fmt in REPLICA_COLUMNS:
+            off = REPLICA_BUF0 + buf * REPLICA_BUF + RB_COLUMN[name]
+            dtype = np.uint64 if fmt == "Q" else np.uint32
+            out[name] = np.frombuffer(self._map, dtype=dtype, count=MAX_BINDINGS, offset=off)
+        return out
+
+    def replica_active(self) -> int:
+        return self.u32[(REPLICA + R_ACTIVE) // 4] & 1  # any process may scribble
+
+    @staticmethod
+    def replica_count_index(buf: int) -> int:
+        """u32 index of buffer ``buf``'s record count."""
+        return (REPLICA_BUF0 + buf * REPLICA_BUF + RB_COUNT) // 4
+
+    def replica_count(self, buf: int) -> int:
+        return min(self.u32[self.replica_count_index(buf)], MAX_BINDINGS)
+
+    def replica_token(self, type: int) -> int:
+        """The change token of service ``type`` (see :meth:`publish_replica`)."""
+        return self.u64[(REPLICA + R_TOKENS) // 8 + type_token_slot(type)]
+
+    def _replica_snapshot(self, spins: int) -> tuple[int, int, int, int, dict[str, Any]] | None:
+        """(seq, own, generation, count, column copies) of the active buffer, consistent."""
         seq_i = (REPLICA + R_SEQ) // 8
         for _ in range(spins):
             s1 = self.u64[seq_i]
             if s1 & 1:
                 continue
-            active = self.u32[(REPLICA + R_ACTIVE) // 4] & 1  # any process may scribble
-            length = self.u32[(REPLICA + (R_LEN1 if active else R_LEN0)) // 4]
-            start = REPLICA_BUF0 + active * REPLICA_BUF
-            image = bytes(self.mv[start : start + min(length, REPLICA_BUF)])
+            buf = self.replica_active()
+            base = REPLICA_BUF0 + buf * REPLICA_BUF
+            count = self.replica_count(buf)
+            own = self.u32[(base + RB_OWN) // 4]
+            generation = self.u64[(base + RB_GENERATION) // 8]
+            cols = {k: v[:count].copy() for k, v in self.replica_arrays(buf).items()}
             if self.u64[seq_i] == s1:
-                return s1, image
+                return s1, own, generation, count, cols
         return None
 
-    def write_replica(self, image: bytes) -> int:
-        """Single writer only. Returns the new (even) sequence number."""
-        if len(image) > REPLICA_BUF:
-            raise OSError(28, f"name-table replica of {len(image)} bytes exceeds {REPLICA_BUF}")
+    def read_replica(self, spins: int = 10000) -> tuple[int, bytes] | None:
+        """(seq, image) copied consistently, or None if the writer never settled. The image
+        is in :meth:`tipcshm.core.nametable.NameTable.encode`'s format (decode checks it)."""
+        got = self._replica_snapshot(spins)
+        if got is None:
+            return None
+        seq, own, generation, count, c = got
+        rec = np.empty(count, dtype=IMAGE_RECORD)
+        rec["type"] = c["key"] >> np.uint64(32)
+        rec["lower"] = c["key"] & np.uint64(0xFFFFFFFF)
+        rec["upper"] = c["upper"]
+        rec["port"] = c["port"]
+        rec["node"] = c["node"]
+        rec["key"] = c["bkey"]
+        rec["scope"] = c["scope"]
+        rec["seq"] = c["seq"]
+        return seq, build_image(own, count, generation, rec.tobytes())
+
+    def replica_origins(
+        self, spins: int = 10000
+    ) -> list[tuple[tuple[int, int, int, int, int], int]]:
+        """((type, lower, upper, node, key), bearer mask) of every binding a bearer fed."""
+        got = self._replica_snapshot(spins)
+        if got is None:
+            return []
+        c = got[4]
+        out = []
+        for i in np.flatnonzero(c["origin"]).tolist():
+            k = int(c["key"][i])
+            ident = (
+                k >> 32,
+                k & 0xFFFFFFFF,
+                int(c["upper"][i]),
+                int(c["node"][i]),
+                int(c["bkey"][i]),
+            )
+            out.append((ident, int(c["origin"][i])))
+        return out
+
+    def write_replica(self, image: bytes, origins: dict[Any, int] | None = None) -> int:
+        """Publish a whole image (:meth:`NameTable.encode`'s format; ReplicaFormatError if
+        it is not one), ``origins`` giving the bearer masks of fed bindings by identity.
+        Single writer only. Returns the new (even) sequence number."""
+        own, count, generation, records = image_parts(image)
+        if count > MAX_BINDINGS:
+            raise OSError(28, f"name-table replica of {count} bindings exceeds {MAX_BINDINGS}")
+        rec = np.frombuffer(records, dtype=IMAGE_RECORD, count=count)
+        types = rec["type"].astype(np.uint64)
+        cols: dict[str, Any] = {
+            "key": (types << np.uint64(32)) | rec["lower"],
+            "seq": rec["seq"],
+            "upper": rec["upper"],
+            "node": rec["node"],
+            "port": rec["port"],
+            "bkey": rec["key"],
+            "scope": rec["scope"],
+            "origin": np.zeros(count, dtype=np.uint32),
+        }
+        if origins:
+            for i, r in enumerate(rec.tolist()):
+                mask = origins.get((r[0], r[1], r[2], r[4], r[5]))
+                if mask:
+                    cols["origin"][i] = mask
+        cols["pmax"] = np.maximum.accumulate((types << np.uint64(32)) | rec["upper"])
+        return self.publish_replica(cols, count, own, generation, range(TYPE_TOKENS), slots=True)
+
+    def publish_replica(
+        self,
+        cols: dict[str, Any],
+        count: int,
+        own: int,
+        generation: int,
+        types: Any,
+        *,
+        slots: bool = False,
+    ) -> int:
+        """Single writer only: write ``count`` records (numpy columns named as in
+        REPLICA_COLUMNS, sorted, ``pmax`` computed) into the inactive buffer, flip the
+        seqlock to it, then bump the change tokens of ``types`` (service types; token
+        slots themselves with ``slots=True``). Returns the new (even) sequence number.
+
+        The whole image is written each time (a memcpy per column: about a millisecond at
+        100,000 bindings), so a buffer that someone scribbled on heals at the next write.
+        """
+        if count > MAX_BINDINGS:
+            raise OSError(28, f"name-table replica of {count} bindings exceeds {MAX_BINDINGS}")
         seq_i = (REPLICA + R_SEQ) // 8
         seq = self.u64[seq_i]
         if seq & 1:  # a previous writer died between its two bumps
             seq += 1
-        target = 1 - (self.u32[(REPLICA + R_ACTIVE) // 4] & 1)
-        start = REPLICA_BUF0 + target * REPLICA_BUF
-        self.mv[start : start + len(image)] = image
+        target = 1 - self.replica_active()
+        dst = self.replica_arrays(target)
+        for name, _ in REPLICA_COLUMNS:
+            dst[name][:count] = cols[name][:count]
+        base = REPLICA_BUF0 + target * REPLICA_BUF
+        nb = (count + (1 << SPARSE_SHIFT) - 1) >> SPARSE_SHIFT
+        for off, name in ((RB_SPARSE_KEY, "key"), (RB_SPARSE_PMAX, "pmax")):
+            sparse = np.frombuffer(self._map, np.uint64, SPARSE_ENTRIES, base + off)
+            sparse[:nb] = cols[name][: count : 1 << SPARSE_SHIFT]
+            del sparse
+        self.u32[(base + RB_COUNT) // 4] = count
+        self.u32[(base + RB_OWN) // 4] = own
+        self.u64[(base + RB_GENERATION) // 8] = generation & 0xFFFFFFFFFFFFFFFF
         self.u64[seq_i] = seq + 1
-        self.u32[(REPLICA + (R_LEN1 if target else R_LEN0)) // 4] = len(image)
         self.u32[(REPLICA + R_ACTIVE) // 4] = target
         self.u64[seq_i] = seq + 2
+        # After the flip: a client reads a type's token before it looks up, so a route
+        # cached under a token was resolved in an image at least as new as the token.
+        tok = (REPLICA + R_TOKENS) // 8
+        for t in set(types if slots else (type_token_slot(t) for t in types)):
+            self.u64[tok + t] += 1
         self.bump("replica_updates")
         return seq + 2
+
+
+def type_token_slot(type: int) -> int:
+    """Which of the TYPE_TOKENS counters service ``type`` shares (Fibonacci hashing)."""
+    return ((type * 0x9E3779B1) & 0xFFFFFFFF) >> (32 - TYPE_TOKENS.bit_length() + 1)
+
+
+# A record of the image format (tipcshm.core.nametable: "<7IQ").
+IMAGE_RECORD = np.dtype(
+    [
+        ("type", "<u4"),
+        ("lower", "<u4"),
+        ("upper", "<u4"),
+        ("port", "<u4"),
+        ("node", "<u4"),
+        ("key", "<u4"),
+        ("scope", "<u4"),
+        ("seq", "<u8"),
+    ]
+)
+assert IMAGE_RECORD.itemsize == RECORD_SIZE
 
 
 def _text(text: str, size: int) -> bytes:
