@@ -33,7 +33,9 @@ def _with_remote_binding(sock: tipcshm.socket, type_: int, lower: int, upper: in
     real = client.table
 
     def table() -> NameTable:
-        t = NameTable.decode(real().encode(), client.addr)
+        t = NameTable(client.addr)
+        for b in real().bindings():
+            t.insert(b)
         t.insert(
             Binding(
                 type=type_,
