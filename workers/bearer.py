@@ -208,6 +208,8 @@ class BearerWorker:
         self._waiting: dict[int, collections.deque[bytes]] = {}
         # the frame taken from the inbox while its link is congested: (dest, message)
         self._held: tuple[int, bytes] | None = None
+        self._expected: set[int] = set()  # peers whose links a restart expects back
+        self._expect_until = 0.0
         self._reading = False
         self._last_counters = 0.0
 
@@ -244,6 +246,11 @@ class BearerWorker:
     def start(self) -> None:
         """RESET_BEARER to the name-table worker, describe the bearer, arm the loop."""
         seg, k, spec, cfg = self.seg, self.k, self.spec, self.config
+        # Frames a predecessor's senders left in the inbox for the peers it was linked
+        # with are held until those links are back (at most a few tolerances), not
+        # returned at once: a worker restart is not the loss of those nodes.
+        self._expected = rows.known_peers(seg, k)
+        self._expect_until = time.monotonic() + EXPECT_LINKS_FACTOR * cfg.tolerance_ms / 1000
         rows.clear_links(seg, k)
         rows.describe_bearer(
             seg,
@@ -606,9 +613,21 @@ class BearerWorker:
         struct.pack_into(">I", msg, _W3, self.own)
         return dest, bytes(msg)
 
+    def _awaited(self, dest: int, now: float) -> bool:
+        """Whether a link to ``dest`` is expected back soon (see :meth:`start`)."""
+        if dest in self._expected and now < self._expect_until:
+            return True
+        self._expected.discard(dest)
+        return False
+
     def _send_local(self, dest: int, msg: bytes, now: float) -> None:
         stack = self.stack
         if dest not in stack.links_up():
+            if self._awaited(dest, now):
+                self._held = (dest, msg)
+                self.seg.bearer_count(self.k, "held")
+                self._pause_inbox()
+                return
             self._return_local(msg, wire.ErrorCode.NO_NODE)
             return
         imp = _importance(msg)
@@ -630,6 +649,8 @@ class BearerWorker:
             self._resume_inbox()
             return
         dest, msg = held
+        if dest not in self.stack.links_up() and self._awaited(dest, now):
+            return
         if dest not in self.stack.links_up():
             self._held = None
             self._return_local(msg, wire.ErrorCode.NO_NODE)
@@ -876,6 +897,12 @@ def _importance(msg: bytes) -> int:
     return user if user <= 3 else 2  # CONN_MANAGER travels at its own (high) importance
 
 
+SLOT_WAIT = 5.0  # seconds a new worker waits for the supervisor to record it
+# A restarted worker holds frames for its predecessor's peers this many link tolerances
+# (then returns them with TIPC_ERR_NO_NODE): long enough for discovery and the handshake.
+EXPECT_LINKS_FACTOR = 3
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or not args[1].isdigit():
@@ -890,6 +917,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = config.bearers[k]
     seg = NodeSegment.attach(node)
+    # The name-table worker takes our records only once the worker table names this
+    # process (pid and start time), which the supervisor writes right after spawning us.
+    me, deadline = proc.self_token(), time.monotonic() + SLOT_WAIT
+    while (w := seg.worker(1 + k)) is None or (w.pid, w.start) != me:
+        if time.monotonic() > deadline:
+            log.error("bearer %d: the worker table never named this process", k)
+            return 1
+        time.sleep(0.005)
     inbox = Inbox.attach(bearer_inbox_name(node, k), trust=seg.trust, tag=seg.tag)
     client = attach_worker(node)
     try:

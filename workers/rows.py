@@ -61,6 +61,8 @@ __all__ = [
     "bump_link_gen",
     "clear_bearer",
     "clear_links",
+    "known_peers",
+    "links_down",
     "describe_bearer",
     "set_bearer_state",
     "write_link",
@@ -173,6 +175,29 @@ def clear_bearer(seg: NodeSegment, k: int) -> None:
 def bump_link_gen(seg: NodeSegment, k: int) -> None:
     i = (_off(k) + B_LINK_GEN) // 4
     seg.u32[i] = (seg.u32[i] + 1) & 0xFFFFFFFF
+
+
+def links_down(seg: NodeSegment, k: int) -> None:
+    """Mark every link row of bearer ``k`` DOWN, keeping its peer (the worker died):
+    clients stop routing into its inbox at once, and the successor learns from the rows
+    which peers its predecessor was linked with (:func:`known_peers`)."""
+    for row in range(k * LINKS_PER_BEARER, (k + 1) * LINKS_PER_BEARER):
+        off = NodeSegment.link_off(row)
+        if seg.u32[(off + L_STATE) // 4] == LinkRowState.UP:
+            seg.u32[(off + L_STATE) // 4] = LinkRowState.DOWN
+    bump_link_gen(seg, k)
+
+
+def known_peers(seg: NodeSegment, k: int) -> set[int]:
+    """The peers named by bearer ``k``'s link rows (untrusted: only ever used to hold
+    frames for a while, never to signal or trust anyone)."""
+    peers = set()
+    for row in range(k * LINKS_PER_BEARER, (k + 1) * LINKS_PER_BEARER):
+        off = NodeSegment.link_off(row)
+        if seg.u32[(off + L_STATE) // 4] != LinkRowState.FREE:
+            peers.add(seg.u32[(off + L_PEER) // 4])
+    peers.discard(0)
+    return peers
 
 
 def clear_links(seg: NodeSegment, k: int) -> None:

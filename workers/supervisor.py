@@ -798,8 +798,9 @@ class Supervisor:
         if w.slot != NAMETABLE_SLOT:
             # Its links died with it: clients must stop routing into its inbox at once
             # (their sends then fail as to an unreachable node) until the successor's
-            # links are up again.
-            rows.clear_links(seg, w.slot - 1)
+            # links are up again. The rows keep their peers for the successor, which
+            # holds what is left in its inbox for them until their links are back.
+            rows.links_down(seg, w.slot - 1)
 
     def stop_worker(self, w: _Worker) -> None:
         child = w.proc
