@@ -38,9 +38,12 @@ from typing import Any
 from tipcshm import proc, rundir, wire
 from tipcshm.core.connection import Incoming, Released
 from tipcshm.errors import NodeAlreadyRunning, NodeFailure, UntrustedObject
+from tipcshm.plumbing import dest_node
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
+    BEARER_FRAME_PREFIX,
     H_MAGIC,
+    LINKS_PER_BEARER,
     MAGIC,
     MAX_BEARERS,
     NAMETABLE_SLOT,
@@ -57,7 +60,6 @@ from tipcshm.shm.layout import (
     nametable_inbox_name,
     segment_name,
 )
-from tipcshm.shm.trust import Trust
 from tipcshm.sock import Rejected, reject_unread
 from tipcshm.workers import rows
 
@@ -378,18 +380,20 @@ def clean_leftovers(node: str) -> list[str]:
 
 # -- returning a dead process's messages -------------------------------------------------
 class _Returns:
-    """Delivers the messages the supervisor returns while it reaps one process: without
-    waiting (a sender whose inbox is full or gone loses its returned message, counted),
-    into inboxes on this node only, attached once per sender and detached at the end."""
+    """Delivers the messages the supervisor sends while it reaps one process (returned
+    messages, connection aborts) without waiting: a destination whose inbox is full or
+    gone loses its message, counted. A local port's inbox, or for a port on another node
+    the inbox of the bearer worker whose link to that node is up (the frame behind
+    BEARER_FRAME_PREFIX, as a client writes it); each attached once, detached at the end.
+    """
 
-    def __init__(self, node: str, own: int, trust: Trust, tag: int) -> None:
-        self.node = node
-        self.own = own
-        self.trust = trust
-        self.tag = tag
+    def __init__(self, seg: NodeSegment) -> None:
+        self.seg = seg
+        self.node = seg.node
+        self.own = seg.addr
         self.returned = 0
         self.dropped = 0
-        self._inboxes: dict[int, Inbox | None] = {}
+        self._inboxes: dict[str, Inbox | None] = {}
 
     def __enter__(self) -> _Returns:
         return self
@@ -400,19 +404,32 @@ class _Returns:
                 inbox.detach()
         self._inboxes.clear()
 
-    def post(self, port: int, frame: bytes) -> bool:
-        if wire.U32.unpack_from(frame, 28)[0] not in (0, self.own):
-            return False  # its sender is on another node: no links yet
-        if port in self._inboxes:
-            inbox = self._inboxes[port]
-        elif len(self._inboxes) >= REAP_MAX_DESTINATIONS:
-            return False
+    def _inbox(self, name: str) -> Inbox | None:
+        if name in self._inboxes:
+            return self._inboxes[name]
+        if len(self._inboxes) >= REAP_MAX_DESTINATIONS:
+            return None
+        try:
+            inbox: Inbox | None = Inbox.attach(name, trust=self.seg.trust, tag=self.seg.tag)
+        except OSError:
+            inbox = None
+        self._inboxes[name] = inbox
+        return inbox
+
+    def post(self, port: int, frame: bytes, node: int | None = None) -> bool:
+        """``frame`` to ``port`` on ``node`` (default: the frame's destination node, w7 of
+        a header longer than 24 bytes, else this node)."""
+        if node is None:
+            long_header = wire.hsize_of(wire.U32.unpack_from(frame)[0]) > wire.SHORT_H_SIZE
+            node = (dest_node(frame) if long_header else 0) or self.own
+        if node == self.own:
+            inbox = self._inbox(inbox_name(self.node, port))
         else:
-            try:
-                inbox = Inbox.attach(inbox_name(self.node, port), trust=self.trust, tag=self.tag)
-            except OSError:
-                inbox = None
-            self._inboxes[port] = inbox
+            row = next((r for r, peer in self.seg.link_rows_up() if peer == node), None)
+            if row is None:
+                return False  # no link to that node: the kernel's message is lost too
+            inbox = self._inbox(bearer_inbox_name(self.node, row // LINKS_PER_BEARER))
+            frame = BEARER_FRAME_PREFIX.pack(node, 0) + frame
         if inbox is None:
             return False
         try:
@@ -655,7 +672,7 @@ class Supervisor:
         ports = []
         entries = seg.sockets_of(pid, start)
         deadline = time.monotonic() + REAP_DRAIN_SECONDS
-        with _Returns(self.node, seg.addr, seg.trust, seg.tag) as out:
+        with _Returns(seg) as out:
             for e in entries:
                 self.release_socket(e, token, out, deadline)
                 # CLOSING refuses a bind still in flight; the worker withdraws the bindings
@@ -739,11 +756,9 @@ class Supervisor:
     def abort_peer(self, port: int, peer_node: int, peer_port: int) -> None:
         """Tell a dead socket's connection peer, as the kernel does when a port goes away:
         a 24-byte CONN_MSG from the dead port with TIPC_ERR_NO_PORT (its recv raises
-        ECONNRESET, its send fails)."""
+        ECONNRESET, its send fails). A peer on another node gets it over the link."""
         assert self.seg is not None
         own = self.seg.addr
-        if peer_node not in (0, own):
-            return  # inter-node connections do not exist yet
         frame = wire.HDR24.pack(
             wire.make_w0(wire.User.CRITICAL_IMPORTANCE, wire.SHORT_H_SIZE, wire.SHORT_H_SIZE),
             wire.make_w1(wire.DataType.CONN_MSG, errcode=wire.ErrorCode.NO_PORT),
@@ -752,17 +767,21 @@ class Supervisor:
             port,
             peer_port,
         )
-        try:
+        with _Returns(self.seg) as out:
+            if out.post(peer_port, frame, peer_node or own):
+                return
+            if peer_node not in (0, own):
+                return  # no link to it: its node learns of our loss when the link goes
+        # The local peer's inbox was full: give its reader a moment to make room.
+        with contextlib.suppress(OSError):
             inbox = Inbox.attach(
                 inbox_name(self.node, peer_port), trust=self.seg.trust, tag=self.seg.tag
             )
-        except OSError:
-            return  # the peer is gone too
-        with inbox, contextlib.suppress(OSError):  # closed meanwhile
-            p = inbox.producer()
-            with p.lock:
-                if not p.write(frame) and p.wait_space(len(frame), 0.1):
-                    p.write(frame)
+            with inbox, contextlib.suppress(OSError):  # closed meanwhile
+                p = inbox.producer()
+                with p.lock:
+                    if not p.write(frame) and p.wait_space(len(frame), 0.1):
+                        p.write(frame)
 
     def check_workers(self) -> None:
         """Restart every worker that died (after RESTART_BACKOFF if it died young)."""
