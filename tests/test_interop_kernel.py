@@ -322,7 +322,7 @@ def test_multicast_to_a_range_reaches_two_kernel_vms_and_a_tipcshm_node() -> Non
             ours.settimeout(5)
             sender.sendto(b"mcast from tipcshm", (TIPC_ADDR_NAMESEQ, ECHO_TYPE, 100, 200))
             assert ours.recv(100) == b"mcast from tipcshm"
-            echoed = {sender.recvfrom(100)[1][2] for _ in range(2)}
+            echoed = {sender.recvfrom(100)[1][1] for _ in range(2)}  # the nodes
             assert echoed == {VM1, VM2}
             # from vm2: vm1's echo server, vm2's own, and our socket
             start = len(vms.console(1))
