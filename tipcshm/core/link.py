@@ -42,11 +42,18 @@ queues, emits :class:`LinkDown`, bumps our session and sends a RESET with
 Fragmentation (``_segment``, seg's ``fragment``) and bundling (``_backlog_add``, seg's
 ``BundleBuilder``) each plug in at one place; reassembly and unbundling at ``_input``.
 
+The peer's broadcast link is received by a :class:`~tipcshm.core.bcast.BcastRcvLink`
+(shared with the owning PeerNode, or the link's own when it stands alone): the link
+feeds it the bcast init (and a legacy peer's RESET/ACTIVATE) and the ``last_bcast`` of
+the peer's STATEs, stamps its ack into w1 of every packet, and puts ack, ``bc_gap`` and
+``bc_ack_invalid`` (clear once the receive link is up) into our STATEs
+(``tipc_link_build_proto_msg``); :meth:`Link.send_state` is how the receive link gets a
+STATE out.
+
 Not implemented: gap-ACK blocks (we do not advertise TIPC_GAP_ACK_BLOCK, so a kernel sends
-none to us; a STATE body is ignored, :mod:`tipcshm.wire.link` can parse it), the
-broadcast receive link (the bcast-init is consumed and its ``last_bcast`` acked forever,
-``bc_ack_invalid`` stays set in our STATEs, tipc-wire §13), failover/synch (the FSM table
-has their states and events; nothing triggers them), the link monitor record.
+none to us; a STATE body is ignored, :mod:`tipcshm.wire.link` can parse it), a broadcast
+send link (we never broadcast: our bcast init says last_bcast 0), failover/synch (the FSM
+table has their states and events; nothing triggers them), the link monitor record.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
+from tipcshm.core.bcast import BcastRcvLink
 from tipcshm.core.contract import Machine
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import Delivered, LinkCongested, LinkDown, LinkUncongested, LinkUp
@@ -77,6 +85,7 @@ from tipcshm.wire.header import (
     seq_more,
 )
 from tipcshm.wire.link import (
+    MAX_BC_GAP,
     MAX_SEQ_GAP,
     BcastProtoMsg,
     LinkProtoMsg,
@@ -355,8 +364,17 @@ class Link(Machine[bytes]):
         own_caps: int = DEFAULT_CAPS,
         rng: random.Random,
         now: float,
+        bcast: BcastRcvLink | None = None,
     ) -> None:
         super().__init__()
+        # The receive end of the peer's broadcast link: the node's (it outlives a link
+        # reset; the node closes it when it goes down), or our own, closed on reset.
+        self._owns_bcast = bcast is None
+        self._bcast = (
+            BcastRcvLink(own_addr=own_addr, peer_addr=peer_addr, net_id=0, peer_caps=peer_caps)
+            if bcast is None
+            else bcast
+        )
         if mtu < MIN_BEARER_MTU or mtu % 4:
             raise LocalProtocolError(f"mtu {mtu}: must be a multiple of 4, >= {MIN_BEARER_MTU}")
         if not MIN_TOLERANCE_MS <= tolerance_ms <= MAX_TOLERANCE_MS:
@@ -526,6 +544,16 @@ class Link(Machine[bytes]):
     def congested(self, importance: int) -> bool:
         return importance in self._congested
 
+    def send_state(self, now: float) -> None:
+        """Send a STATE now (tipc_link_build_state_msg): the broadcast receive link
+        wants its ack or NACK out. Nothing while the link is not up."""
+        self._proto_msg(LinkMsgType.STATE_MSG)
+
+    @property
+    def bcast(self) -> BcastRcvLink:
+        """The receive end of the peer's broadcast link this link acks for."""
+        return self._bcast
+
     def reset(self, now: float, reason: str = "reset by caller") -> None:
         if self.is_up:
             self._fsm(E.LINK_FAILURE_EVT)
@@ -603,7 +631,6 @@ class Link(Machine[bytes]):
         self._silent = 0
         self._reset_ticks = 0
         self._checkpoint = 1
-        self._bc_ack = 0  # the peer's last_bcast from its bcast-init: our bcast "rcv_nxt - 1"
 
     def _set_limits(self) -> None:
         """tipc_link_set_queue_limits: backlog limits per importance."""
@@ -624,6 +651,8 @@ class Link(Machine[bytes]):
         self._deferred.clear()
         self._reassembly_reset()
         self._reset_sequence()
+        if self._owns_bcast:
+            self._bcast.close()
         self._stats = _Stats(dropped=self._stats.dropped)
         self._set_limits()
         if self._congested:
@@ -642,7 +671,7 @@ class Link(Machine[bytes]):
         # tipc_bcast_add_peer: the bcast-init tells the peer where our bcast link starts
         # (we never send on it: last_bcast 0) and is sequenced packet #1.
         init = BcastProtoMsg(
-            bcast_ack=self._bc_ack,
+            bcast_ack=self._bcast.ack,
             bc_ack_invalid=True,
             prev_node=self.own_addr,
             orig_node=self.own_addr,
@@ -668,7 +697,7 @@ class Link(Machine[bytes]):
                 self._fsm(E.LINK_FAILURE_EVT)
                 self._link_down(now, "link timeout")
                 return
-            want_state = bool(self._rcv_unacked or self._transmq)
+            want_state = bool(self._rcv_unacked or self._transmq or self._bcast.rcv_unacked)
             probe = bool(self._silent or self._deferred)
             if self.snd_nxt == self._checkpoint:
                 probe = True
@@ -727,15 +756,24 @@ class Link(Machine[bytes]):
                 self._snd_nxt_state = seq_add(seqno, 1)
             else:
                 seqno = seq_add(self.snd_nxt, _HALF_SEQ)
+            # Our broadcast receive state: ack, gap, and whether the ack is valid yet.
+            bc = self._bcast
+            bc_up = bc.is_up
+            bc_gap = min(bc.gap, MAX_BC_GAP) if bc_up else 0
+            common["bc_ack_invalid"] = not bc_up
             msg = LinkProtoMsg(
                 mtype=mtype,
                 seqno=seqno,
                 seq_gap=min(rcvgap, MAX_SEQ_GAP),
-                bcast_ack=self._bc_ack,
+                bcast_ack=bc.ack,
+                bc_gap=bc_gap,
+                redundant_link=bc_up,
                 probe=probe,
                 keepalive=probe or probe_reply,
                 **common,  # type: ignore[arg-type]
             )
+            if bc_up:
+                bc.state_sent(bc_gap)
             self._stats.tx_states += 1
             self._rcv_unacked = 0
             if rcvgap:
@@ -743,7 +781,7 @@ class Link(Machine[bytes]):
             elif not probe:
                 self._stats.tx_acks += 1
         else:
-            extra: dict[str, int] = {"bcast_ack": self._bc_ack}
+            extra: dict[str, int] = {"bcast_ack": self._bcast.ack}
             if mtype == LinkMsgType.ACTIVATE_MSG:
                 extra = LinkProtoMsg.activate_fields(self.peer_session)
             tolerance = 0
@@ -795,6 +833,12 @@ class Link(Machine[bytes]):
             return
         if msg.seq_gap:
             self._stats.rx_naks += 1
+        # tipc_node_bc_sync_rcv: the peer's last_bcast shows what we miss of its
+        # broadcasts; a STATE then carries our bc_gap (a probe gets one anyway).
+        bc_state = False
+        if not msg.bc_ack_invalid:
+            self._bcast.sync_rcv(msg.last_bcast, msg.ack)
+            bc_state = self._bcast.take_state_request()
         rcvgap = 0
         if (
             (msg.probe or msg.keepalive)
@@ -802,7 +846,7 @@ class Link(Machine[bytes]):
             and not self._deferred
         ):
             rcvgap = (msg.next_sent - self.rcv_nxt) & SEQ_MASK
-        if rcvgap or msg.probe:
+        if rcvgap or msg.probe or bc_state:
             self._proto_msg(LinkMsgType.STATE_MSG, probe_reply=msg.probe, rcvgap=rcvgap)
         self._advance_transmq(msg.ack, msg.seq_gap, now)
 
@@ -833,6 +877,8 @@ class Link(Machine[bytes]):
             self._stats.dropped += 1
             return
         self.peer_if = msg.if_name
+        # tipc_bcast_sync_rcv for RESET/ACTIVATE: a legacy peer's broadcast start point.
+        self._bcast.legacy_init(msg.mtype, msg.last_bcast, msg.redundant_link)
         if MIN_TOLERANCE_MS <= msg.tolerance <= MAX_TOLERANCE_MS:
             self.tolerance_ms = msg.tolerance
         if self.priority < msg.priority <= MAX_LINK_PRIORITY:
@@ -948,7 +994,7 @@ class Link(Machine[bytes]):
             init: BcastProtoMsg = pkt.parsed  # type: ignore[assignment]
             # tipc_link_bc_init_rcv: where the peer's bcast link starts; we ack exactly
             # that point forever (we have no bcast receive link, tipc-wire §13).
-            self._bc_ack = init.last_bcast
+            self._bcast.init_rcv(init.last_bcast)
         else:
             self._stats.dropped += 1
 
@@ -1012,7 +1058,7 @@ class Link(Machine[bytes]):
 
     def _transmit(self, pkt: bytes) -> None:
         seqno = self.snd_nxt
-        frame = stamped(pkt, seqno, seq_add(self.rcv_nxt, -1), self._bc_ack)
+        frame = stamped(pkt, seqno, seq_add(self.rcv_nxt, -1), self._bcast.ack)
         self._transmq.append(_Sent(seqno, frame))
         self._outbox.append(frame)
         self._rcv_unacked = 0
@@ -1086,7 +1132,7 @@ class Link(Machine[bytes]):
                     continue
                 entry.next_retransmit = now + RETRANSMIT_INTERVAL_S
                 self._outbox.append(
-                    restamp_acks(entry.frame, seq_add(self.rcv_nxt, -1), self._bc_ack)
+                    restamp_acks(entry.frame, seq_add(self.rcv_nxt, -1), self._bcast.ack)
                 )
                 self._stats.tx_retrans += 1
                 self._rcv_unacked = 0

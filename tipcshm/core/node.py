@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, Protocol
 
+from tipcshm.core.bcast import BcastRcvLink
 from tipcshm.core.contract import Machine
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
 from tipcshm.core.events import CoreEvent, LinkDown, LinkUp, NodeDown, NodeUp
@@ -184,6 +185,8 @@ class LinkLike(Protocol):
 
     def reset(self, now: float, reason: str = ...) -> None: ...
 
+    def send_state(self, now: float) -> None: ...
+
     def frames_to_send(self, now: float) -> list[bytes]: ...
 
     def next_timer(self) -> float | None: ...
@@ -219,16 +222,27 @@ class NodeStatistics:
     illegal_events: int
     up_count: int
     down_count: int
+    bcast_received: int
+    bcast_no_link: int
 
 
 class PeerNode(Machine[tuple[bytes, bytes]]):
     """A peer node and its links; outbox items are ``(frame, peer media address)``."""
 
     def __init__(
-        self, *, addr: int, identity: bytes, capabilities: int = 0, signature: int = 0
+        self,
+        *,
+        addr: int,
+        identity: bytes,
+        capabilities: int = 0,
+        signature: int = 0,
+        bcast: BcastRcvLink | None = None,
     ) -> None:
         super().__init__()
         self.addr = addr
+        #: The receive end of this node's broadcast link (node.c bc_entry.link), shared
+        #: with the links that ack for it; None: broadcast packets are dropped.
+        self.bcast = bcast
         self.identity = identity
         self.capabilities = capabilities
         self.signature = signature
@@ -244,6 +258,8 @@ class PeerNode(Machine[tuple[bytes, bytes]]):
                 "illegal_events",
                 "up_count",
                 "down_count",
+                "bcast_received",
+                "bcast_no_link",
             ),
             0,
         )
@@ -306,6 +322,9 @@ class PeerNode(Machine[tuple[bytes, bytes]]):
         """Node half of __tipc_node_link_down and node_lost_contact."""
         if any(e is not entry and e.link.is_up for e in self.links):
             return  # another link still works: failover would start here
+        if self.bcast is not None:
+            # node_lost_contact -> tipc_bcast_remove_peer: the next bcast init reopens it.
+            self.bcast.close()
         if reason == _PEER_RESET_REASON:
             self._fsm(NodeEvent.PEER_LOST_CONTACT_EVT)
         self._fsm(NodeEvent.SELF_LOST_CONTACT_EVT)
@@ -367,6 +386,30 @@ class PeerNode(Machine[tuple[bytes, bytes]]):
         for evt in pending:
             self._fsm(evt)
         self._drain(entry, peer_link_up)
+
+    def bcast_receive(self, frame: bytes | memoryview, now: float) -> None:
+        """One packet of this node's broadcast link (node.c tipc_node_bc_rcv).
+
+        RemoteProtocolError (nothing changed) for a malformed frame; without a receive
+        link, or while it is closed, the packet is dropped and counted."""
+        bc = self.bcast
+        if bc is None:
+            self._stats["bcast_no_link"] += 1
+            return
+        bc.receive(frame, now)
+        self._stats["bcast_received"] += 1
+        while (ev := bc.next_event()) is not None:
+            self._emit(ev)
+        reason = bc.take_failure()
+        if reason is not None:
+            self.reset(now, reason)  # tipc_node_reset_links
+            return
+        if bc.take_state_request():
+            for entry in self.links:
+                if entry.link.is_up:
+                    entry.link.send_state(now)
+                    self._drain(entry)
+                    break
 
     def send(self, msg: bytes, now: float) -> None:
         """Send one complete message on the active link; LocalProtocolError if none."""

@@ -15,8 +15,11 @@ outbox items are ``(frame, destination media address)``, the destination None me
 the bearer's broadcast (discovery requests). Received datagrams go:
 
 * non-sequenced LINK_CONFIG -> the :class:`~tipcshm.core.discovery.Discoverer`;
-* any other non-sequenced packet (the peer's broadcast link; tipcshm has none, tipc-wire
-  §13) -> dropped and counted;
+* any other non-sequenced packet (a peer's broadcast link) by its previous node (w3) ->
+  that peer's :class:`~tipcshm.core.bcast.BcastRcvLink` (through
+  :meth:`~tipcshm.core.node.PeerNode.bcast_receive`); from a node we do not know, or
+  before our address is known -> dropped and counted (``bcast_dropped``). Its w7 is
+  not ours (a broadcast names no destination node), so it is not checked;
 * everything else by its previous node (w3) -> that peer's
   :class:`~tipcshm.core.node.PeerNode` and on to its link; a packet from a node we have no
   link to, one addressed to another node (w7, headers longer than 24 bytes), or any
@@ -44,6 +47,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from tipcshm.core.bcast import BcastRcvLink
 from tipcshm.core.contract import Machine
 from tipcshm.core.discovery import Discoverer, DiscoveryStatistics
 from tipcshm.core.errors import LocalProtocolError, RemoteProtocolError
@@ -127,6 +131,7 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         window: int = 50,
     ) -> None:
         super().__init__()
+        self.net_id = net_id
         self.identity = bytes(identity)
         self.media = bytes(media)
         self.if_name = if_name
@@ -210,7 +215,12 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
                 self._disc.receive(frame, now, src_media)
                 self._stats["received"] += 1
             else:
-                self._stats["bcast_dropped"] += 1
+                bnode = self._nodes.get(prev_node) if self._addr is not None else None
+                if bnode is None:
+                    self._stats["bcast_dropped"] += 1
+                else:
+                    bnode.bcast_receive(frame, now)
+                    self._stats["received"] += 1
             self._pump(now)
             return
         own = self._addr
@@ -339,11 +349,15 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
             return
         node = self._nodes.get(ev.addr)
         if node is None:
+            bcast = BcastRcvLink(
+                own_addr=own, peer_addr=ev.addr, net_id=self.net_id, peer_caps=ev.capabilities
+            )
             node = PeerNode(
                 addr=ev.addr,
                 identity=ev.identity,
                 capabilities=ev.capabilities,
                 signature=ev.signature,
+                bcast=bcast,
             )
             link = Link(
                 own_addr=own,
@@ -357,12 +371,15 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
                 peer_caps=ev.capabilities,
                 rng=self._rng,
                 now=now,
+                bcast=bcast,
             )
             node.add_link(link, media=ev.media)
             self._nodes[ev.addr] = node
             return
         node.signature = ev.signature
         node.capabilities = ev.capabilities
+        if node.bcast is not None:
+            node.bcast.peer_caps = ev.capabilities
         entry = node.entry(0)
         if entry is not None and entry.media != ev.media:
             entry.media = ev.media
@@ -389,6 +406,10 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         # The link delivers only messages it has validated: word 0 names the user.
         user = user_of(U32.unpack_from(ev.frame)[0])
         if user == User.NAME_DISTRIBUTOR:
+            # tipc_data_input: name distribution opens a legacy peer's broadcast link.
+            peer = self._nodes.get(ev.source)
+            if peer is not None and peer.bcast is not None:
+                peer.bcast.establish()
             try:
                 self._names.receive(ev.frame, now, source=ev.source)
             except RemoteProtocolError:

@@ -54,6 +54,7 @@ from tipcshm.wire.header import (
 )
 
 __all__ = [
+    "MAX_BC_GAP",
     "MAX_SEQ_GAP",
     "IF_NAME_LEN",
     "KEEPALIVE_BIT",
@@ -113,6 +114,8 @@ _W5_PLANE_SHIFT: Final = 1
 _W5_PLANE_M: Final = 0x7
 _W5_PROBE: Final = 1
 _W8_BC_GAP_M: Final = 0x3FF
+#: The largest broadcast NACK count a STATE can carry (10 bits, w8[9:0]).
+MAX_BC_GAP: Final = _W8_BC_GAP_M
 _W9_MTU_SHIFT: Final = 16
 
 # Importance as msg_importance reads it: data users unless errored, w9[2:0] of
