@@ -50,6 +50,7 @@ from tipcshm.shm.layout import (
     MAX_BEARERS,
     NODE_MIN_LANE_BYTES,
     R_SEQ,
+    R_TOKENS,
     REPLICA,
     S_CTL_ACK,
     S_CTL_RESULT,
@@ -60,6 +61,7 @@ from tipcshm.shm.layout import (
     inbox_name,
     nametable_inbox_name,
     resolve_node_name,
+    type_token_slot,
 )
 from tipcshm.shm.replica import ReplicaView
 
@@ -310,6 +312,11 @@ class NodeClient:
     def table_seq(self) -> int:
         """Moves on every change of the name table (any type, any node)."""
         return self._u64[self._seq_i]
+
+    def token_index(self, type: int) -> int:
+        """Index into the segment's u64 words of :meth:`table_token`'s counter for
+        ``type`` (for a cache that checks it with one load)."""
+        return (REPLICA + R_TOKENS) // 8 + type_token_slot(type)
 
     def table_token(self, type: int) -> int:
         """Moves whenever a binding of service ``type`` changes (and may move on changes

@@ -174,15 +174,18 @@ def anycast(table: Any, addr: ServiceAddr, own: int) -> tuple[int, int] | None:
 class _Route:
     """A destination resolved to one socket: our lane into it and the frame's header.
 
-    Valid while the replica's sequence number is ``seq``: any bind or unbind on the node
-    moves it, and the next send resolves again.
+    Valid while word ``tok_i`` of the node segment still reads ``seq``: for a service
+    address the change token of its type (a bind or unbind of that type, on any node,
+    moves it, and churn of other types does not), for a socket address the replica's
+    sequence word. A dropped lane sets ``seq`` to -1.
     """
 
-    __slots__ = ("seq", "producer", "inbox", "head", "hsize", "w0", "__weakref__")
+    __slots__ = ("seq", "tok_i", "producer", "inbox", "head", "hsize", "w0", "__weakref__")
 
     def __init__(
         self,
         seq: int,
+        tok_i: int,
         producer: Producer | BearerLane,
         inbox: Inbox,
         head: bytes,
@@ -190,6 +193,7 @@ class _Route:
         w0: int,
     ) -> None:
         self.seq = seq
+        self.tok_i = tok_i
         self.producer = producer
         self.inbox = inbox
         self.head = head  # the header; word 0 is rewritten with each frame's size
@@ -1066,7 +1070,7 @@ class Socket(metaclass=_SocketMeta):
             route = None  # _send is called outside the handler: its errors chain nothing
         if (
             route is None
-            or route.seq != self._u64[self._seq_i]
+            or route.seq != self._u64[route.tok_i]
             or flags
             or self._closed
             or (data.__class__ is not bytes and data.__class__ is not bytearray)
@@ -1130,7 +1134,11 @@ class Socket(metaclass=_SocketMeta):
             raise MessageTooLong(n, TIPC_MAX_USER_MSG_SIZE)
         check_service_range(addr, "sendto", address)
         nonblock = self._deadline(flags, "send")[1]
-        seq = self._u64[self._seq_i]
+        # Read before the lookup: a change after it moves the token past what we cache.
+        tok_i = (
+            self._client.token_index(addr.type) if isinstance(addr, ServiceAddr) else self._seq_i
+        )
+        seq = self._u64[tok_i]
         table = self._client.table()
         if isinstance(addr, ServiceRange):
             self._send_mcast(table, addr, data, n, nonblock)
@@ -1174,7 +1182,7 @@ class Socket(metaclass=_SocketMeta):
             # tipc_node_xmit: no active link to the node (nothing is sent, nothing returned)
             raise HostUnreachable(addr, f"no link is up to node {node:#010x}")
         if single and isinstance(address, (tuple, ServiceAddr, SocketAddr)):
-            self._remember_route(address, seq, node, port, hdr, hsize, words)
+            self._remember_route(address, seq, tok_i, node, port, hdr, hsize, words)
         self._deliver(node, port, hdr, hsize, words, data, n, nonblock, missing)
         return n
 
@@ -1240,6 +1248,7 @@ class Socket(metaclass=_SocketMeta):
         self,
         address: Any,
         seq: int,
+        tok_i: int,
         node: int,
         port: int,
         hdr: struct.Struct,
@@ -1266,7 +1275,7 @@ class Socket(metaclass=_SocketMeta):
             self._routes.clear()
         w0 = self._w0_flags | (hsize << _HSZ_SHIFT)
         head = hdr.pack(w0, *words)
-        route = _Route(seq, p, inbox, head, hsize, w0)
+        route = _Route(seq, tok_i, p, inbox, head, hsize, w0)
         self._routes[address] = route
         client.register_route(node, port, route)  # a dropped lane invalidates it
 
