@@ -4,11 +4,7 @@ namespaces whose link loses, duplicates and reorders (tests/netns.py's relay).
 What must hold: links come up between every pair; RDM messages arrive exactly once and in
 order whatever the network does; a silent peer is noticed within the link tolerance and
 the link comes back when the network does; a bearer worker killed with SIGKILL is
-restarted by the supervisor and its links come back without losing messages that send()
-accepted.
-
-Until `tipcshm start --bearer` is on main (issue 12, H1) the nodes cannot be started with
-a bearer: the tests are then xfailed with that reason, and only for it.
+restarted by the supervisor and its links come back (see that test for what is lost).
 """
 
 from __future__ import annotations
@@ -37,12 +33,6 @@ impaired_pair = netns.impaired_pair
 
 SERVICE = 18888
 TOLERANCE_MS = 1000
-PENDING = "no bearer worker on main yet (issue 12, H1: `tipcshm start --bearer`)"
-
-
-def _pending(exc: Exception) -> None:
-    if "No such option" in str(exc) and "--bearer" in str(exc):
-        pytest.xfail(f"{PENDING}: {exc}")
 
 
 def free_udp_port() -> int:
@@ -73,11 +63,7 @@ def loopback_nodes() -> Iterator[list[str]]:
             for other in ports:
                 if other != port:
                     args += ["--remote", f"127.0.0.1:{other}"]
-            try:
-                start_node(name, *args)
-            except OSError as exc:
-                _pending(exc)
-                raise
+            start_node(name, *args)
             started.append(name)
         yield names
     finally:
@@ -92,8 +78,7 @@ def ns_node(ns: Namespace, peer: Namespace, name: str) -> None:
         + ["--bearer", f"udp:{ns.addr}", "--remote", peer.addr, "--tolerance", str(TOLERANCE_MS)]
     )
     if run.returncode != 0:
-        err = Exception((run.stderr or run.stdout).strip())
-        _pending(err)
+        err = (run.stderr or run.stdout).strip()
         raise AssertionError(f"node {name} in {ns.name} did not start: {err}")
 
 

@@ -8,10 +8,7 @@ and a tipcshm node; a side stopped or a silent link is noticed within the tolera
 a restart brings the link back.
 
 One VM boot per module fixture (seconds each). Skipped with the reason without /dev/kvm,
-root or the harness. Until the bearer worker (`tipcshm start --bearer`) and the client's
-remote destinations are on main, a node cannot link with the kernel: the fixture then
-marks the tests xfail with that reason (and only for that reason; any other failure to
-start a node fails them).
+root or the harness.
 """
 
 from __future__ import annotations
@@ -45,7 +42,6 @@ HOST = kernelvm.host_node(1)
 VM1, VM2 = kernelvm.vm_node(1), kernelvm.vm_node(2)
 TOLERANCE_MS = 1000
 MB10 = 10 * 1024 * 1024
-PENDING = "no bearer worker on main yet (issue 12, H1: `tipcshm start --bearer`)"
 
 
 def _boot(vms: KernelVMs) -> KernelVMs:
@@ -56,12 +52,7 @@ def _boot(vms: KernelVMs) -> KernelVMs:
 
 
 def _start(vms: KernelVMs, **kw: object) -> str:
-    try:
-        return vms.start_tipcshm_node(**kw)  # type: ignore[arg-type]
-    except kernelvm.Unavailable as why:
-        if "--bearer" in str(why) and "No such option" in str(why):
-            pytest.xfail(f"{PENDING}: {why}")
-        raise
+    return vms.start_tipcshm_node(**kw)  # type: ignore[arg-type]
 
 
 class Cluster:
