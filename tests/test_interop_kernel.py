@@ -68,10 +68,13 @@ def one_vm() -> Iterator[KernelVMs]:
 
 @pytest.fixture
 def cluster(one_vm: KernelVMs) -> Iterator[Cluster]:
-    """VM 1 (multicast discovery) and a tipcshm node on 192.0.2.1, linked."""
+    """VM 1 (multicast discovery) and a tipcshm node on 192.0.2.1, linked, with the
+    kernel's echo servers in our name table (its bulk follows the link up)."""
     node = _start(one_vm, extra=("--tolerance", str(TOLERANCE_MS)))
     try:
         kernelvm.wait_link(node, VM1, timeout=10)
+        for inst in (RDM_ECHO, STREAM_ECHO, SEQPACKET_ECHO):
+            assert tipcshm.wait_for_service((TIPC_ADDR_NAME, ECHO_TYPE, inst, 0), 10, node=node)
         yield Cluster(one_vm, node)
     finally:
         one_vm.stop_tipcshm_node(node)
