@@ -228,3 +228,28 @@ def test_node_and_link_events_through_subscribe(pair: tuple[str, str]) -> None:
         assert down is not None and down.kind == "withdrawn"
         lk = links.get(2)
         assert lk is not None and lk.kind == "withdrawn"
+
+
+def test_ipv6_bearers_link_and_carry_messages() -> None:
+    """Two nodes on ::1, as the kernel's UDP media runs over IPv6."""
+    pa, pb = free_udp_port("::1"), free_udp_port("::1")
+    a, b = unique_node_name("v6a"), unique_node_name("v6b")
+    start_node(a, bearers=[f"udp:[::1]:{pa}"], remotes=[f"[::1]:{pb}"])
+    try:
+        start_node(b, bearers=[f"udp:[::1]:{pb}"], remotes=[f"[::1]:{pa}"])
+        try:
+            _wait(lambda: _addr(b) in _links_up(a), "link over IPv6")
+            with (
+                tipcshm.socket(AF_TIPC, tipcshm.SOCK_RDM, node=b) as rx,
+                tipcshm.socket(AF_TIPC, tipcshm.SOCK_RDM, node=a) as tx,
+            ):
+                rx.bind((TIPC_ADDR_NAMESEQ, SERVICE, 9, 9, TIPC_CLUSTER_SCOPE))
+                assert tipcshm.wait_for_service((TIPC_ADDR_NAME, SERVICE, 9, 0), 10, node=a)
+                tx.sendto(b"over IPv6", (TIPC_ADDR_NAME, SERVICE, 9, 0))
+                rx.settimeout(5)
+                data, src = rx.recvfrom(100)
+                assert data == b"over IPv6" and src[1] == _addr(a)
+        finally:
+            stop_node(b)
+    finally:
+        stop_node(a)
