@@ -589,7 +589,12 @@ class Supervisor:
         )
         w.started = time.monotonic()
         w.restart_at = None
-        self.seg.set_worker_spawned(w.slot, w.proc.pid, proc.start_time(w.proc.pid) or 0)
+        if w.slot == NAMETABLE_SLOT:
+            # The name-table worker names itself once its topology service is bound: a
+            # pid in its slot has always meant "ready to serve" to the node's tools.
+            self.seg.set_worker_spawned(w.slot, 0, 0)
+        else:
+            self.seg.set_worker_spawned(w.slot, w.proc.pid, proc.start_time(w.proc.pid) or 0)
         log.info("%s started, pid %d", w.what, w.proc.pid)
 
     def spawn_worker(self) -> None:
