@@ -186,6 +186,12 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         """Addresses of the peers with a link up."""
         return {a for a, n in self._nodes.items() if n.link_up}
 
+    def link_up(self, addr: int) -> bool:
+        """Whether a link to peer ``addr`` is up (one lookup: :meth:`links_up` builds a
+        set over every peer)."""
+        node = self._nodes.get(addr)
+        return node is not None and node.link_up
+
     def nodes_up(self) -> set[int]:
         """Addresses of the peers reported up (NodeUp, not yet NodeDown)."""
         return {a for a, n in self._nodes.items() if n.is_up}
@@ -226,6 +232,8 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         else:
             node.receive(frame, now)
             self._stats["received"] += 1
+            self._pump(now, node)
+            return
         self._pump(now)
 
     def frames_to_send(self, now: float) -> list[tuple[bytes, bytes | None]]:
@@ -278,7 +286,7 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         if node is None or not node.link_up:
             raise LocalProtocolError(f"no link to node {dest_node:#x} is up")
         node.send(msg, now)
-        self._pump(now)
+        self._pump(now, node)
 
     def congested(self, dest_node: int, importance: int) -> bool:
         """Whether a message of ``importance`` to ``dest_node`` must wait: its link's
@@ -300,20 +308,31 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _pump(self, now: float) -> None:
-        """Act on every event of the parts until they are all quiet."""
+    def _pump(self, now: float, only: PeerNode | None = None) -> None:
+        """Act on every event of the parts until they are all quiet.
+
+        ``only``: the one peer the call in hand touched (a datagram it received, a
+        message sent to it). Events come out of a part only when it was called, so
+        its events, the discoverer's and the name distributor's are all there can be;
+        as soon as one of the others acts (the discoverer, the name distributor sending
+        to some peer) every peer is looked at again. This keeps a data message's work
+        independent of the number of peers."""
+        disc, names = self._disc, self._names
+        nodes: tuple[PeerNode, ...] | None = (only,) if only is not None else None
         busy = True
         while busy:
             busy = False
-            while (ev := self._disc.next_event()) is not None:
+            while (ev := disc.next_event()) is not None:
                 busy = True
+                nodes = None
                 self._on_discovery(ev, now)
-            for node in list(self._nodes.values()):
+            for node in nodes if nodes is not None else list(self._nodes.values()):
                 while (ev := node.next_event()) is not None:
                     busy = True
                     self._on_node(node, ev, now)
-            for peer, msg in self._names.frames_to_send(now):
+            for peer, msg in names.frames_to_send(now):
                 busy = True
+                nodes = None
                 target = self._nodes.get(peer)
                 try:
                     if target is None:
@@ -321,7 +340,7 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
                     target.send(msg, now)
                 except LocalProtocolError:
                     self._stats["distr_send_failures"] += 1
-            while (ev := self._names.next_event()) is not None:
+            while (ev := names.next_event()) is not None:
                 busy = True
                 self._emit(ev)
 
