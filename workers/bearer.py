@@ -62,7 +62,7 @@ from tipcshm.core.events import (
     Published,
     Withdrawn,
 )
-from tipcshm.core.stack import NodeStack
+from tipcshm.core.stack import OFFER_NO_LINK, OFFER_SENT, NodeStack
 from tipcshm.shm import names_feed
 from tipcshm.shm.lane import Inbox, Producer
 from tipcshm.shm.layout import (
@@ -650,16 +650,12 @@ class BearerWorker:
         return dest, msg, (user if user <= 3 else 2)  # CONN_MANAGER at its own (high) level
 
     def _send_local(self, dest: int, msg: bytes, imp: int, now: float) -> None:
-        stack = self.stack
-        if not stack.link_up(dest):
+        done = self.stack.offer(dest, msg, imp, now)  # the stack's events: at _after's flush
+        if done == OFFER_SENT:
+            return
+        if done == OFFER_NO_LINK:
             self._return_local(msg, wire.ErrorCode.NO_NODE)
-            return
-        if stack.congested(dest, imp):
-            self._hold(dest, msg, imp)
-            return
-        try:
-            stack.send(dest, msg, now)
-        except LocalProtocolError:
+        else:
             self._hold(dest, msg, imp)
 
     def _hold(self, dest: int, msg: bytes, imp: int) -> None:
@@ -703,13 +699,17 @@ class BearerWorker:
             self.seg.bearer_count(self.k, "dropped")
 
     # -- delivery into local sockets ---------------------------------------------------
-    def _write_port(self, port: int, frame: bytes) -> bool:
+    def _producer(self, port: int) -> Producer | None:
+        """This worker's lane into socket ``port``'s inbox; None if there is no open
+        socket ``port`` here (no inbox, or a closed one: the client's cached lane says so
+        without scanning the socket table)."""
         try:
-            p = self.client.producer(port)
+            return self.client.producer(port) if port else None
         except OSError:
-            return False
-        if p is None:
-            return False
+            return None
+
+    def _put(self, p: Producer, frame: bytes) -> bool:
+        """One frame into a lane (False: full, or the inbox was closed meanwhile)."""
         try:
             with p.lock:
                 ok = p.write(frame)
@@ -719,13 +719,12 @@ class BearerWorker:
             self._u64[self._ci["to_lanes"]] += 1
         return ok
 
+    def _write_port(self, port: int, frame: bytes) -> bool:
+        p = self._producer(port)
+        return p is not None and self._put(p, frame)
+
     def _port_gone(self, port: int) -> bool:
-        """No open socket ``port`` here: no inbox, or a closed one (the client's cached
-        lane says so without scanning the socket table)."""
-        try:
-            return port == 0 or self.client.producer(port) is None
-        except OSError:
-            return True
+        return self._producer(port) is None
 
     def _deliver(self, source: int, frame: bytes, now: float) -> None:
         """A data or CONN_MANAGER message a link delivered: into its socket's inbox."""
@@ -741,22 +740,14 @@ class BearerWorker:
         if mtype == _CONN_MSG or user == _CONN_MANAGER:
             self._deliver_conn(port, frame, source, now)
             return
-        if mtype == _MCAST_MSG or mtype == _NAMED_MSG:
-            hsize = wire.hsize_of(w0)
-            name_type = _word(frame, hsize, wire.NAME_TYPE_OFFSET)
-            lower = _word(frame, hsize, wire.NAME_INSTANCE_OFFSET)
-            if mtype == _MCAST_MSG:
-                upper = _word(frame, hsize, wire.NAME_UPPER_OFFSET)
-                ports = self.client.table().lookup_mcast_sockets(
-                    name_type, lower, upper, exact_scope=True
-                )
-                for p in ports:
-                    if not self._write_port(p, frame):
-                        self._u64[self._ci["dropped"]] += 1
-                return
-            if self._port_gone(port):
+        if mtype == _NAMED_MSG or mtype == _DIRECT_MSG:
+            p = self._producer(port)
+            if p is None and mtype == _NAMED_MSG:
+                # the port is gone: the name may be bound to another socket here
+                hsize = wire.hsize_of(w0)
+                lower = _word(frame, hsize, wire.NAME_INSTANCE_OFFSET)
                 local = self.client.table().lookup_mcast_sockets(
-                    name_type, lower, lower, exact_scope=True
+                    _word(frame, hsize, wire.NAME_TYPE_OFFSET), lower, lower, exact_scope=True
                 )
                 if not local:
                     self._reject(frame, wire.ErrorCode.NO_NAME, source, now)
@@ -765,22 +756,30 @@ class BearerWorker:
                 buf = bytearray(frame)
                 _U32.pack_into(buf, wire.DEST_PORT_OFFSET, port)
                 frame = bytes(buf)
-        elif mtype != _DIRECT_MSG:
-            self._u64[self._ci["dropped"]] += 1
-            return
-        if w0 & wire.SYN_BIT:
-            if self._port_gone(port):
+                p = self._producer(port)
+            if p is None:
                 self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
-                return
-            self._deliver_conn(port, frame, source, now)
+            elif w0 & wire.SYN_BIT:
+                self._deliver_conn(port, frame, source, now)
+            elif not self._put(p, frame):
+                # the receiver is full: the kernel's overload (rejected unless droppable)
+                gone = self._producer(port) is None  # closed meanwhile: no port after all
+                err = wire.ErrorCode.NO_PORT if gone else wire.ErrorCode.OVERLOAD
+                self._reject(frame, err, source, now)
             return
-        if self._write_port(port, frame):
+        if mtype == _MCAST_MSG:
+            hsize = wire.hsize_of(w0)
+            ports = self.client.table().lookup_mcast_sockets(
+                _word(frame, hsize, wire.NAME_TYPE_OFFSET),
+                _word(frame, hsize, wire.NAME_INSTANCE_OFFSET),
+                _word(frame, hsize, wire.NAME_UPPER_OFFSET),
+                exact_scope=True,
+            )
+            for dport in ports:
+                if not self._write_port(dport, frame):
+                    self._u64[self._ci["dropped"]] += 1
             return
-        if self._port_gone(port):
-            self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
-        else:
-            # the receiver is full: the kernel's overload (rejected unless droppable)
-            self._reject(frame, wire.ErrorCode.OVERLOAD, source, now)
+        self._u64[self._ci["dropped"]] += 1
 
     def _deliver_conn(self, port: int, frame: bytes, source: int, now: float) -> None:
         """Connection traffic is kept in order and retried, never dropped while its

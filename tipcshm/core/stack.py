@@ -74,7 +74,12 @@ from tipcshm.wire.header import (
 )
 from tipcshm.wire.link import scan
 
-__all__ = ["NodeStack", "NodeStackStatistics"]
+__all__ = ["OFFER_CONGESTED", "OFFER_NO_LINK", "OFFER_SENT", "NodeStack", "NodeStackStatistics"]
+
+# What NodeStack.offer() did with a message.
+OFFER_SENT = 0
+OFFER_NO_LINK = 1
+OFFER_CONGESTED = 2
 
 # Passed up as Delivered: data of the four importances and connection management.
 _DELIVERED_USERS = frozenset(
@@ -141,6 +146,7 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         )
         self._names = NameDistributor(own_addr=None)
         self._nodes: dict[int, PeerNode] = {}
+        self._unpumped = False  # offer() left events of some peer to the next _pump
         self._stats = dict.fromkeys(
             (
                 "received",
@@ -288,6 +294,30 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         node.send(msg, now)
         self._pump(now, node)
 
+    def offer(self, dest_node: int, msg: bytes, importance: int, now: float) -> int:
+        """:meth:`send` for a burst from the owner's queue, without exceptions:
+        OFFER_SENT; OFFER_NO_LINK (no link to that node is up); OFFER_CONGESTED (the
+        link's backlog of ``importance`` is full, or the link refused the message as
+        :meth:`send` would). Only OFFER_SENT took the message.
+
+        What the link reports meanwhile is acted on by the next call that pumps (every
+        other call does, :meth:`frames_to_send` included, which the owner's loop makes
+        before it waits), so a burst of messages pays for that once, not per message."""
+        node = self._nodes.get(dest_node)
+        if node is None:
+            return OFFER_NO_LINK
+        link = node.active_link()
+        if link is None:
+            return OFFER_NO_LINK
+        if link.congested(importance):
+            return OFFER_CONGESTED
+        self._unpumped = True
+        try:
+            node.send(msg, now)
+        except LocalProtocolError:
+            return OFFER_CONGESTED
+        return OFFER_SENT
+
     def congested(self, dest_node: int, importance: int) -> bool:
         """Whether a message of ``importance`` to ``dest_node`` must wait: its link's
         backlog is full (LinkCongested until LinkUncongested) or no link is up."""
@@ -319,6 +349,9 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         independent of the number of peers."""
         disc, names = self._disc, self._names
         nodes: tuple[PeerNode, ...] | None = (only,) if only is not None else None
+        if self._unpumped:  # offer() touched peers without pumping: look at them all
+            self._unpumped = False
+            nodes = None
         busy = True
         while busy:
             busy = False
