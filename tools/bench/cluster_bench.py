@@ -391,9 +391,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if key in unavailable:
             return
         try:
-            results.setdefault(key, []).append(fn())
+            value = fn()  # before setdefault: a figure that fails at once has no entry
         except Unavailable as why:
             unavailable[key] = str(why)
+            return
+        results.setdefault(key, []).append(value)
 
     total = args.stream_mib * CHUNK
     with netns.veth_pair() as pair:
