@@ -62,10 +62,12 @@ from tipcshm.core.events import (
     Published,
     Withdrawn,
 )
-from tipcshm.core.stack import NodeStack
+from tipcshm.core.stack import OFFER_NO_LINK, OFFER_SENT, NodeStack
 from tipcshm.shm import names_feed
 from tipcshm.shm.lane import Inbox, Producer
 from tipcshm.shm.layout import (
+    B_COUNTERS,
+    BEARER_COUNTER_INDEX,
     BEARER_FRAME_PREFIX,
     LINKS_PER_BEARER,
     MAX_LINKS,
@@ -78,6 +80,7 @@ from tipcshm.shm.layout import (
     nametable_inbox_name,
 )
 from tipcshm.wire.discovery import UdpMediaAddr
+from tipcshm.wire.link import scan
 from tipcshm.workers import rows
 from tipcshm.workers.loop import WorkerLoop
 from tipcshm.workers.supervisor import BearerSpec, NodeConfig, load_config
@@ -85,6 +88,7 @@ from tipcshm.workers.supervisor import BearerSpec, NodeConfig, load_config
 log = logging.getLogger("tipcshm.workers.bearer")
 
 SUPERVISOR_PID_ENV = "TIPCSHM_SUPERVISOR_PID"
+PROFILE_ENV = "TIPCSHM_BEARER_PROFILE"  # a directory: cProfile the worker, stats on exit
 RX_BUFFER = 65536 + 64
 COUNTER_INTERVAL = 0.1  # link-row counters are refreshed at least this often
 RETRY_INTERVAL = 0.005  # full receivers and a full name-table lane are retried this often
@@ -118,9 +122,19 @@ _LINK_COUNTER_FIELDS = {
     "link_congestion": "link_congs",
     "send_queue_max": "send_queue_max",
 }
-_W3 = 12  # previous node
-_W6 = 24  # originating node (headers longer than 24 bytes)
-_W7 = 28  # destination node
+_W3 = wire.PREV_NODE_OFFSET  # previous node
+_W6 = wire.ORIG_NODE_OFFSET  # originating node (headers longer than 24 bytes)
+_W7 = wire.DEST_NODE_OFFSET  # destination node
+_PREFIX = BEARER_FRAME_PREFIX.size
+_MIN_FRAME = _PREFIX + wire.SHORT_H_SIZE
+_U32 = wire.U32
+_U32_FROM = wire.U32.unpack_from
+_W01 = struct.Struct(">II")
+_CONN_MANAGER = int(wire.User.CONN_MANAGER)
+_CONN_MSG = int(wire.DataType.CONN_MSG)
+_MCAST_MSG = int(wire.DataType.MCAST_MSG)
+_NAMED_MSG = int(wire.DataType.NAMED_MSG)
+_DIRECT_MSG = int(wire.DataType.DIRECT_MSG)
 
 
 def multicast_group(net_id: int, ipv6: bool) -> str:
@@ -160,7 +174,14 @@ class BearerWorker:
         self.inbox = inbox
         self.client = client
         self.own = seg.addr
+        self._own_w3 = _U32.pack(self.own)
         self.loop = WorkerLoop(seg, 1 + k)
+        # The bearer's counters as indices into the segment's u64 view: the per-datagram
+        # and per-message ones are bumped inline (seg.bearer_count costs a call and two
+        # dict lookups; this worker is their single writer either way).
+        base = (seg.bearer_off(k) + B_COUNTERS) // 8
+        self._u64 = seg.u64
+        self._ci = {name: base + i for name, i in BEARER_COUNTER_INDEX.items()}
         self._log = _RateLog()
         ip = ipaddress.ip_address(spec.local)
         self.ipv6 = ip.version == 6
@@ -192,7 +213,7 @@ class BearerWorker:
         self._rxbuf = bytearray(RX_BUFFER)
         self._rxview = memoryview(self._rxbuf)
         self._media_addr: dict[bytes, tuple[str, int] | None] = {}
-        self._src_media: dict[tuple[str, int], bytes] = {}
+        self._src_media: dict[object, bytes] = {}  # recvfrom's source -> media address
         # link rows: peer -> row (this bearer's range)
         self._rows: dict[int, int] = {}
         self._free_rows = list(range((k + 1) * LINKS_PER_BEARER - 1, k * LINKS_PER_BEARER - 1, -1))
@@ -206,8 +227,8 @@ class BearerWorker:
         self._table_seq = -1
         # delivery waiting for room, per destination port (connection messages, in order)
         self._waiting: dict[int, collections.deque[bytes]] = {}
-        # the frame taken from the inbox while its link is congested: (dest, message)
-        self._held: tuple[int, bytes] | None = None
+        # the frame taken from the inbox while its link is congested: (dest, msg, importance)
+        self._held: tuple[int, bytes, int] | None = None
         self._expected: set[int] = set()  # peers whose links a restart expects back
         self._expect_until = 0.0
         self._reading = False
@@ -276,53 +297,62 @@ class BearerWorker:
 
     # -- the network -------------------------------------------------------------------
     def _on_readable(self, sock: socket.socket) -> None:
-        seg, k, stack = self.seg, self.k, self.stack
+        """Up to INBOX_BATCH datagrams into the stack, then act on what they caused once."""
+        stack, u64, ci = self.stack, self._u64, self._ci
+        c_dgrams, c_bytes = ci["rx_datagrams"], ci["rx_bytes"]
+        recv, rxbuf, rxview = sock.recvfrom_into, self._rxbuf, self._rxview
+        src_media = self._src_media
+        now = time.monotonic()  # one clock reading per batch: a batch takes milliseconds
         for _ in range(INBOX_BATCH):
             try:
-                n, src = sock.recvfrom_into(self._rxbuf)
+                n, src = recv(rxbuf)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # ICMP errors of earlier sends, e.g. ECONNREFUSED
-                seg.bearer_count(k, "tx_errors")
+                u64[ci["tx_errors"]] += 1
                 self._log(logging.INFO, "bearer %s: %s", self.spec.label(), exc)
                 continue
-            seg.bearer_count(k, "rx_datagrams")
-            seg.bearer_count(k, "rx_bytes", n)
-            now = time.monotonic()
-            key = (src[0], src[1])
-            smedia = self._src_media.get(key)
+            u64[c_dgrams] += 1
+            u64[c_bytes] += n
+            smedia = src_media.get(src)
             if smedia is None:
-                try:
-                    smedia = UdpMediaAddr.parse(src[0].split("%")[0], src[1]).encode()
-                except ValueError:
-                    smedia = b""
-                if len(self._src_media) < 4096:
-                    self._src_media[key] = smedia
+                smedia = self._media_of(src)
             try:
-                stack.receive(bytes(self._rxview[:n]), now, smedia or None)
+                # one copy: the stack may keep the frame (out-of-order, reassembly)
+                stack.receive(rxview[:n].tobytes(), now, smedia or None)
             except RemoteProtocolError as exc:
-                seg.bearer_count(k, "rx_bad")
+                u64[ci["rx_bad"]] += 1
                 self._log(
                     logging.INFO, "bearer %s: bad datagram from %s: %s", self.spec.label(), src, exc
                 )
             except Exception:  # a bug in the stack: the node outlives it, logged
-                seg.bearer_count(k, "rx_bad")
+                u64[ci["rx_bad"]] += 1
                 log.exception("bearer %s: datagram from %s raised", self.spec.label(), src)
         self._after(time.monotonic())
 
+    def _media_of(self, src: tuple[str, int]) -> bytes:  # (host, port[, flow, scope])
+        """The media address of a datagram's source (cached: a bounded dict)."""
+        try:
+            smedia = UdpMediaAddr.parse(src[0].split("%")[0], src[1]).encode()
+        except ValueError:
+            smedia = b""
+        if len(self._src_media) < 4096:
+            self._src_media[src] = smedia
+        return smedia
+
     def _sendto(self, frame: bytes, addr: tuple[str, int]) -> None:
-        seg, k = self.seg, self.k
+        u64, ci = self._u64, self._ci
         try:
             self.sock.sendto(frame, addr)
         except (BlockingIOError, InterruptedError):
-            seg.bearer_count(k, "tx_errors")  # socket buffer full: the link retransmits
+            u64[ci["tx_errors"]] += 1  # socket buffer full: the link retransmits
             return
         except OSError as exc:
-            seg.bearer_count(k, "tx_errors")
+            u64[ci["tx_errors"]] += 1
             self._log(logging.WARNING, "bearer %s: sendto %s: %s", self.spec.label(), addr, exc)
             return
-        seg.bearer_count(k, "tx_datagrams")
-        seg.bearer_count(k, "tx_bytes", len(frame))
+        u64[ci["tx_datagrams"]] += 1
+        u64[ci["tx_bytes"]] += len(frame)
 
     def _dest_addr(self, media: bytes) -> tuple[str, int] | None:
         try:
@@ -575,7 +605,9 @@ class BearerWorker:
 
     def _on_inbox(self) -> None:
         now = time.monotonic()
-        inbox, seg, k = self.inbox, self.seg, self.k
+        inbox, u64, ci = self.inbox, self._u64, self._ci
+        c_from, c_bad = ci["from_lanes"], ci["bad_from_lanes"]
+        check, send = self._check_local, self._send_local
         for _ in range(INBOX_BATCH):
             if self._held is not None:
                 break
@@ -583,35 +615,46 @@ class BearerWorker:
             if r is None:
                 break
             buf, off, n, lane = r
-            frame = bytes(buf[off : off + n])
+            checked = check(buf, off, n)  # copies the frame out before it is checked
             inbox.release(lane)
-            seg.bearer_count(k, "from_lanes")
-            checked = self._check_local(frame)
+            u64[c_from] += 1
             if checked is None:
-                seg.bearer_count(k, "bad_from_lanes")
+                u64[c_bad] += 1
                 continue
-            self._send_local(checked[0], checked[1], now)
+            send(checked[0], checked[1], checked[2], now)
         self._after(now)
 
-    def _check_local(self, frame: bytes) -> tuple[int, bytes] | None:
-        """(dest node, message) of a valid frame from a local sender, else None."""
-        if len(frame) < BEARER_FRAME_PREFIX.size + wire.SHORT_H_SIZE:
+    def _check_local(self, buf: memoryview, off: int, n: int) -> tuple[int, bytes, int] | None:
+        """(dest node, message, importance) of a valid frame from a local sender (the
+        ``n`` bytes at ``buf[off:]``, a lane), else None.
+
+        The lane is writable by its producer, so the message is first copied out (one
+        copy, with this node as previous node in w3) and only the copy is checked: the
+        generic header as the kernel's tipc_msg_validate (wire.link.scan: version, header
+        and message sizes), its size exactly the frame's, users 0-3 or CONN_MANAGER,
+        sequenced, and in a long header origin = this node, destination = the prefix's.
+        """
+        if n < _MIN_FRAME:
             return None
-        dest, reserved = BEARER_FRAME_PREFIX.unpack_from(frame)
-        if reserved != 0 or dest in (0, self.own):
+        dest, reserved = BEARER_FRAME_PREFIX.unpack_from(buf, off)
+        if reserved != 0 or dest == 0 or dest == self.own:
             return None
-        msg = bytearray(frame[BEARER_FRAME_PREFIX.size :])
+        o = off + _PREFIX
+        msg = b"".join((buf[o : o + _W3], self._own_w3, buf[o + _W3 + 4 : off + n]))
         try:
-            h = wire.validate_msg(msg)
-        except (ValueError, wire.WireError):
+            user, size, non_seq, _seqno, _ack, _prev = scan(msg)
+        except wire.WireError:
             return None
-        if h.size != len(msg) or h.user not in _DATA_USERS or h.non_seq:
+        if size != n - _PREFIX or user not in _DATA_USERS or non_seq:
             return None
-        if h.hsize > wire.SHORT_H_SIZE:
-            if h.orig_node != self.own or h.dest_node != dest:
+        hsize = wire.hsize_of(_U32_FROM(msg)[0])
+        if hsize > wire.SHORT_H_SIZE:
+            if _U32_FROM(msg, _W6)[0] != self.own:
                 return None
-        struct.pack_into(">I", msg, _W3, self.own)
-        return dest, bytes(msg)
+            # a 28-byte header has no w7: its destination node reads as 0, never ``dest``
+            if hsize <= _W7 or _U32_FROM(msg, _W7)[0] != dest:
+                return None
+        return dest, msg, (user if user <= 3 else 2)  # CONN_MANAGER at its own (high) level
 
     def _awaited(self, dest: int, now: float) -> bool:
         """Whether a link to ``dest`` is expected back soon (see :meth:`start`)."""
@@ -620,41 +663,32 @@ class BearerWorker:
         self._expected.discard(dest)
         return False
 
-    def _send_local(self, dest: int, msg: bytes, now: float) -> None:
-        stack = self.stack
-        if dest not in stack.links_up():
-            if self._awaited(dest, now):
-                self._held = (dest, msg)
-                self.seg.bearer_count(self.k, "held")
-                self._pause_inbox()
-                return
+    def _send_local(self, dest: int, msg: bytes, imp: int, now: float) -> None:
+        done = self.stack.offer(dest, msg, imp, now)  # the stack's events: at _after's flush
+        if done == OFFER_SENT:
+            return
+        if done == OFFER_NO_LINK and not self._awaited(dest, now):
             self._return_local(msg, wire.ErrorCode.NO_NODE)
-            return
-        imp = _importance(msg)
-        if stack.congested(dest, imp):
-            self._held = (dest, msg)
-            self.seg.bearer_count(self.k, "held")
-            self._pause_inbox()
-            return
-        try:
-            stack.send(dest, msg, now)
-        except LocalProtocolError:
-            self._held = (dest, msg)
-            self.seg.bearer_count(self.k, "held")
-            self._pause_inbox()
+        else:
+            self._hold(dest, msg, imp)
+
+    def _hold(self, dest: int, msg: bytes, imp: int) -> None:
+        self._held = (dest, msg, imp)
+        self._u64[self._ci["held"]] += 1
+        self._pause_inbox()
 
     def _retry_held(self, now: float) -> None:
         held = self._held
         if held is None:
             self._resume_inbox()
             return
-        dest, msg = held
-        if dest not in self.stack.links_up() and self._awaited(dest, now):
+        dest, msg, imp = held
+        if not self.stack.link_up(dest) and self._awaited(dest, now):
             return
-        if dest not in self.stack.links_up():
+        if not self.stack.link_up(dest):
             self._held = None
             self._return_local(msg, wire.ErrorCode.NO_NODE)
-        elif not self.stack.congested(dest, _importance(msg)):
+        elif not self.stack.congested(dest, imp):
             self._held = None
             try:
                 self.stack.send(dest, msg, now)
@@ -681,67 +715,87 @@ class BearerWorker:
             self.seg.bearer_count(self.k, "dropped")
 
     # -- delivery into local sockets ---------------------------------------------------
-    def _write_port(self, port: int, frame: bytes) -> bool:
+    def _producer(self, port: int) -> Producer | None:
+        """This worker's lane into socket ``port``'s inbox; None if there is no open
+        socket ``port`` here (no inbox, or a closed one: the client's cached lane says so
+        without scanning the socket table)."""
         try:
-            p = self.client.producer(port)
+            return self.client.producer(port) if port else None
         except OSError:
-            return False
-        if p is None:
-            return False
+            return None
+
+    def _put(self, p: Producer, frame: bytes) -> bool:
+        """One frame into a lane (False: full, or the inbox was closed meanwhile)."""
         try:
             with p.lock:
                 ok = p.write(frame)
         except OSError:
             return False
         if ok:
-            self.seg.bearer_count(self.k, "to_lanes")
+            self._u64[self._ci["to_lanes"]] += 1
         return ok
 
-    def _port_exists(self, port: int) -> bool:
-        return port != 0 and self.seg.socket_index(port) is not None
+    def _write_port(self, port: int, frame: bytes) -> bool:
+        p = self._producer(port)
+        return p is not None and self._put(p, frame)
+
+    def _port_gone(self, port: int) -> bool:
+        return self._producer(port) is None
 
     def _deliver(self, source: int, frame: bytes, now: float) -> None:
+        """A data or CONN_MANAGER message a link delivered: into its socket's inbox."""
         try:
-            h = wire.validate_msg(frame)
-        except (ValueError, wire.WireError):
-            self.seg.bearer_count(self.k, "dropped")
+            # the generic header's checks (tipc_msg_validate), read word by word
+            user, _size, _non_seq, _seqno, _ack, _prev = scan(frame)
+        except wire.WireError:
+            self._u64[self._ci["dropped"]] += 1
             return
-        mtype = h.mtype
-        if h.user == wire.User.CONN_MANAGER or mtype == wire.DataType.CONN_MSG:
-            self._deliver_conn(h.dest_port, frame, source, now)
-            return
-        if mtype == wire.DataType.MCAST_MSG:
-            ports = self.client.table().lookup_mcast_sockets(
-                h.name_type, h.name_instance, h.name_upper, exact_scope=True
-            )
-            for port in ports:
-                if not self._write_port(port, frame):
-                    self.seg.bearer_count(self.k, "dropped")
-            return
-        port = h.dest_port
-        if mtype == wire.DataType.NAMED_MSG and not self._port_exists(port):
-            local = self.client.table().lookup_mcast_sockets(
-                h.name_type, h.name_instance, h.name_instance, exact_scope=True
-            )
-            if not local:
-                self._reject(frame, wire.ErrorCode.NO_NAME, source, now)
-                return
-            port = local[0]
-            buf = bytearray(frame)
-            struct.pack_into(">I", buf, 20, port)
-            frame = bytes(buf)
-        elif mtype != wire.DataType.NAMED_MSG and mtype != wire.DataType.DIRECT_MSG:
-            self.seg.bearer_count(self.k, "dropped")
-            return
-        if not self._port_exists(port):
-            self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
-            return
-        if h.syn:
+        w0, w1 = _W01.unpack_from(frame)
+        mtype = w1 >> wire.W1_MTYPE_SHIFT
+        port = _U32_FROM(frame, wire.DEST_PORT_OFFSET)[0]
+        if mtype == _CONN_MSG or user == _CONN_MANAGER:
             self._deliver_conn(port, frame, source, now)
             return
-        if not self._write_port(port, frame):
-            # the receiver is full: the kernel's overload (rejected unless droppable)
-            self._reject(frame, wire.ErrorCode.OVERLOAD, source, now)
+        if mtype == _NAMED_MSG or mtype == _DIRECT_MSG:
+            p = self._producer(port)
+            if p is None and mtype == _NAMED_MSG:
+                # the port is gone: the name may be bound to another socket here
+                hsize = wire.hsize_of(w0)
+                lower = _word(frame, hsize, wire.NAME_INSTANCE_OFFSET)
+                local = self.client.table().lookup_mcast_sockets(
+                    _word(frame, hsize, wire.NAME_TYPE_OFFSET), lower, lower, exact_scope=True
+                )
+                if not local:
+                    self._reject(frame, wire.ErrorCode.NO_NAME, source, now)
+                    return
+                port = local[0]
+                buf = bytearray(frame)
+                _U32.pack_into(buf, wire.DEST_PORT_OFFSET, port)
+                frame = bytes(buf)
+                p = self._producer(port)
+            if p is None:
+                self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
+            elif w0 & wire.SYN_BIT:
+                self._deliver_conn(port, frame, source, now)
+            elif not self._put(p, frame):
+                # the receiver is full: the kernel's overload (rejected unless droppable)
+                gone = self._producer(port) is None  # closed meanwhile: no port after all
+                err = wire.ErrorCode.NO_PORT if gone else wire.ErrorCode.OVERLOAD
+                self._reject(frame, err, source, now)
+            return
+        if mtype == _MCAST_MSG:
+            hsize = wire.hsize_of(w0)
+            ports = self.client.table().lookup_mcast_sockets(
+                _word(frame, hsize, wire.NAME_TYPE_OFFSET),
+                _word(frame, hsize, wire.NAME_INSTANCE_OFFSET),
+                _word(frame, hsize, wire.NAME_UPPER_OFFSET),
+                exact_scope=True,
+            )
+            for dport in ports:
+                if not self._write_port(dport, frame):
+                    self._u64[self._ci["dropped"]] += 1
+            return
+        self._u64[self._ci["dropped"]] += 1
 
     def _deliver_conn(self, port: int, frame: bytes, source: int, now: float) -> None:
         """Connection traffic is kept in order and retried, never dropped while its
@@ -752,7 +806,7 @@ class BearerWorker:
             return
         if self._write_port(port, frame):
             return
-        if not self._port_exists(port):
+        if self._port_gone(port):
             self._reject(frame, wire.ErrorCode.NO_PORT, source, now)
             return
         self._waiting.setdefault(port, collections.deque()).append(frame)
@@ -767,7 +821,7 @@ class BearerWorker:
         for port, q in list(self._waiting.items()):
             while q and self._write_port(port, q[0]):
                 q.popleft()
-            if q and not self._port_exists(port):
+            if q and self._port_gone(port):
                 for frame in q:
                     self._reject(frame, wire.ErrorCode.NO_PORT, 0, now)
                 q.clear()
@@ -892,9 +946,10 @@ class BearerWorker:
             self._feed_inbox.detach()
 
 
-def _importance(msg: bytes) -> int:
-    user = wire.user_of(wire.U32.unpack_from(msg)[0])
-    return user if user <= 3 else 2  # CONN_MANAGER travels at its own (high) importance
+def _word(frame: bytes, hsize: int, off: int) -> int:
+    """Header word at byte ``off``, 0 when the header is too short to have it (as the
+    decoded Header reads absent address words)."""
+    return int(_U32_FROM(frame, off)[0]) if off < hsize else 0
 
 
 SLOT_WAIT = 5.0  # seconds a new worker waits for the supervisor to record it
@@ -933,11 +988,21 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bearer %s: %s", spec.label(), exc)
         return 1
     worker.loop.install_signals()
+    profile_dir = os.environ.get(PROFILE_ENV)
+    profiler = None
+    if profile_dir:  # tools/bench/cluster_bench.py --profile: where the worker's time goes
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         worker.run()
     finally:
         worker.close()
         inbox.detach()
+        if profiler is not None and profile_dir:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"bearer-{node}-{k}-{os.getpid()}.prof"))
     return 0
 
 

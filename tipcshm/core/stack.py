@@ -78,7 +78,12 @@ from tipcshm.wire.header import (
 )
 from tipcshm.wire.link import scan
 
-__all__ = ["NodeStack", "NodeStackStatistics"]
+__all__ = ["OFFER_CONGESTED", "OFFER_NO_LINK", "OFFER_SENT", "NodeStack", "NodeStackStatistics"]
+
+# What NodeStack.offer() did with a message.
+OFFER_SENT = 0
+OFFER_NO_LINK = 1
+OFFER_CONGESTED = 2
 
 # Passed up as Delivered: data of the four importances and connection management.
 _DELIVERED_USERS = frozenset(
@@ -146,6 +151,7 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         )
         self._names = NameDistributor(own_addr=None)
         self._nodes: dict[int, PeerNode] = {}
+        self._unpumped = False  # offer() left events of some peer to the next _pump
         self._stats = dict.fromkeys(
             (
                 "received",
@@ -190,6 +196,12 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
     def links_up(self) -> set[int]:
         """Addresses of the peers with a link up."""
         return {a for a, n in self._nodes.items() if n.link_up}
+
+    def link_up(self, addr: int) -> bool:
+        """Whether a link to peer ``addr`` is up (one lookup: :meth:`links_up` builds a
+        set over every peer)."""
+        node = self._nodes.get(addr)
+        return node is not None and node.link_up
 
     def nodes_up(self) -> set[int]:
         """Addresses of the peers reported up (NodeUp, not yet NodeDown)."""
@@ -236,6 +248,8 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         else:
             node.receive(frame, now)
             self._stats["received"] += 1
+            self._pump(now, node)
+            return
         self._pump(now)
 
     def frames_to_send(self, now: float) -> list[tuple[bytes, bytes | None]]:
@@ -288,7 +302,31 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
         if node is None or not node.link_up:
             raise LocalProtocolError(f"no link to node {dest_node:#x} is up")
         node.send(msg, now)
-        self._pump(now)
+        self._pump(now, node)
+
+    def offer(self, dest_node: int, msg: bytes, importance: int, now: float) -> int:
+        """:meth:`send` for a burst from the owner's queue, without exceptions:
+        OFFER_SENT; OFFER_NO_LINK (no link to that node is up); OFFER_CONGESTED (the
+        link's backlog of ``importance`` is full, or the link refused the message as
+        :meth:`send` would). Only OFFER_SENT took the message.
+
+        What the link reports meanwhile is acted on by the next call that pumps (every
+        other call does, :meth:`frames_to_send` included, which the owner's loop makes
+        before it waits), so a burst of messages pays for that once, not per message."""
+        node = self._nodes.get(dest_node)
+        if node is None:
+            return OFFER_NO_LINK
+        link = node.active_link()
+        if link is None:
+            return OFFER_NO_LINK
+        if link.congested(importance):
+            return OFFER_CONGESTED
+        self._unpumped = True
+        try:
+            node.send(msg, now)
+        except LocalProtocolError:
+            return OFFER_CONGESTED
+        return OFFER_SENT
 
     def congested(self, dest_node: int, importance: int) -> bool:
         """Whether a message of ``importance`` to ``dest_node`` must wait: its link's
@@ -310,20 +348,34 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _pump(self, now: float) -> None:
-        """Act on every event of the parts until they are all quiet."""
+    def _pump(self, now: float, only: PeerNode | None = None) -> None:
+        """Act on every event of the parts until they are all quiet.
+
+        ``only``: the one peer the call in hand touched (a datagram it received, a
+        message sent to it). Events come out of a part only when it was called, so
+        its events, the discoverer's and the name distributor's are all there can be;
+        as soon as one of the others acts (the discoverer, the name distributor sending
+        to some peer) every peer is looked at again. This keeps a data message's work
+        independent of the number of peers."""
+        disc, names = self._disc, self._names
+        nodes: tuple[PeerNode, ...] | None = (only,) if only is not None else None
+        if self._unpumped:  # offer() touched peers without pumping: look at them all
+            self._unpumped = False
+            nodes = None
         busy = True
         while busy:
             busy = False
-            while (ev := self._disc.next_event()) is not None:
+            while (ev := disc.next_event()) is not None:
                 busy = True
+                nodes = None
                 self._on_discovery(ev, now)
-            for node in list(self._nodes.values()):
+            for node in nodes if nodes is not None else list(self._nodes.values()):
                 while (ev := node.next_event()) is not None:
                     busy = True
                     self._on_node(node, ev, now)
-            for peer, msg in self._names.frames_to_send(now):
+            for peer, msg in names.frames_to_send(now):
                 busy = True
+                nodes = None
                 target = self._nodes.get(peer)
                 try:
                     if target is None:
@@ -331,7 +383,7 @@ class NodeStack(Machine[tuple[bytes, bytes | None]]):
                     target.send(msg, now)
                 except LocalProtocolError:
                     self._stats["distr_send_failures"] += 1
-            while (ev := self._names.next_event()) is not None:
+            while (ev := names.next_event()) is not None:
                 busy = True
                 self._emit(ev)
 
