@@ -58,8 +58,11 @@ def _wait(pred: object, what: str, timeout: float = 10.0) -> None:
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[str, str]]:
-    """Two linked nodes on 127.0.0.1 (own UDP ports, each the other's remote)."""
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """Two linked nodes on 127.0.0.1 (own UDP ports, each the other's remote); extra
+    `start` options from the test's ``start_options`` mark."""
+    mark = request.node.get_closest_marker("start_options")
+    extra = tuple(mark.args) if mark else ()
     pa, pb = free_udp_port(), free_udp_port()
     a, b = unique_node_name("ca"), unique_node_name("cb")
     started: list[str] = []
@@ -67,6 +70,7 @@ def pair() -> Iterator[tuple[str, str]]:
         for name, own, other in ((a, pa, pb), (b, pb, pa)):
             start_node(
                 name,
+                *extra,
                 "--tolerance",
                 str(TOLERANCE_MS),
                 bearers=[f"udp:127.0.0.1:{own}"],
@@ -253,3 +257,51 @@ def test_ipv6_bearers_link_and_carry_messages() -> None:
             stop_node(b)
     finally:
         stop_node(a)
+
+
+_STREAMER = """
+import sys, tipcshm
+s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_STREAM, node=sys.argv[1])
+s.connect((tipcshm.TIPC_ADDR_NAME, int(sys.argv[2]), 5, 0))
+chunk = bytes(range(256)) * 4096
+for _ in range(int(sys.argv[3])):
+    s.sendall(chunk)
+s.close()
+"""
+
+
+@pytest.mark.start_options("--lane-kib", "2048")
+def test_a_close_right_after_the_data_does_not_overtake_it(pair: tuple[str, str]) -> None:
+    """A sender that closes (and exits) right after a burst: its data may still wait in
+    its lane into the bearer worker, held for the congested link, when the receiver's
+    acks meet its closed port and are returned. Those endings go behind the data, as on
+    the kernel's one link queue: every byte arrives, then ECONNRESET."""
+    a, b = pair
+    ls = _listen(b, SOCK_STREAM, 5)
+    mib = 32
+    got: dict[str, object] = {}
+
+    def sink() -> None:
+        conn, _ = ls.accept()
+        n = 0
+        with conn:
+            conn.settimeout(30)
+            try:
+                while data := conn.recv(1 << 20):
+                    n += len(data)
+            except ConnectionResetError:
+                got["reset"] = True
+        got["n"] = n
+
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    try:
+        _wait_name(a, 5)
+        run = subprocess.run(
+            [sys.executable, "-c", _STREAMER, a, str(SERVICE), str(mib)], timeout=60
+        )
+        assert run.returncode == 0
+        t.join(60)
+        assert got.get("n") == mib << 20 and got.get("reset")
+    finally:
+        ls.close()

@@ -231,6 +231,9 @@ class BearerWorker:
         self._held: tuple[int, bytes, int] | None = None
         self._expected: set[int] = set()  # peers whose links a restart expects back
         self._expect_until = 0.0
+        # Connection endings bound for other nodes wait here until the inbox is drained
+        # (see _send_ending): (dest, message, importance, since)
+        self._late: collections.deque[tuple[int, bytes, int, float]] = collections.deque()
         self._reading = False
         self._last_counters = 0.0
 
@@ -414,6 +417,8 @@ class BearerWorker:
         self._serve_command()
         self._retry_waiting()
         self._drain_feed()
+        if self._late:
+            self._flush_late(now, self._held is None and not self.inbox.pending())
         self._after(now)
         self.loop.set_timer("tick", now + COUNTER_INTERVAL, self._on_tick)
 
@@ -608,11 +613,13 @@ class BearerWorker:
         inbox, u64, ci = self.inbox, self._u64, self._ci
         c_from, c_bad = ci["from_lanes"], ci["bad_from_lanes"]
         check, send = self._check_local, self._send_local
+        drained = False
         for _ in range(INBOX_BATCH):
             if self._held is not None:
                 break
             r = inbox.poll()
             if r is None:
+                drained = True
                 break
             buf, off, n, lane = r
             checked = check(buf, off, n)  # copies the frame out before it is checked
@@ -621,8 +628,29 @@ class BearerWorker:
             if checked is None:
                 u64[c_bad] += 1
                 continue
-            send(checked[0], checked[1], checked[2], now)
+            dest, msg, imp = checked
+            if _W01.unpack_from(msg)[1] & wire.W1_ERRCODE_MASK:
+                self._late.append((dest, msg, imp, now))  # an ending: after the data
+                continue
+            send(dest, msg, imp, now)
+        self._flush_late(now, drained and self._held is None)
         self._after(now)
+
+    def _flush_late(self, now: float, drained: bool) -> None:
+        """Send the connection endings that waited for the data before them.
+
+        An ending (a close, an abort, a returned connection message) must not overtake
+        data of its connection, which the kernel keeps in order on one link queue. Here
+        that data may still sit in a lane of this inbox (the dead process's, while the
+        supervisor's abort came through its own lane) or be held for a congested link
+        (while this worker returns an ack whose port closed). So endings wait until the
+        inbox was found empty with nothing held, or at most LATE_MAX seconds."""
+        late = self._late
+        while late and (drained or now - late[0][3] >= LATE_MAX):
+            dest, msg, imp, _since = late.popleft()
+            self._send_local(dest, msg, imp, now)
+            if self._held is not None:
+                return
 
     def _check_local(self, buf: memoryview, off: int, n: int) -> tuple[int, bytes, int] | None:
         """(dest node, message, importance) of a valid frame from a local sender (the
@@ -840,12 +868,15 @@ class BearerWorker:
             self.seg.bearer_count(self.k, "dropped")
             return
         dest = wire.U32.unpack_from(rej, _W7)[0]
+        self.seg.bearer_count(self.k, "rejected")
+        if self._late or self._held is not None or self.inbox.pending():
+            # behind what local senders queued for the link (see _flush_late)
+            self._late.append((dest, rej, 2, now))
+            return
         try:
             self.stack.send(dest, rej, now)
         except LocalProtocolError:
             self.seg.bearer_count(self.k, "dropped")
-            return
-        self.seg.bearer_count(self.k, "rejected")
 
     def _abort_connections(self, node: int, error: int) -> None:
         """Node down: every local connection socket whose peer is on ``node`` gets the
@@ -953,6 +984,7 @@ def _word(frame: bytes, hsize: int, off: int) -> int:
 
 
 SLOT_WAIT = 5.0  # seconds a new worker waits for the supervisor to record it
+LATE_MAX = 0.5  # seconds a connection ending waits at most for the data before it
 # A restarted worker holds frames for its predecessor's peers this many link tolerances
 # (then returns them with TIPC_ERR_NO_NODE): long enough for discovery and the handshake.
 EXPECT_LINKS_FACTOR = 3

@@ -1758,6 +1758,10 @@ class Inbox:
         ln.nread += 1
         self._rr = ln.nxt
 
+    def pending(self) -> bool:
+        """True if any lane holds a frame not yet taken (no side effects)."""
+        return self._pending()
+
     def _pending(self) -> bool:
         """True if any lane holds a frame (reads the shared tails; no side effects)."""
         if self._hq[_GEN] != self._gen:
