@@ -537,12 +537,15 @@ class Supervisor:
         seg.publish_magic()
 
     def _create_inbox(self, name: str) -> Inbox:
+        """A bearer worker's inbox. Its lanes are as deep as a connection socket's: they
+        carry streams to other nodes (with 256 KiB lanes a 1 MiB writer waited on the
+        worker after every four messages), and pages are touched only as they are used."""
         cfg, seg = self.config, self.seg
         assert seg is not None
         return Inbox.create(
             name,
             lanes=cfg.lanes,
-            lane_bytes=cfg.lane_bytes,
+            lane_bytes=cfg.conn_lane_bytes,
             mode=cfg.mode,
             gid=cfg.gid,
             tag=seg.tag,
