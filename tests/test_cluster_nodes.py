@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -104,24 +105,34 @@ def ns_nodes(impaired_pair: VethPair) -> Iterator[tuple[VethPair, str, str]]:
 
 def transfer(src: str, dst: str, count: int, instance: int = 1) -> list[int]:
     """``count`` numbered RDM messages from node src to {SERVICE, instance} on dst;
-    the numbers in the order they arrived (waits until quiet for 3 s)."""
+    the numbers in the order they arrived (waits until quiet for 3 s).
+
+    The receiver reads while the sender sends, as a real one does: a message that meets
+    a full receiving socket on another node is rejected with TIPC_ERR_OVERLOAD, as the
+    kernel rejects one past the socket's receive buffer."""
     rx = tipcshm.socket(AF_TIPC, SOCK_RDM, node=dst)
     rx.bind((TIPC_ADDR_NAMESEQ, SERVICE, instance, instance, TIPC_CLUSTER_SCOPE))
     got: list[int] = []
+
+    def receive() -> None:
+        rx.settimeout(3)
+        while len(got) < count + 10:
+            try:
+                got.append(int.from_bytes(rx.recv(100)[:4], "big"))
+            except TimeoutError:
+                break
+
+    reader = threading.Thread(target=receive, daemon=True)
     try:
         with tipcshm.socket(AF_TIPC, SOCK_RDM, node=src) as tx:
             deadline = time.monotonic() + 10
             while tipcshm.client.get_client(src).table().lookup_anycast(SERVICE, instance) is None:
                 assert time.monotonic() < deadline, "the binding never reached the sender's node"
                 time.sleep(0.02)
+            reader.start()
             for i in range(count):
                 tx.sendto(i.to_bytes(4, "big") + bytes(60), (TIPC_ADDR_NAME, SERVICE, instance, 0))
-            rx.settimeout(3)
-            while len(got) < count + 10:
-                try:
-                    got.append(int.from_bytes(rx.recv(100)[:4], "big"))
-                except TimeoutError:
-                    break
+            reader.join(120)
     finally:
         rx.close()
     return got
