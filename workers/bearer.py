@@ -893,8 +893,10 @@ class BearerWorker:
                 e.peer_port,
                 e.port,
             )
-            self._waiting.pop(e.port, None)
-            if not self._write_port(e.port, frame):
+            waiting = self._waiting.get(e.port)
+            if waiting:  # after the data that arrived before the node went, as the kernel
+                waiting.append(frame)
+            elif not self._write_port(e.port, frame):
                 self._waiting.setdefault(e.port, collections.deque()).append(frame)
                 self.loop.set_timer("retry", time.monotonic() + RETRY_INTERVAL, self._on_retry)
 
