@@ -62,6 +62,13 @@ from tipcshm.core.events import (
     Published,
     Withdrawn,
 )
+from tipcshm.core.link import (
+    MAX_LINK_PRIORITY,
+    MAX_LINK_WIN,
+    MAX_TOLERANCE_MS,
+    MIN_LINK_WIN,
+    MIN_TOLERANCE_MS,
+)
 from tipcshm.core.stack import OFFER_NO_LINK, OFFER_SENT, NodeStack
 from tipcshm.shm import names_feed
 from tipcshm.shm.lane import Inbox, Producer
@@ -921,7 +928,7 @@ class BearerWorker:
             if not targets:
                 return errno.ENOENT
         if op == BearerCommand.SET_TOLERANCE:
-            if not 50 <= value <= 30000:
+            if not MIN_TOLERANCE_MS <= value <= MAX_TOLERANCE_MS:
                 return errno.EINVAL
             if link == MAX_LINKS:
                 self.stack.tolerance_ms = value
@@ -930,7 +937,7 @@ class BearerWorker:
                 if lk is not None:
                     lk.tolerance_ms = value
         elif op == BearerCommand.SET_WINDOW:
-            if not 16 <= value <= 8191:
+            if not MIN_LINK_WIN <= value <= MAX_LINK_WIN:
                 return errno.EINVAL
             if link == MAX_LINKS:
                 self.stack.window = value
@@ -940,7 +947,7 @@ class BearerWorker:
                     lk.window = value
                     lk._set_limits()  # noqa: SLF001 - the link's own limit rule
         elif op == BearerCommand.SET_PRIORITY:
-            if not 0 <= value <= 31:
+            if not 0 <= value <= MAX_LINK_PRIORITY:
                 return errno.EINVAL
             self.priority = value
         elif op == BearerCommand.RESET_STATS:

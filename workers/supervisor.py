@@ -37,6 +37,13 @@ from typing import Any
 
 from tipcshm import proc, rundir, wire
 from tipcshm.core.connection import Incoming, Released
+from tipcshm.core.link import (
+    MAX_LINK_PRIORITY,
+    MAX_LINK_WIN,
+    MAX_TOLERANCE_MS,
+    MIN_LINK_WIN,
+    MIN_TOLERANCE_MS,
+)
 from tipcshm.errors import NodeAlreadyRunning, NodeFailure, UntrustedObject
 from tipcshm.plumbing import dest_node
 from tipcshm.shm.lane import Inbox
@@ -222,12 +229,14 @@ class NodeConfig:
             raise ValueError(f"at most {MAX_BEARERS} bearers")
         if not 1 <= self.net_id <= 9999:
             raise ValueError(f"cluster id {self.net_id}: must be 1..9999")
-        if not 50 <= self.tolerance_ms <= 30000:
-            raise ValueError(f"tolerance {self.tolerance_ms} ms: must be 50..30000")
-        if not 16 <= self.window <= 8191:
-            raise ValueError(f"window {self.window}: must be 16..8191")
-        if not 0 <= self.priority <= 31:
-            raise ValueError(f"priority {self.priority}: must be 0..31")
+        if not MIN_TOLERANCE_MS <= self.tolerance_ms <= MAX_TOLERANCE_MS:
+            raise ValueError(
+                f"tolerance {self.tolerance_ms} ms: must be {MIN_TOLERANCE_MS}..{MAX_TOLERANCE_MS}"
+            )
+        if not MIN_LINK_WIN <= self.window <= MAX_LINK_WIN:
+            raise ValueError(f"window {self.window}: must be {MIN_LINK_WIN}..{MAX_LINK_WIN}")
+        if not 0 <= self.priority <= MAX_LINK_PRIORITY:
+            raise ValueError(f"priority {self.priority}: must be 0..{MAX_LINK_PRIORITY}")
         seen = set()
         for b in self.bearers:
             if (b.local, b.port) in seen:
