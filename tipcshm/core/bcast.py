@@ -66,29 +66,15 @@ from tipcshm.wire.header import (
     seq_less,
     seq_more,
 )
-from tipcshm.wire.link import scan
+from tipcshm.wire.link import DELIVERED_USERS, MAX_LINK_WIN, MIN_LINK_WIN, scan
 
 __all__ = ["BC_RCV_WINDOW", "BcastRcvLink", "BcastRcvStatistics"]
 
 #: The peer's broadcast window the sync check allows for (the kernel's bcast send link
 #: window, BCLINK_WIN_DEFAULT; the receive link takes its window from it).
 BC_RCV_WINDOW: Final = 50
-_MAX_LINK_WIN: Final = 8191  # farther seqnos are duplicates (tipc_link_rcv)
-_MIN_LINK_WIN: Final = 16  # an ack STATE every this many packets
 _NIBBLE: Final = 0xF
 _MC_NETID_OFFSET: Final = 20  # w5: the cluster id on the broadcast link
-_DELIVERED_INTS: Final = frozenset(
-    int(u)
-    for u in (
-        User.LOW_IMPORTANCE,
-        User.MEDIUM_IMPORTANCE,
-        User.HIGH_IMPORTANCE,
-        User.CRITICAL_IMPORTANCE,
-        User.CONN_MANAGER,
-        User.GROUP_PROTOCOL,
-        User.NAME_DISTRIBUTOR,
-    )
-)
 _MSG_BUNDLER: Final = int(User.MSG_BUNDLER)
 _MSG_FRAGMENTER: Final = int(User.MSG_FRAGMENTER)
 _BCAST_PROTOCOL: Final = int(User.BCAST_PROTOCOL)
@@ -290,7 +276,7 @@ class BcastRcvLink(Machine[bytes]):
             data = bytes(frame[:size])
             parsed: _Parsed = None
             if user == _MSG_BUNDLER:
-                parsed = unbundle_select(data, _DELIVERED_INTS)
+                parsed = unbundle_select(data, DELIVERED_USERS)
             elif user == _MSG_FRAGMENTER:
                 parsed = fragment_fields(data)
         except WireError as exc:
@@ -312,7 +298,7 @@ class BcastRcvLink(Machine[bytes]):
             return
         rcv_nxt = self.rcv_nxt
         if seqno != rcv_nxt and (
-            seq_less(seqno, rcv_nxt) or seq_more(seqno, seq_add(rcv_nxt, _MAX_LINK_WIN))
+            seq_less(seqno, rcv_nxt) or seq_more(seqno, seq_add(rcv_nxt, MAX_LINK_WIN))
         ):
             stats["rx_dups"] += 1
             return
@@ -338,7 +324,7 @@ class BcastRcvLink(Machine[bytes]):
             if self._failure is not None:
                 return
             self.rcv_unacked += 1
-            if self.rcv_unacked >= _MIN_LINK_WIN and (
+            if self.rcv_unacked >= MIN_LINK_WIN and (
                 (rcv_nxt ^ self.own_addr) & _NIBBLE == _NIBBLE
             ):
                 self._want_state = True
@@ -353,7 +339,7 @@ class BcastRcvLink(Machine[bytes]):
         user = pkt.user
         stats = self._stats
         peer = self.peer_addr
-        if user in _DELIVERED_INTS:
+        if user in DELIVERED_USERS:
             self._events.append(Delivered(peer, pkt.data))
         elif user == _MSG_BUNDLER:
             msgs: list[bytes]
@@ -372,7 +358,7 @@ class BcastRcvLink(Machine[bytes]):
                 return
             if msg is not None:
                 stats["rx_fragmented"] += 1
-                if scan(msg)[0] in _DELIVERED_INTS:
+                if scan(msg)[0] in DELIVERED_USERS:
                     self._events.append(Delivered(peer, msg))
                 else:
                     stats["dropped_other"] += 1

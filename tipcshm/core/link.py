@@ -85,8 +85,11 @@ from tipcshm.wire.header import (
     seq_more,
 )
 from tipcshm.wire.link import (
+    DELIVERED_USERS,
     MAX_BC_GAP,
+    MAX_LINK_WIN,
     MAX_SEQ_GAP,
+    MIN_LINK_WIN,
     BcastProtoMsg,
     LinkProtoMsg,
     restamp_acks,
@@ -186,8 +189,6 @@ DEFAULT_TOLERANCE_MS: Final = 1500
 MIN_TOLERANCE_MS: Final = 50
 MAX_TOLERANCE_MS: Final = 30000
 MAX_LINK_PRIORITY: Final = 31
-MIN_LINK_WIN: Final = 16  # a STATE acks every this many received packets
-MAX_LINK_WIN: Final = 8191  # receive window: farther seqnos are dropped
 MIN_BEARER_MTU: Final = 100  # MAX_H_SIZE + INT_H_SIZE
 MAX_TICK_S: Final = 0.5
 RETRANSMIT_INTERVAL_S: Final = 0.001
@@ -202,26 +203,13 @@ RESET_EVERY: Final = 16  # ... then one every this many ticks
 NACK_FIRST: Final = 3  # NACK when the deferred queue holds 3, 19, 35, ...
 NACK_EVERY: Final = 16
 _SYSTEM: Final = int(User.SYSTEM_IMPORTANCE)
-_HALF_SEQ: Final = 0x7FFF
-# Users delivered to the owner as they are.
-_DELIVERED_USERS: Final = frozenset(
-    {
-        User.LOW_IMPORTANCE,
-        User.MEDIUM_IMPORTANCE,
-        User.HIGH_IMPORTANCE,
-        User.CRITICAL_IMPORTANCE,
-        User.CONN_MANAGER,
-        User.GROUP_PROTOCOL,
-        User.NAME_DISTRIBUTOR,
-    }
-)
 _PROFILE_LIMITS: Final = (64, 256, 1024, 4096, 16384, 32768, 66000)
 _PROFILE_BUCKETS: Final = len(_PROFILE_LIMITS)
 _LINK_PROTOCOL: Final = int(User.LINK_PROTOCOL)
 _BCAST_PROTOCOL: Final = int(User.BCAST_PROTOCOL)
 _MSG_BUNDLER: Final = int(User.MSG_BUNDLER)
 _MSG_FRAGMENTER: Final = int(User.MSG_FRAGMENTER)
-_DELIVERED_INTS: Final = frozenset(int(u) for u in _DELIVERED_USERS)
+_HALF_SEQ: Final = 0x7FFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +466,7 @@ class Link(Machine[bytes]):
                 data = bytes(frame[:size])
                 parsed: _Parsed = None
                 if user == _MSG_BUNDLER:
-                    parsed = unbundle_select(data, _DELIVERED_INTS)
+                    parsed = unbundle_select(data, DELIVERED_USERS)
                 elif user == _MSG_FRAGMENTER:
                     parsed = fragment_fields(data)
                 elif user == _BCAST_PROTOCOL:
@@ -951,7 +939,7 @@ class Link(Machine[bytes]):
         while True:
             rcv_nxt = self.rcv_nxt = seq_add(rcv_nxt, 1)
             stats.rx_packets += 1
-            if pkt.user in _DELIVERED_INTS:
+            if pkt.user in DELIVERED_USERS:
                 # tipc_data_input's common case, inlined: delivering changes no state.
                 self._events.append(Delivered(self.peer_addr, pkt.data))
             else:
@@ -984,7 +972,7 @@ class Link(Machine[bytes]):
     def _input(self, pkt: _Packet, now: float) -> None:
         """tipc_link_input / tipc_data_input: deliver, unbundle, reassemble."""
         user = pkt.user
-        if user in _DELIVERED_INTS:
+        if user in DELIVERED_USERS:
             self._events.append(Delivered(self.peer_addr, pkt.data))
         elif user == _MSG_BUNDLER:
             self._unbundle(pkt.parsed)  # type: ignore[arg-type]
@@ -1024,7 +1012,7 @@ class Link(Machine[bytes]):
             self._stats.rx_fragmented += 1
             # tipc_data_input: a reassembled message is delivered if it is data, else
             # dropped (a bundle or protocol packet is never fragmented by a kernel).
-            if scan(msg)[0] in _DELIVERED_INTS:
+            if scan(msg)[0] in DELIVERED_USERS:
                 self._events.append(Delivered(self.peer_addr, msg))
             else:
                 self._stats.dropped += 1

@@ -54,6 +54,9 @@ from tipcshm.wire.header import (
 )
 
 __all__ = [
+    "DELIVERED_USERS",
+    "MAX_LINK_WIN",
+    "MIN_LINK_WIN",
     "MAX_BC_GAP",
     "MAX_SEQ_GAP",
     "IF_NAME_LEN",
@@ -116,6 +119,23 @@ _W5_PROBE: Final = 1
 _W8_BC_GAP_M: Final = 0x3FF
 #: The largest broadcast NACK count a STATE can carry (10 bits, w8[9:0]).
 MAX_BC_GAP: Final = _W8_BC_GAP_M
+
+# Receive-side facts a unicast link and a broadcast receive link share (link.c):
+MIN_LINK_WIN: Final = 16  # a STATE acks every this many received packets
+MAX_LINK_WIN: Final = 8191  # receive window: farther seqnos are dropped as duplicates
+# Users a link delivers to its owner as they are (tipc_data_input), as ints.
+DELIVERED_USERS: Final = frozenset(
+    int(u)
+    for u in (
+        User.LOW_IMPORTANCE,
+        User.MEDIUM_IMPORTANCE,
+        User.HIGH_IMPORTANCE,
+        User.CRITICAL_IMPORTANCE,
+        User.CONN_MANAGER,
+        User.GROUP_PROTOCOL,
+        User.NAME_DISTRIBUTOR,
+    )
+)
 _W9_MTU_SHIFT: Final = 16
 
 # Importance as msg_importance reads it: data users unless errored, w9[2:0] of
