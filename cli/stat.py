@@ -62,6 +62,7 @@ less the port-0 binding and the remote ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -87,18 +88,6 @@ from tipcshm.core.nametable import CLUSTER_SCOPE, NODE_SCOPE, Binding, NameTable
 from tipcshm.errors import NodeFailure, NodeNotRunning
 from tipcshm.shm.lane import Inbox
 from tipcshm.shm.layout import (
-    B_LINK_GEN,
-    B_LOCAL,
-    B_LOCAL_BYTES,
-    B_MTU,
-    B_NAME,
-    B_NAME_BYTES,
-    B_NET_ID,
-    B_PORT,
-    B_PRIORITY,
-    B_STATE,
-    B_TOLERANCE,
-    B_WINDOW,
     MAX_BEARERS,
     NAMETABLE_SLOT,
     SOCK_COUNTERS,
@@ -521,34 +510,17 @@ def worker_rows(seg: NodeSegment, now_mono: int | None = None) -> list[dict[str,
 def bearer_rows(seg: NodeSegment) -> list[dict[str, Any]]:
     """Every bearer of the bearer table that is not free: settings, link generation and
     BEARER_COUNTERS, as its worker last wrote them (untrusted text is decoded leniently)."""
+    from tipcshm.workers.rows import bearer_row
+
     out = []
-    u32 = seg.u32
     for k in range(MAX_BEARERS):
-        off = seg.bearer_off(k)
-        state = u32[(off + B_STATE) // 4]
-        if state == BearerState.FREE:
+        row = bearer_row(seg, k)
+        if row is None:
             continue
-        out.append(
-            {
-                "bearer": k,
-                "name": _field_text(seg, off + B_NAME, B_NAME_BYTES),
-                "state": _state_name(BearerState.NAMES, state),
-                "local": _field_text(seg, off + B_LOCAL, B_LOCAL_BYTES),
-                "port": u32[(off + B_PORT) // 4],
-                "mtu": u32[(off + B_MTU) // 4],
-                "net_id": u32[(off + B_NET_ID) // 4],
-                "tolerance": u32[(off + B_TOLERANCE) // 4],
-                "window": u32[(off + B_WINDOW) // 4],
-                "priority": u32[(off + B_PRIORITY) // 4],
-                "link_gen": u32[(off + B_LINK_GEN) // 4],
-                "counters": seg.bearer_counters(k),
-            }
-        )
+        d = dataclasses.asdict(row)
+        d["state"] = _state_name(BearerState.NAMES, row.state)
+        out.append(d)
     return out
-
-
-def _field_text(seg: NodeSegment, off: int, size: int) -> str:
-    return bytes(seg.mv[off : off + size]).split(b"\0", 1)[0].decode(errors="replace")
 
 
 def _link_dict(e: LinkEntry, now_wall: int) -> dict[str, Any]:
