@@ -888,7 +888,10 @@ class Socket(metaclass=_SocketMeta):
             if value is None:
                 raise TipcError(errno.EFAULT, f"TIPC_GROUP_JOIN: no request (None, {length})")
             _check_group_request(value)
-            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+            from tipcshm import group  # noqa: PLC0415 - group builds on this module
+
+            group.join(self, value)
+            return
         elif value is not None or length:
             raise InvalidArgument(f"option {option} takes no value (None, 0)")
         if option == TIPC_IMPORTANCE:
@@ -908,7 +911,12 @@ class Socket(metaclass=_SocketMeta):
         elif option in (TIPC_MCAST_BROADCAST, TIPC_MCAST_REPLICAST, TIPC_NODELAY):
             pass  # transmission-method hints: one node has one method
         elif option == TIPC_GROUP_LEAVE:
-            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+            from tipcshm import group  # noqa: PLC0415 - group builds on this module
+
+            if not isinstance(self, group.GroupSocket):  # tipc_sk_leave: EINVAL
+                raise InvalidArgument(f"TIPC_GROUP_LEAVE: socket {self._port:#010x} is in no group")
+            self.leave()
+            return
         else:
             raise InvalidArgument(f"no SOL_TIPC option {option}")
         self._update_w0()
@@ -941,7 +949,8 @@ class Socket(metaclass=_SocketMeta):
         elif option == TIPC_SOCK_RECVQ_USED:
             value = self._inbox.fill()[0]
         elif option == TIPC_GROUP_JOIN:
-            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+            group = getattr(self, "_group", None)  # tipc_group_self: the type, or 0
+            value = 0 if group is None else group.type
         else:
             raise ProtocolOptionError(level, option)
         if buflen:
