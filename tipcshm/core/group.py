@@ -132,6 +132,18 @@ class MemberState(IntEnum):
     LEAVING = 7  # withdrawn or LEAVE seen; deleted after its leave event is delivered
 
 
+# The states as module constants for the per-message paths (an enum attribute lookup
+# costs about 0.3 us on CPython 3.11); Member.state still holds the MemberState.
+_JOINING: Final = MemberState.JOINING
+_PUBLISHED: Final = MemberState.PUBLISHED
+_JOINED: Final = MemberState.JOINED
+_PENDING: Final = MemberState.PENDING
+_ACTIVE: Final = MemberState.ACTIVE
+_RECLAIMING: Final = MemberState.RECLAIMING
+_REMITTED: Final = MemberState.REMITTED
+_LEAVING: Final = MemberState.LEAVING
+
+
 @dataclass(slots=True)
 class Delivery:
     """One item ready for the application, in order."""
@@ -243,7 +255,7 @@ class Group:
             if self.scope == NODE_SCOPE and node != self.own_node:
                 continue
             if _key(node, port) not in self._members:
-                self._create(node, port, instance, MemberState.PUBLISHED)
+                self._create(node, port, instance, _PUBLISHED)
         for m in self.members():
             self._xmit_proto(m, _JOIN)
             self._update_member(m, 0)
@@ -279,20 +291,20 @@ class Group:
         m = self._members.get(_key(node, port))
         if event == _EVT_PUBLISHED:
             if m is None:
-                m = self._create(node, port, instance, MemberState.PUBLISHED)
+                m = self._create(node, port, instance, _PUBLISHED)
                 self._update_member(m, 0)
                 self._xmit_proto(m, _JOIN)
-            elif m.state == MemberState.JOINING:
+            elif m.state == _JOINING:
                 m.instance = instance
-                m.state = MemberState.JOINED
+                m.state = _JOINED
                 self._open(m)
                 self._update_member(m, 0)
                 self._xmit_proto(m, _JOIN)
                 self._create_event(m, _EVT_PUBLISHED, m.bc_syncpt)
         elif event == _EVT_WITHDRAWN and m is not None:
-            already_leaving = m.state == MemberState.LEAVING
+            already_leaving = m.state == _LEAVING
             self._decr_active(m)
-            m.state = MemberState.LEAVING
+            m.state = _LEAVING
             self._active.pop(m, None)
             self._pending.pop(m, None)
             self._open(m)
@@ -339,7 +351,7 @@ class Group:
         if wtype != self.type:
             return True  # not our group's message (msg_in_group); dropped
         m = self._members.get((onode << 32) | oport)
-        if m is None or m.state <= MemberState.PUBLISHED:  # not is_sender(m)
+        if m is None or m.state <= _PUBLISHED:  # not is_sender(m)
             return True
         seqno = w10_seqno(w10)
         rcv_nxt = m.bc_rcv_nxt
@@ -369,18 +381,18 @@ class Group:
             return
         m.advertised = (m.advertised - blocks) & _U16
         state = m.state
-        if state == MemberState.ACTIVE:
+        if state == _ACTIVE:
             active = self._active
             active.pop(m, None)
             active[m] = None
             if m.advertised <= _RECLAIM_ADV_LIMIT:
                 self._xmit_proto(m, _ADV)
-        elif state == MemberState.JOINED:
+        elif state == _JOINED:
             self._joined_rcv(m)
-        elif state == MemberState.REMITTED:
+        elif state == _REMITTED:
             if m.advertised > ADV_IDLE:
                 return
-            m.state = MemberState.JOINED
+            m.state = _JOINED
             self.active_cnt -= 1
             if m.advertised < ADV_IDLE:
                 self._xmit_proto(m, _ADV)
@@ -392,7 +404,7 @@ class Group:
         """Would ``blocks`` to member <node:port> exceed its window (tipc_group_cong)?
         The member is None when it is not a receiver (the caller then does not send)."""
         m = self._members.get((node << 32) | port)
-        if m is None or m.state == MemberState.JOINING or m.state == MemberState.LEAVING:
+        if m is None or m.state == _JOINING or m.state == _LEAVING:
             return False, None
         if m.window >= blocks:
             return False, m
@@ -400,9 +412,9 @@ class Group:
         adv = m.advertised
         state = m.state
         if (
-            (state == MemberState.JOINED and adv == ADV_IDLE)
-            or (state == MemberState.ACTIVE and adv == ADV_ACTIVE)
-            or (state == MemberState.PENDING and adv == ADV_IDLE)
+            (state == _JOINED and adv == ADV_IDLE)
+            or (state == _ACTIVE and adv == ADV_ACTIVE)
+            or (state == _PENDING and adv == ADV_IDLE)
         ):
             return True, m
         # Not fully advertised: do it now, so two members blocked on each other both move.
@@ -433,7 +445,7 @@ class Group:
         prev = (self.bc_snd_nxt - 1) & _U16
         ackers = 0
         for m in self._members.values():
-            if m.state != MemberState.JOINING and m.state != MemberState.LEAVING:
+            if m.state != _JOINING and m.state != _LEAVING:
                 self._update_member(m, blocks)
                 m.bc_acked = prev
                 ackers += 1
@@ -473,7 +485,7 @@ class Group:
         self.max_active = max(16, min((self.member_cnt + 1) // 8, 64))
 
     def _decr_active(self, m: Member) -> None:
-        if MemberState.ACTIVE <= m.state <= MemberState.REMITTED:
+        if _ACTIVE <= m.state <= _REMITTED:
             self.active_cnt -= 1
 
     def _open(self, m: Member) -> None:
@@ -485,7 +497,7 @@ class Group:
         self.wakeup = True
 
     def _update_member(self, m: Member, blks: int) -> None:
-        if m.state == MemberState.JOINING or m.state == MemberState.LEAVING:
+        if m.state == _JOINING or m.state == _LEAVING:
             return
         m.window = (m.window - blks) & _U16
         if m.window >= ADV_IDLE:
@@ -504,9 +516,9 @@ class Group:
 
     def _xmit_proto(self, m: Member, mtype: int) -> None:
         state = m.state
-        if state == MemberState.ACTIVE:
+        if state == _ACTIVE:
             adv = ADV_ACTIVE - m.advertised
-        elif state == MemberState.JOINED or state == MemberState.PENDING:
+        elif state == _JOINED or state == _PENDING:
             adv = ADV_IDLE - m.advertised
         else:
             adv = 0
@@ -554,7 +566,7 @@ class Group:
             port=m.port,
             type=self.type,
         )
-        if m.state <= MemberState.PUBLISHED:
+        if m.state <= _PUBLISHED:
             return  # not a sender: the kernel's filter drops it
         if seq_less(seqno, m.bc_rcv_nxt):
             return
@@ -581,7 +593,7 @@ class Group:
                 return
             q.popleft()
             if mtype == _EVT:
-                if m.state == MemberState.LEAVING:
+                if m.state == _LEAVING:
                     if self.events:
                         self.delivered.append(d)
                     self._delete(m)
@@ -610,24 +622,24 @@ class Group:
     def _joined_rcv(self, m: Member) -> None:
         active_cnt = self.active_cnt
         if active_cnt <= self.max_active:
-            m.state = MemberState.ACTIVE
+            m.state = _ACTIVE
             self._active[m] = None
             self.active_cnt += 1
             self._xmit_proto(m, _ADV)
         else:
-            m.state = MemberState.PENDING
+            m.state = _PENDING
             self._pending[m] = None
         if active_cnt < self.max_active * 3 // 4:
             return
         if self._active:
             rm = next(iter(self._active))
             del self._active[rm]
-            rm.state = MemberState.RECLAIMING
+            rm.state = _RECLAIMING
             self._xmit_proto(rm, _RECLAIM)
             return
         pm = next(iter(self._pending))
         del self._pending[pm]
-        pm.state = MemberState.JOINED
+        pm.state = _JOINED
         self._xmit_proto(pm, _ADV)
 
     def _activate_pending(self) -> None:
@@ -635,7 +647,7 @@ class Group:
             return
         pm = next(iter(self._pending))
         del self._pending[pm]
-        pm.state = MemberState.ACTIVE
+        pm.state = _ACTIVE
         self._active[pm] = None
         self.active_cnt += 1
         if pm.advertised <= _RECLAIM_ADV_LIMIT:
@@ -652,12 +664,12 @@ class Group:
         low = w9_low(w9)
         if mtype == _JOIN:
             if m is None:
-                m = self._create(node, port, 0, MemberState.JOINING)
+                m = self._create(node, port, 0, _JOINING)
             m.bc_syncpt = m.bc_rcv_nxt = high
             m.window = (m.window + low) & _U16
-            if m.state != MemberState.PUBLISHED:
+            if m.state != _PUBLISHED:
                 return
-            m.state = MemberState.JOINED
+            m.state = _JOINED
             self._open(m)
             self._update_member(m, 0)
             self._xmit_proto(m, _ADV)
@@ -671,7 +683,7 @@ class Group:
             self._pending.pop(m, None)
             self._open(m)
             self._decr_active(m)
-            m.state = MemberState.LEAVING
+            m.state = _LEAVING
             self._create_event(m, _EVT_WITHDRAWN, high)
         elif mtype == _ADV:
             m.window = (m.window + low) & _U16
@@ -694,14 +706,14 @@ class Group:
             m.window = ADV_IDLE
             self._open(m)
         elif mtype == _REMIT:
-            if m.state != MemberState.RECLAIMING:
+            if m.state != _RECLAIMING:
                 return
             remitted = high
             if m.advertised > remitted:
-                m.state = MemberState.REMITTED
+                m.state = _REMITTED
                 m.advertised = (ADV_IDLE + m.advertised - remitted) & _U16
                 return
-            m.state = MemberState.JOINED
+            m.state = _JOINED
             self.active_cnt -= 1
             m.advertised = ADV_IDLE
             self._activate_pending()
