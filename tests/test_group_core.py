@@ -607,6 +607,7 @@ op = st.one_of(
     st.tuples(st.just("consume"), st.integers(0, 7), st.integers(1, 5)),
     st.tuples(st.just("join"), st.integers(0, 2), st.just(0)),
     st.tuples(st.just("leave"), st.integers(0, 7), st.just(0)),
+    st.tuples(st.just("kill"), st.integers(0, 7), st.just(0)),
 )
 
 
@@ -619,16 +620,18 @@ op = st.one_of(
     seed=st.integers(0, 2**32 - 1),
     start=st.integers(2, 6),
     nodes=st.integers(1, 3),
+    loopback=st.booleans(),
     ops=st.lists(op, max_size=120),
 )
 def test_property_exactly_once_in_order(
-    seed: int, start: int, nodes: int, ops: list[tuple[str, int, int]]
+    seed: int, start: int, nodes: int, loopback: bool, ops: list[tuple[str, int, int]]
 ) -> None:
-    """Random broadcasts, multicasts and unicasts with members joining and leaving:
+    """Random broadcasts, multicasts and unicasts with members joining, leaving and dying
+    (EVT_GONE, no LEAVE), with and without loopback:
     every live receiver gets each sender's messages exactly once and in send order, join
     events precede and leave events follow that member's messages, nothing is lost, and no
     sender ever has more unread blocks at a receiver than the receiver advertised."""
-    sim = GroupSim(seed=seed, nodes=nodes)
+    sim = GroupSim(seed=seed, nodes=nodes, loopback=loopback)
     for i in range(start):
         sim.add(instance=i % 3)
     n = 0
@@ -654,6 +657,8 @@ def test_property_exactly_once_in_order(
             sim.add(instance=x)
         elif kind == "leave" and len(live) > 1:
             sim.leave(live[x % len(live)])
+        elif kind == "kill" and len(live) > 1:
+            sim.kill(live[x % len(live)])
     sim.run()
     sim.check()
 
