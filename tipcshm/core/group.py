@@ -34,10 +34,11 @@ and :meth:`Group.sent_unicast` / :meth:`Group.sent_bcast` after sending data its
 Untrusted input: :meth:`Group.receive` validates every field it uses and returns False
 (counting :attr:`Group.bad`) for a malformed frame; it never raises on bad bytes.
 
-Two departures from the kernel, both defensive: an ACK arriving while no acknowledgement
-is awaited is ignored (the kernel's u16 counter would wrap and block broadcasts forever),
-and a JOIN/LEAVE/ADV carrying a window does not wrap ``window`` beyond 16 bits (it is kept
-modulo 2**16 as in the kernel).
+``advertised``, ``window`` and the sequence numbers are u16 in the kernel and are kept
+modulo 2**16 here. Departures from the kernel, all defensive: an ACK arriving while no
+acknowledgement is awaited is ignored (the kernel's u16 counter would wrap and block
+broadcasts for good); a data message naming another service type in w8 is dropped; after
+:meth:`Group.leave` the object ignores all input.
 """
 
 from __future__ import annotations
