@@ -296,7 +296,10 @@ def _restart_worker(node: str, *, stop_first: Callable[[], None] | None = None) 
         os.kill(pid, signal.SIGSTOP)
         stop_first()
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: seg.nametable_worker[2] == restarts + 1 and seg.nametable_worker[0], "restart")
+    _wait(
+        lambda: seg.nametable_worker[2] == restarts + 1 and seg.nametable_worker[0] not in (0, pid),
+        "the successor to name itself",
+    )
 
 
 def test_subscriptions_survive_a_worker_restart(node: str, sub: tipcshm.Socket) -> None:
@@ -396,3 +399,35 @@ def test_the_entry_state_stops_events_at_closing(node: str) -> None:
         _bind(a, 1)
         assert seg.counters()["group_events"] == before
         assert _events(s) == []
+
+
+def test_scribbled_subscriptions_are_cleared_by_a_restarted_worker(node: str) -> None:
+    with _rdm(node) as s, _rdm(node) as t, _rdm(node) as a:
+        seg = s._client.seg
+        seg.set_group_sub(s._slot, 5, TIPC_CLUSTER_SCOPE)  # a reserved type
+        seg.set_group_sub(t._slot, GROUP, 9)  # no such scope
+        before = seg.counters()["bad_requests"]
+        _restart_worker(node)
+        assert seg.group_sub(s._slot) == (0, 0) and seg.group_sub(t._slot) == (0, 0)
+        assert seg.counters()["bad_requests"] == before + 2
+        _bind(a, 1)
+        assert _events(s) == [] and _events(t) == []
+
+
+def test_sixty_four_subscribers_each_see_every_change_in_order(node: str) -> None:
+    own = get_client(node).addr
+    socks = [_rdm(node) for _ in range(64)]
+    try:
+        for s in socks:
+            assert _sub(s) == 0
+        for s in socks:
+            _bind(s, s.port)
+        for s in socks[:8]:
+            _unbind(s, s.port)
+        want = [(TIPC_PUBLISHED, s.port, s.port, own, 0) for s in socks]
+        want += [(TIPC_WITHDRAWN, s.port, s.port, own, 0) for s in socks[:8]]
+        for s in socks:
+            assert _events(s) == want
+    finally:
+        for s in socks:
+            s.close()

@@ -33,6 +33,7 @@ name table applied the changes, the socket's own binding included (the client sk
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ from tipcshm.wire.group import EVT_GONE, build_member_event
 log = logging.getLogger("tipcshm.workers.nametable")
 
 MAX_HELD = 4096  # events held for one subscriber while its predecessor lane drains
+LOG_INTERVAL = 5.0
 
 Change = tuple[BindingAdded | BindingRemoved, bool]  # (the change, caused by a sweep)
 
@@ -71,6 +73,7 @@ class GroupEvents:
         self.by_port: dict[int, _Sub] = {}
         self.by_type: dict[int, dict[int, _Sub]] = {}
         self._predecessor: tuple[int, int] = (0, 0)
+        self._next_log = 0.0
 
     # -- subscriptions ---------------------------------------------------------------
     def load(self, valid_type: int) -> None:
@@ -229,8 +232,17 @@ class GroupEvents:
         seg = self.seg
         try:
             inbox = Inbox.attach(inbox_name(seg.node, s.port), trust=seg.trust, tag=seg.tag)
-        except (FileNotFoundError, OSError, ValueError):
+        except FileNotFoundError:
             return None  # the socket is going away
+        except (OSError, ValueError) as exc:
+            # out of descriptors, or an inbox that fails the trust checks: the event is
+            # lost, and said so
+            self.seg.count_group_event(s.slot, dropped=True)
+            now = time.monotonic()
+            if now >= self._next_log:  # at most one line per LOG_INTERVAL
+                self._next_log = now + LOG_INTERVAL
+                log.warning("group events for socket %#010x: inbox not usable: %s", s.port, exc)
+            return None
         try:
             p = inbox.producer(overflow=False)
         except InboxNoLane:  # every private lane is taken by a live producer

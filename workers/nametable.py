@@ -21,9 +21,11 @@ Run as ``python -m tipcshm.workers.nametable NODE`` by the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -524,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     node = args[0]
     proc.die_with_parent(int(os.environ.get(SUPERVISOR_PID_ENV, os.getppid())))
     rundir.setup_logging(f"nametable[{node}]")
+    # One mapped inbox (and its doorbell) per group subscriber: as many descriptors as
+    # the hard limit allows, not the soft default of 1,024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     seg = NodeSegment.attach(node)
     inbox = Inbox.attach(nametable_inbox_name(node), trust=seg.trust, tag=seg.tag)
     worker = NameTableWorker(seg, inbox)
