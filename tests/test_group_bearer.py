@@ -11,6 +11,7 @@ group member whose process was killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -107,9 +108,11 @@ class Writer:
         self.p = self.inbox.producer()
 
     def put(self, dest: int, *msgs: bytes) -> None:
-        with self.p.lock:
-            for m in msgs:
-                assert self.p.write(BEARER_FRAME_PREFIX.pack(dest, 0) + m)
+        for m in msgs:
+            frame = BEARER_FRAME_PREFIX.pack(dest, 0) + m
+            assert self.p.wait_space(len(frame), 10), "the bearer inbox stayed full"
+            with self.p.lock:
+                assert self.p.write(frame)
 
     def close(self) -> None:
         self.inbox.detach()
@@ -132,10 +135,15 @@ def raw_frames(s: tipcshm.socket, n: int, timeout: float = 5.0) -> list[bytes]:
     return out
 
 
-def nothing_more(*socks: tipcshm.socket, settle: float = 0.3) -> None:
-    time.sleep(settle)  # a negative check: what would have come has had its time
+def nothing_more(w: Writer, src: int, dst: int, *socks: tipcshm.socket) -> None:
+    """Nothing but a fence comes to these sockets: a GRP_UCAST written now into A's
+    bearer inbox for each is the next frame it gets (one worker delivers in order, so
+    anything sent to it before the fence would come first)."""
     for s in socks:
-        assert s._inbox.get() is None, f"unexpected frame for port {s.port}"
+        w.put(dst, grp_data(UCAST, src, 1, dst, port_of(s), 0, b"fence"))
+    for s in socks:
+        (f,) = raw_frames(s, 1)
+        assert f.endswith(b"fence") and words(f)[4] == 1, f"unexpected frame for {s.port}"
 
 
 def port_of(s: tipcshm.socket) -> int:
@@ -206,7 +214,7 @@ def test_group_protocol_and_unicasts_reach_their_port_on_the_other_node(pair) ->
             )
             wait_for(lambda: sb.bearer_counters(0)["dropped"] == dropped + 2, 5, "dropped")
             assert sb.bearer_counters(0)["rejected"] == rejected
-            nothing_more(rx)
+            nothing_more(w, sa.addr, sb.addr, rx)
             assert sa.bearer_counters(0)["bad_from_lanes"] == 0
     finally:
         w.close()
@@ -230,15 +238,47 @@ def test_broadcasts_reach_every_socket_bound_to_the_type_with_cluster_scope(pair
             got = raw_frames(s, 2)
             same_message(got[0], bc, dest_port=port_of(s))
             same_message(got[1], mc, dest_port=port_of(s))  # the group filters instances
-        nothing_more(*socks)
+        nothing_more(w, sa.addr, sb.addr, *socks)
         # a node-scope broadcast from another node reaches nobody (and A refuses to send it)
         w.put(sb.addr, grp_data(BCAST, sa.addr, 4242, sb.addr, 0, 5, b"x", scope=3))
         wait_for(lambda: sa.bearer_counters(0)["bad_from_lanes"] == 1, 5, "refused")
-        nothing_more(*socks)
+        nothing_more(w, sa.addr, sb.addr, *socks)
     finally:
         for s in socks:
             s.close()
         w.close()
+
+
+def test_a_full_receiver_gets_every_group_message_in_order_later(pair) -> None:
+    """Group data and protocol messages for a receiver whose inbox is full wait in the
+    bearer worker, in order, and are delivered as room appears: never dropped or
+    returned while the port lives (a lost one would stall the group's ordering)."""
+    a, b, _pa, _pb, sa, sb = pair
+    w = Writer(a, sa)
+    with contextlib.closing(w), tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as rx:
+        rx.bind((NAME, GTYPE, 1, 0))
+        port = port_of(rx)
+        dropped = sb.bearer_counters(0)["dropped"]
+        big = b"z" * 30000
+        sent = []
+        for i in range(24):  # several lanes' worth
+            if i % 3 == 0:
+                m = grp_data(BCAST, sa.addr, 4242, sb.addr, 0, i, big + bytes([i]))
+            elif i % 3 == 1:
+                m = grp_data(UCAST, sa.addr, 4242, sb.addr, port, i, big + bytes([i]))
+            else:
+                m = proto(GroupMsgType.GRP_ADV_MSG, sa.addr, 4242, sb.addr, port, high=i)
+            sent.append(m)
+        w.put(sb.addr, *sent)
+        # the receiver is full (what it has is less than what was sent) before it reads
+        wait_for(lambda: rx._inbox.fill()[0] > 100_000, 10, "a full receiver")
+        assert rx._inbox.fill()[0] < sum(len(m) for m in sent)
+        got = raw_frames(rx, len(sent), timeout=20)
+        for g, m in zip(got, sent, strict=True):
+            same_message(g, m, dest_port=port)
+        assert sb.bearer_counters(0)["dropped"] == dropped
+        assert sb.bearer_counters(0)["rejected"] == 0
+        nothing_more(w, sa.addr, sb.addr, rx)
 
 
 def test_broadcast_link_group_messages_are_delivered_like_replicast_ones(pair) -> None:
@@ -246,7 +286,9 @@ def test_broadcast_link_group_messages_are_delivered_like_replicast_ones(pair) -
     w5 the cluster id, its own broadcast sequence. A's link told B that sequence starts
     after 0 (tipcshm never broadcasts), so B takes seqno 1 from A's address as the next."""
     a, b, _pa, pb, sa, sb = pair
+    w = Writer(a, sa)
     with (
+        contextlib.closing(w),
         tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as one,
         tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as node_only,
     ):
@@ -260,7 +302,7 @@ def test_broadcast_link_group_messages_are_delivered_like_replicast_ones(pair) -
         got = raw_frames(one, 2)
         same_message(got[0], bc, dest_port=port_of(one))
         same_message(got[1], mc, dest_port=port_of(one))
-        nothing_more(one, node_only)
+        nothing_more(w, sa.addr, sb.addr, one, node_only)
 
 
 def test_malformed_group_frames_from_local_senders_are_refused_and_counted(pair) -> None:
@@ -308,6 +350,7 @@ def test_malformed_group_frames_from_local_senders_are_refused_and_counted(pair)
                     1,
                     wire.make_w1(UCAST, errcode=2),
                 ),
+                patched(good, 1, wire.make_w1(JOIN, errcode=2)),  # no errors in the protocol
             ]
             assert w1 == wire.make_w1(JOIN)
             w.put(sb.addr, *bad)
@@ -317,7 +360,7 @@ def test_malformed_group_frames_from_local_senders_are_refused_and_counted(pair)
             same_message(got[0], good)
             # no socket 4242 on A: its JOIN is answered with the LEAVE its closing sends
             same_message(got[1], proto(LEAVE, sa.addr, 4242, sb.addr, port))
-            nothing_more(rx)
+            nothing_more(w, sa.addr, sb.addr, rx)
     finally:
         w.close()
 
@@ -384,7 +427,9 @@ def _member(node: str, peer: int, p1: int, p2: int, script: list, close: bool = 
 
 def test_a_killed_member_leaves_the_members_it_joined_on_the_other_node(pair) -> None:
     a, b, _pa, _pb, sa, sb = pair
+    w = Writer(a, sa)
     with (
+        contextlib.closing(w),
         tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as m1,
         tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as m2,
     ):
@@ -410,12 +455,12 @@ def test_a_killed_member_leaves_the_members_it_joined_on_the_other_node(pair) ->
             proc.send_signal(signal.SIGKILL)
             proc.wait(5)
             (leave,) = raw_frames(m1, 1, timeout=10)
-            w = words(leave)
-            assert wire.user_of(w[0]) == User.GROUP_PROTOCOL and w[1] >> 29 == LEAVE
-            assert (w[4], w[5], w[6], w[7]) == (port, p1, sa.addr, sb.addr)
-            assert wgroup.w9_high(w[9]) == 6  # after the broadcast with seqno 5
-            assert w[0] & wire.DEST_DROPPABLE_BIT and len(leave) == wire.INT_H_SIZE
-            nothing_more(m1, m2)
+            lw = words(leave)
+            assert wire.user_of(lw[0]) == User.GROUP_PROTOCOL and lw[1] >> 29 == LEAVE
+            assert (lw[4], lw[5], lw[6], lw[7]) == (port, p1, sa.addr, sb.addr)
+            assert wgroup.w9_high(lw[9]) == 6  # after the broadcast with seqno 5
+            assert lw[0] & wire.DEST_DROPPABLE_BIT and len(leave) == wire.INT_H_SIZE
+            nothing_more(w, sa.addr, sb.addr, m1, m2)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -426,16 +471,17 @@ def test_a_member_that_closes_without_leaving_gets_its_leave_sent(pair) -> None:
     """The socket closed (its entry is no longer OPEN) while the process lives on: the
     LEAVE is sent just the same, with a unicast's seqno as the sync point."""
     a, b, _pa, _pb, sa, sb = pair
-    with tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as m1:
+    w = Writer(a, sa)
+    with contextlib.closing(w), tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=b) as m1:
         p1 = port_of(m1)
         proc, port = _member(a, sb.addr, p1, 0, [("join", p1, 0xFFFF), ("ucast", p1, 0)], True)
         try:
             f = raw_frames(m1, 3, timeout=10)
-            w = words(f[2])
-            assert w[1] >> 29 == LEAVE and w[4] == port
-            assert wgroup.w9_high(w[9]) == 0
+            lw = words(f[2])
+            assert lw[1] >> 29 == LEAVE and lw[4] == port
+            assert wgroup.w9_high(lw[9]) == 0
             assert proc.poll() is None
-            nothing_more(m1)
+            nothing_more(w, sa.addr, sb.addr, m1)
         finally:
             proc.kill()
             proc.wait(5)

@@ -26,6 +26,16 @@ Theory of operation (the kernel's udp_media.c + the bearer half of node.c/link.c
   socket bound in range with cluster scope. A full receiver: RDM/DGRAM get the kernel's
   overload handling (rejected with TIPC_ERR_OVERLOAD, or dropped when dest-droppable);
   connection messages wait in order and are retried.
+* group traffic (tipc-wire §9): a member socket's GROUP_PROTOCOL messages and group
+  data (GRP_BCAST/GRP_MCAST replicast copies naming the node in w7, GRP_UCAST) are
+  checked as above plus their own shapes (see ``_group_ok``) and sent like data. From a
+  peer, on the unicast link or the broadcast receive link alike, GROUP_PROTOCOL and
+  GRP_UCAST go to their port and a GRP_BCAST/GRP_MCAST to every local socket bound to
+  the group's type with cluster scope, one copy each with that port in w5
+  (tipc_sk_mcast_rcv); per port in order, retried while full, dropped if the port is
+  gone (never returned). A local member socket that closes or dies without sending
+  LEAVE to the members it joined through this worker gets them sent on its behalf,
+  after what its process still had in the inbox (``_check_group_senders``).
 * peers' bindings (name distribution) and the link-state bindings go to the name-table
   worker as :mod:`tipcshm.shm.names_feed` records in this worker's lane of its inbox,
   RESET_BEARER first; this node's own cluster-scope bindings are published to the peers
@@ -760,7 +770,8 @@ class BearerWorker:
                     t = self._new_group_sender(port)
                     if t is None:
                         return
-                t.members.add(member)
+                if len(t.members) < MAX_GROUP_SENDERS:
+                    t.members.add(member)
             elif t is None:
                 return
             else:
@@ -1208,6 +1219,7 @@ def _group_ok(msg: bytes, user: int, w0: int, w1: int, mtype: int, hsize: int, s
             and size == wire.INT_H_SIZE
             and mtype <= _GRP_LAST_PROTO
             and bool(w0 & wire.DEST_DROPPABLE_BIT)
+            and not w1 & wire.W1_ERRCODE_MASK
             and dport != 0
         )
     if (
@@ -1235,7 +1247,8 @@ LATE_MAX = 0.5  # seconds a connection ending waits at most for the data before 
 EXPECT_LINKS_FACTOR = 3
 # A dead group member's LEAVEs wait at most this long for its frames still in our inbox.
 LEAVE_WAIT = 2.0
-MAX_GROUP_SENDERS = 65536  # group member sockets tracked for LEAVE on behalf
+# Group member sockets tracked for LEAVE on behalf, and members each one joined.
+MAX_GROUP_SENDERS = 65536
 
 
 def main(argv: list[str] | None = None) -> int:
