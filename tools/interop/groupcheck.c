@@ -27,7 +27,8 @@
  *   --leave              TIPC_GROUP_LEAVE (close() leaves too)
  * Output, one line each (stdout, line buffered):
  *   self node=0xNODE port=PORT type=TYPE inst=INST
- *   tx KIND I len=N rc=R [errno=E] [eagain=K]     KIND: b, a, m or u
+ *   tx KIND I len=N rc=R [to=0xNODE:PORT|inst=INST] [errno=E] [eagain=K]
+ *                        KIND: b, a (anycast to INST), m (multicast to INST) or u
  *   rx node=0xNODE port=PORT inst=INST len=N flags=F data="..."
  *   evt join|leave node=0xNODE port=PORT inst=INST len=0 flags=OOB[|EOR]
  *   done rx=N joins=J leaves=L
@@ -224,6 +225,12 @@ static void send_one(const char *kind, const struct sockaddr_tipc *to)
 	}
 	err = rc < 0 ? errno : 0;
 	printf("tx %s %d len=%d rc=%d", kind, i, len, rc);
+	if (to && to->addrtype == TIPC_ADDR_ID)
+		printf(" to=0x%08x:%u", to->addr.id.node, to->addr.id.ref);
+	else if (to && to->addrtype == TIPC_ADDR_NAME)
+		printf(" inst=%u", to->addr.name.name.instance);
+	else if (to)
+		printf(" inst=%u", to->addr.nameseq.lower);
 	if (err)
 		printf(" errno=%d", err);
 	if (eagain)
