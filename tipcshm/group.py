@@ -339,11 +339,7 @@ class GroupSocket(_sock.Socket):
     # -- frames in -----------------------------------------------------------------------
     def _from_worker(self, lane: int) -> bool:
         """The lane is the name-table worker's: only it may tell us of members."""
-        w = self._client.seg.worker(0)
-        return w is not None and bool(w.pid) and self._inbox.lane_producer(lane) == (
-            w.pid,
-            w.start,
-        )
+        return control.from_nametable_worker(self._client.seg, self._inbox, lane)
 
     def _gpump(self, limit: int = _PUMP_BATCH) -> int:
         """Read up to ``limit`` frames of our inbox into the core (receive lock held);
