@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tipcshm.core.group import (
@@ -740,3 +740,70 @@ def test_property_delayed_broadcasts_sorted_back(
     assert got == want
     m = g.member(PEER, 20)
     assert m is not None and not m.deferred and m.bc_rcv_nxt == seq and g.bad == 0
+
+
+def _invariants(g: Group) -> None:
+    ms = g.members()
+    assert g.member_cnt == len(ms)
+    counted = [m for m in ms if MemberState.ACTIVE <= m.state <= MemberState.REMITTED]
+    assert g.active_cnt == len(counted)
+    assert all(m.state == MemberState.ACTIVE for m in g._active)
+    assert all(m.state == MemberState.PENDING for m in g._pending)
+    windows = [m.window for m in g._small_win]
+    assert windows == sorted(windows)
+    assert all(m.in_small_win and g.member(m.node, m.port) is m for m in g._small_win)
+    assert sum(m.in_small_win for m in ms) == len(g._small_win)
+    assert g.dest_nodes() == {m.node for m in ms}
+    assert 0 <= g.bc_ackers <= 0xFFFF
+    for m in ms:
+        assert 0 <= m.window <= 0xFFFF and 0 <= m.advertised <= 0xFFFF
+
+
+event_op = st.one_of(
+    # high (v >> 16) % 4 so that sequence numbers line up with the data's 0..3
+    st.tuples(st.just("proto"), st.integers(0, 5), st.integers(0, 2), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("data"), st.sampled_from([5, 6, 7]), st.integers(0, 2), st.integers(0, 3)),
+    st.tuples(st.just("evt"), st.integers(1, 2), st.integers(0, 2), st.integers(0, 3)),
+    st.tuples(st.just("consume"), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("send"), st.integers(0, 2), st.integers(0, 2), st.integers(1, 70)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops=st.lists(event_op, max_size=80))
+@example(ops=[("data", 7, 0, 0), ("consume", 0, 0, 0), ("evt", 2, 0, 1)])
+@example(ops=[("data", 7, 1, 0), ("consume", 0, 0, 0), ("proto", 1, 1, 0)])
+def test_property_hostile_peers_keep_state_consistent(ops: list[tuple[str, int, int, int]]) -> None:
+    """Any sequence of protocol messages (any type and field values), data with any
+    sequence numbers, binding events and local sends/consumes from four peers leaves the
+    group's bookkeeping consistent and never raises."""
+    g = group()
+    g.join([(PEER, 22, 0)])
+    joined(g, port=20)
+    joined(g, port=21)
+    for kind, a, who, v in ops:
+        port = 20 + who
+        if kind == "proto":
+            assert g.receive(proto(a, port, high=(v >> 16) % 4, adv=v & 0xFFFF))
+        elif kind == "data":
+            assert g.receive(
+                data(a, v, b"d" * (v * 300), port=port, ack=bool(v & 1), instance=v & 1)
+            )
+        elif kind == "evt":
+            g.member_event(a, PEER, port, 0, node_up=bool(v & 1), gone=bool(v & 2))
+        elif kind == "consume":
+            while g.delivered:
+                d = g.delivered.popleft()
+                if not d.event:
+                    g.consumed(d.node, d.port, d.blocks)
+        elif a == 0:
+            if not g.bc_cong(v):
+                g.sent_bcast(v)
+        else:
+            cong, m = g.cong(PEER, port, v)
+            if m is not None and not cong:
+                g.sent_unicast(m, v)
+        g.frames_to_send()
+        _invariants(g)
+    g.leave()
+    assert g.members() == [] and g.active_cnt == 0
