@@ -70,14 +70,14 @@ from tipcshm.constants import (
     TIPC_PUBLISHED,
     TIPC_WITHDRAWN,
 )
-from tipcshm.core.group import Delivery, Group as _Core, Member
+from tipcshm.core.group import Delivery, Member
+from tipcshm.core.group import Group as _Core
 from tipcshm.errors import (
     AccessDenied,
     HostUnreachable,
     InvalidArgument,
     MessageTooLong,
     NodeNotRunning,
-    NotSupportedYet,
     SocketClosed,
     TipcError,
     WouldBlock,
@@ -115,13 +115,12 @@ def _scope_of(raw: int) -> int:
 def join(sock: _sock.Socket, value: Any) -> None:
     """TIPC_GROUP_JOIN on ``sock`` (value already checked by Socket.setsockopt)."""
     type_, instance, raw_scope, flags = _GROUP_REQ.unpack_from(memoryview(value).cast("B"))
-    if isinstance(sock, GroupSocket):
-        raise AccessDenied(
-            f"TIPC_GROUP_JOIN: socket {sock._port:#010x} is already in group {sock._group.type}"
-        )
-    if sock.type not in (SOCK_RDM, SOCK_DGRAM):
-        raise NotSupportedYet(f"communication groups on {sock.type!r} sockets")
     scope = _scope_of(raw_scope)
+    if getattr(sock, "_group", None) is not None:
+        raise AccessDenied(f"TIPC_GROUP_JOIN: socket {sock._port:#010x} is already in a group")
+    if sock.type not in (SOCK_RDM, SOCK_DGRAM):
+        _join_connection_socket(sock, type_, instance, scope)
+        return
     client = sock._client
     own, port = sock._own, sock._port
     with sock._ctl_lock:
@@ -147,20 +146,71 @@ def join(sock: _sock.Socket, value: Any) -> None:
                 events=bool(flags & TIPC_GROUP_MEMBER_EVTS),
             )
             core.join(snapshot)
-            key = (port + sock._pub_count + 1) & 0xFFFFFFFF
-            err = sock._control(control.OP_BIND, type_, instance, instance, scope, key)
-            if err:
-                raise TipcError(err, f"TIPC_GROUP_JOIN {type_}: binding {{{type_}, {instance}}}")
+            binding = _bind_group(sock, type_, instance, scope)
         except BaseException:
             with contextlib.suppress(OSError):
                 sock._control(control.OP_GROUP_UNSUB, type_, 0, 0, scope, 0)
             raise
-        sock._pub_count += 1
-        sock._bindings.append((type_, instance, instance, scope, key))
-        GroupSocket._become(sock, core, (type_, instance, instance, scope, key))
+        GroupSocket._become(sock, core, binding)
     assert isinstance(sock, GroupSocket)
+    # The kernel handles group protocol messages as they arrive, whatever the application
+    # is doing: in select mode the process's readiness thread reads the inbox whenever
+    # its doorbell rings (see GroupSocket._sel_refresh), so a member that only sends
+    # still answers JOINs and advertises windows.
+    sock.fileno()
     sock._gflush()
     sock._sel_touch()
+
+
+@dataclass(slots=True)
+class _HeldGroup:
+    """What a SEQPACKET/STREAM socket that joined holds: tipc_sk_join accepts connection
+    sockets, but their sends never take the group paths, so all that shows is the group
+    binding, the type getsockopt answers, and bind/connect refused."""
+
+    type: int
+    binding: tuple[int, int, int, int, int]
+
+
+def _bind_group(
+    sock: _sock.Socket, type_: int, instance: int, scope: int
+) -> tuple[int, int, int, int, int]:
+    key = (sock._port + sock._pub_count + 1) & 0xFFFFFFFF
+    err = sock._control(control.OP_BIND, type_, instance, instance, scope, key)
+    if err:
+        raise TipcError(err, f"TIPC_GROUP_JOIN {type_}: binding {{{type_}, {instance}}}")
+    sock._pub_count += 1
+    binding = (type_, instance, instance, scope, key)
+    sock._bindings.append(binding)
+    return binding
+
+
+def _join_connection_socket(sock: _sock.Socket, type_: int, instance: int, scope: int) -> None:
+    with sock._ctl_lock:
+        binding = _bind_group(sock, type_, instance, scope)
+        sock._group = _HeldGroup(type_, binding)  # type: ignore[attr-defined]
+
+
+def _unbind_group(sock: _sock.Socket, binding: tuple[int, int, int, int, int]) -> None:
+    with sock._ctl_lock:
+        if binding in sock._bindings:
+            t, lo, up, sc, key = binding
+            err = sock._control(control.OP_UNBIND, t, lo, up, sc, key)
+            sock._bindings.remove(binding)
+            if err:
+                raise TipcError(err, f"TIPC_GROUP_LEAVE: withdrawing {{{t}, {lo}}}")
+
+
+def leave(sock: _sock.Socket) -> None:
+    """TIPC_GROUP_LEAVE on ``sock`` (its value already checked): EINVAL outside a group."""
+    if isinstance(sock, GroupSocket):
+        sock.leave()
+        return
+    held = getattr(sock, "_group", None)
+    if held is None:  # tipc_sk_leave
+        raise InvalidArgument(f"TIPC_GROUP_LEAVE: socket {sock._port:#010x} is in no group")
+    _unbind_group(sock, held.binding)
+    sock._group = None  # type: ignore[attr-defined]
 
 
 class GroupSocket(_sock.Socket):
@@ -168,6 +218,17 @@ class GroupSocket(_sock.Socket):
 
     _group: _Core
     _gbinding: tuple[int, int, int, int, int]
+    _gout: dict[tuple[int, int], deque[bytes]]
+    _ggone: list[gw.MemberEvent]
+    _gseen: int
+    _gcond: threading.Condition
+    _gwaiters: int
+    _glocal: tuple[int, list[int]]
+    _grr: int
+    _gbad: int
+    _gsend_lock: threading.Lock
+    _gw0: int
+    _gscope_w1: int
 
     @staticmethod
     def _become(sock: _sock.Socket, core: _Core, binding: tuple[int, int, int, int, int]) -> None:
@@ -182,6 +243,7 @@ class GroupSocket(_sock.Socket):
         s._glocal = (-1, [])  # (type token, local member ports) for broadcasts
         s._grr = 0  # anycast round robin
         s._gbad = 0
+        s._gsend_lock = threading.Lock()
         s._routes.clear()
         s.__class__ = _group_class(type(sock))
         s._gset_w0()
@@ -204,20 +266,6 @@ class GroupSocket(_sock.Socket):
             self._gset_w0()
 
     # -- what the stdlib calls do differently in a group -------------------------------------
-    def bind(self, address: Any) -> None:
-        # tipc_bind checks the address first, then __tipc_bind refuses a group member
-        addr = parse_address(address, allow_negative_scope=True, caller="bind")
-        if isinstance(addr, SocketAddr):
-            super().bind(address)  # its EAFNOSUPPORT
-        t = addr.type
-        if t < 64:
-            super().bind(address)  # its EACCES for a reserved type
-        self._check_open()
-        raise AccessDenied(
-            f"bind(): socket {self._port:#010x} is in group {self._group.type}: "
-            "a group member cannot bind"
-        )
-
     def unbind(self, address: Any) -> None:
         self._check_open()
         raise AccessDenied(f"unbind(): socket {self._port:#010x} is a group member")
@@ -239,6 +287,7 @@ class GroupSocket(_sock.Socket):
         subscription; the socket is an ordinary RDM/DGRAM socket again."""
         self._leave(unbind=True)
         self.__class__ = _plain_class(type(self))
+        self._group = None  # type: ignore[assignment]  # getsockopt answers 0 again
         self._routes.clear()
         self._sel_touch()
 
@@ -247,15 +296,8 @@ class GroupSocket(_sock.Socket):
         with self._recv_lock:
             core.leave()
             self._gflush(wait=_LEAVE_WAIT)
-        binding = self._gbinding
         if unbind:
-            with self._ctl_lock:
-                t, lo, up, sc, key = binding
-                if binding in self._bindings:
-                    err = self._control(control.OP_UNBIND, t, lo, up, sc, key)
-                    self._bindings.remove(binding)
-                    if err:
-                        raise TipcError(err, f"TIPC_GROUP_LEAVE: withdrawing {{{t}, {lo}}}")
+            _unbind_group(self, self._gbinding)
         with contextlib.suppress(OSError):
             self._control(control.OP_GROUP_UNSUB, core.type, 0, 0, core.scope, 0)
 
@@ -334,7 +376,7 @@ class GroupSocket(_sock.Socket):
                 raise WouldBlock(
                     f"group member <{node:#010x}:{port:#010x}> is full (its reader is behind)"
                 )
-            self._gwait(deadline, "send")
+            self._gwait_room(p, len(head) + len(data), deadline)
 
     # -- frames in -----------------------------------------------------------------------
     def _from_worker(self, lane: int) -> bool:
@@ -407,19 +449,35 @@ class GroupSocket(_sock.Socket):
         lock = self._recv_lock
         if lock.acquire(blocking=False):
             try:
-                if not self._gpump():
-                    with contextlib.suppress(InboxClosed):
-                        self._inbox.wait(remaining)
-                    self._gpump()
+                pumped = self._gpump()
+            finally:
+                lock.release()  # select mode: this re-arms the doorbell for the reactor
+            if pumped:
+                return
+        # the readiness thread (or a receiving thread) reads the inbox and tells us
+        with self._gcond:
+            self._gwaiters += 1
+            try:
+                self._gcond.wait(remaining)
+            finally:
+                self._gwaiters -= 1
+        self._client.check_alive()
+
+    def _gwait_room(self, p: Any, size: int, deadline: float | None) -> None:
+        """Wait a little for room in lane ``p``, reading our own inbox first (the member
+        we wait for may be waiting for us)."""
+        if self._closed:
+            raise SocketClosed(self._port)
+        remaining = _WAIT if deadline is None else min(_WAIT, deadline - time.monotonic())
+        if remaining <= 0:
+            raise self._timed_out("send", f"send on group socket {self._port:#010x}")
+        lock = self._recv_lock
+        if lock.acquire(blocking=False):
+            try:
+                self._gpump()
             finally:
                 lock.release()
-        else:  # another thread is receiving: it reads the inbox and tells us
-            with self._gcond:
-                self._gwaiters += 1
-                try:
-                    self._gcond.wait(remaining)
-                finally:
-                    self._gwaiters -= 1
+        p.wait_space(size, min(remaining, 0.005))
         self._client.check_alive()
 
     def _gnext(self, flags: int) -> Delivery:
@@ -456,9 +514,7 @@ class GroupSocket(_sock.Socket):
             except InboxClosed:
                 if self._closed:
                     raise SocketClosed(self._port) from None
-                raise NodeNotRunning(
-                    self.node, "the node stopped and closed this socket"
-                ) from None
+                raise NodeNotRunning(self.node, "the node stopped and closed this socket") from None
 
     def _gtake(self, flags: int) -> Delivery:
         d = self._gnext(flags)
@@ -561,32 +617,39 @@ class GroupSocket(_sock.Socket):
         if isinstance(addr, ServiceRange) and addr.lower > addr.upper:
             raise InvalidArgument(f"sendto(): {address} is an empty range")
         deadline, nonblock = self._deadline(flags, "send")
-        core = self._group
         blks = gw.blocks(wire.GROUP_H_SIZE + n)
-        if addr is None:
-            self._gbcast(data, n, blks, None, nonblock, deadline)
-        elif isinstance(addr, SocketAddr):
-            self._gunicast(addr.node, addr.port, data, n, blks, nonblock, deadline)
-        elif isinstance(addr, ServiceAddr):
-            self._ganycast(addr.instance, data, n, blks, nonblock, deadline)
-        else:
-            inst = addr.lower  # tipc_send_group_mcast reads the range's lower bound
-            dests = self._gmembers_of(inst)
-            if not dests:
-                raise HostUnreachable(addr, f"no member of group {core.type} has instance {inst}")
-            if len(dests) == 1:
-                m = dests[0]
-                self._gunicast(m.node, m.port, data, n, blks, nonblock, deadline)
+        with self._gsend_lock:  # one sender at a time (the kernel's socket lock)
+            if addr is None:
+                self._gbcast(data, n, blks, None, nonblock, deadline)
+            elif isinstance(addr, SocketAddr):
+                self._gunicast(addr.node, addr.port, data, n, blks, nonblock, deadline)
+            elif isinstance(addr, ServiceAddr):
+                self._ganycast(addr.instance, data, n, blks, nonblock, deadline)
             else:
-                self._gbcast(data, n, blks, inst, nonblock, deadline)
+                inst = addr.lower  # tipc_send_group_mcast reads the range's lower bound
+                with self._recv_lock:
+                    dests = self._gmembers_of(inst)
+                if not dests:
+                    raise HostUnreachable(
+                        addr, f"no member of group {self._group.type} has instance {inst}"
+                    )
+                if len(dests) == 1:
+                    m = dests[0]
+                    self._gunicast(m.node, m.port, data, n, blks, nonblock, deadline)
+                else:
+                    self._gbcast(data, n, blks, inst, nonblock, deadline)
         self._tx_msgs += 1
         self._tx_bytes += n
         self._flush_counters()
-        self._sel_touch()
         return n
 
+    # The core is touched under the receive lock only: the readiness thread feeds it
+    # under that lock whenever the doorbell rings, so a send's checks and updates must
+    # not interleave with its reading.
+
     def _gmembers_of(self, instance: int) -> list[Member]:
-        """Members with ``instance`` that can receive (tipc_nametbl_lookup_group)."""
+        """Members with ``instance`` that can receive (tipc_nametbl_lookup_group);
+        receive lock held."""
         core = self._group
         excl = None if core.loopback else (self._own, self._port)
         return [
@@ -598,8 +661,12 @@ class GroupSocket(_sock.Socket):
         ]
 
     def _gblock(self, congested: Any, nonblock: bool, deadline: float | None, what: str) -> None:
-        """tipc_wait_for_cond: wait while ``congested()`` says so."""
-        while congested():
+        """tipc_wait_for_cond: wait while ``congested()`` (called under the receive lock)
+        says so."""
+        while True:
+            with self._recv_lock:
+                if not congested():
+                    return
             if nonblock:
                 raise WouldBlock(f"group {self._group.type}: {what} (the receiver is behind)")
             self._gwait(deadline, "send")
@@ -621,6 +688,7 @@ class GroupSocket(_sock.Socket):
 
         def congested() -> bool:
             cong, found[0] = core.cong(node, port, blks)
+            self._gflush()  # cong() may have queued an ADV
             return cong
 
         self._gblock(congested, nonblock, deadline, f"member <{node:#010x}:{port:#010x}> is full")
@@ -629,42 +697,48 @@ class GroupSocket(_sock.Socket):
             raise HostUnreachable(
                 SocketAddr(node, port), f"<{node:#010x}:{port:#010x}> is not a member"
             )
-        self._gsend_ucast(m, data, n, blks, nonblock, deadline)
+        self._gsend_ucast(m, data, n, blks, deadline)
 
-    def _gsend_ucast(
-        self, m: Member, data: Any, n: int, blks: int, nonblock: bool, deadline: float | None
-    ) -> None:
+    def _gsend_ucast(self, m: Member, data: Any, n: int, blks: int, deadline: float | None) -> None:
         core = self._group
         own = self._own
         w0 = self._gw0 | (wire.GROUP_H_SIZE + n)
         w1 = (_UCAST_W1 << wire.W1_MTYPE_SHIFT) | self._gscope_w1
-        head = _HDR44.pack(
-            w0, w1, 0, own, self._port, m.port, own, m.node, core.type, 0,
-            gw.grp_w10(core.bc_snd_nxt),
-        )  # fmt: skip
-        self._gput(m.node, m.port, head, w0, data, nonblock, deadline)
-        core.sent_unicast(m, blks)
+        with self._recv_lock:
+            head = _HDR44.pack(
+                w0, w1, 0, own, self._port, m.port, own, m.node, core.type, 0,
+                gw.grp_w10(core.bc_snd_nxt),
+            )  # fmt: skip
+            core.sent_unicast(m, blks)
+        # The window was taken: the copy goes out even if that means waiting for room.
+        self._gput(m.node, m.port, head, w0, data, False, deadline)
 
     def _ganycast(
         self, instance: int, data: Any, n: int, blks: int, nonblock: bool, deadline: float | None
     ) -> None:
         core = self._group
         while True:
-            dests = self._gmembers_of(instance)
+            with self._recv_lock:
+                dests = self._gmembers_of(instance)
+                chosen = None
+                k = len(dests)
+                start = self._grr % k if k else 0
+                for i in range(k):
+                    m = dests[(start + i) % k]
+                    cong, mm = core.cong(m.node, m.port, blks)
+                    if mm is not None and not cong:
+                        self._grr = start + i + 1
+                        chosen = mm
+                        break
+                self._gflush()
             if not dests:
                 raise HostUnreachable(
                     ServiceAddr(core.type, instance),
                     f"no member of group {core.type} has instance {instance}",
                 )
-            k = len(dests)
-            start = self._grr % k
-            for i in range(k):
-                m = dests[(start + i) % k]
-                cong, mm = core.cong(m.node, m.port, blks)
-                if mm is not None and not cong:
-                    self._grr = start + i + 1
-                    self._gsend_ucast(mm, data, n, blks, nonblock, deadline)
-                    return
+            if chosen is not None:
+                self._gsend_ucast(chosen, data, n, blks, deadline)
+                return
             if nonblock:
                 raise WouldBlock(
                     f"group {core.type}: every member with instance {instance} is full"
@@ -685,9 +759,7 @@ class GroupSocket(_sock.Socket):
             {
                 b.port
                 for b in client.table().overlapping(core.type, 0, _ALL)
-                if b.node == own
-                and b.scope == core.scope
-                and (core.loopback or b.port != port)
+                if b.node == own and b.scope == core.scope and (core.loopback or b.port != port)
             }
         )
         self._glocal = (tok, ports)
@@ -703,35 +775,61 @@ class GroupSocket(_sock.Socket):
         deadline: float | None,
     ) -> None:
         core = self._group
-        self._gblock(lambda: core.bc_cong(blks), nonblock, deadline, "a member is full")
+
+        def congested() -> bool:
+            cong = core.bc_cong(blks)
+            self._gflush()  # bc_cong() may have queued an ADV
+            return cong
+
         own = self._own
-        nodes = core.dest_nodes()
-        if not nodes:
-            raise HostUnreachable(
-                ServiceRange(core.type, 0, _ALL), f"group {core.type} has no other member"
-            )
-        local = self._glocal_ports() if own in nodes else []
-        remote = [nd for nd in sorted(nodes) if nd != own]
         w0 = self._gw0 | (wire.GROUP_H_SIZE + n)
         mtype = _BCAST_W1 if instance is None else _MCAST_W1
         w1 = (mtype << wire.W1_MTYPE_SHIFT) | self._gscope_w1
-        w10 = gw.grp_w10(core.bc_snd_nxt, ack_req=core.bcast_ack_req())
         inst = instance or 0
-        if nonblock:
-            # All or nothing: a copy that cannot be written now must not leave the others
-            # sent under a sequence number the sender then takes back.
-            client = self._client
-            for p in local:
-                lane = client.producer(p)
-                if lane is not None and not lane.fits(wire.GROUP_H_SIZE + n + 8):
-                    raise WouldBlock(f"group {core.type}: member <{own:#010x}:{p:#010x}> is full")
+        while True:
+            self._gblock(congested, nonblock, deadline, "a member is full")
+            with self._recv_lock:
+                if core.bc_cong(blks):  # the readiness thread got in between
+                    continue
+                nodes = core.dest_nodes()
+                if not nodes:
+                    raise HostUnreachable(
+                        ServiceRange(core.type, 0, _ALL), f"group {core.type} has no other member"
+                    )
+                local = self._glocal_ports() if own in nodes else []
+                remote = [nd for nd in sorted(nodes) if nd != own]
+                if nonblock:
+                    # All or nothing: a copy that cannot be written now must not leave the
+                    # others sent under a sequence number the sender then takes back.
+                    self._gcheck_room(local, remote, wire.GROUP_H_SIZE + n)
+                w10 = gw.grp_w10(core.bc_snd_nxt, ack_req=core.bcast_ack_req())
+                # Counted before the copies go out, under the lock the readiness thread
+                # reads under: a receiver's ACK must find the acks it answers expected
+                # (the kernel holds the socket lock over both).
+                core.sent_bcast(blks)
+                break
         head = _HDR44.pack(w0, w1, 0, own, self._port, 0, own, 0, core.type, inst, w10)
         for p in local:
-            self._gput(own, p, head, w0, data, nonblock, deadline)
+            self._gput(own, p, head, w0, data, False, deadline)
         for nd in remote:
             head = _HDR44.pack(w0, w1, 0, own, self._port, 0, own, nd, core.type, inst, w10)
-            self._gput(nd, 0, head, w0, data, nonblock, deadline)
-        core.sent_bcast(blks)
+            self._gput(nd, 0, head, w0, data, False, deadline)
+
+    def _gcheck_room(self, local: list[int], remote: list[int], size: int) -> None:
+        """WouldBlock unless every copy of a broadcast fits in its lane now."""
+        client = self._client
+        core = self._group
+        for p in local:
+            lane = client.producer(p)
+            if lane is not None and not lane.fits(size):
+                raise WouldBlock(f"group {core.type}: member <{self._own:#010x}:{p:#010x}> is full")
+        for nd in remote:
+            try:
+                blane = client.remote_lane(nd)
+            except (NodeUnreachable, HostUnreachable):
+                continue
+            if not blane.fits(size):
+                raise WouldBlock(f"group {core.type}: the link to node {nd:#010x} is congested")
 
     # -- readiness ---------------------------------------------------------------------------
     def _sel_refresh(self) -> None:
@@ -906,13 +1004,13 @@ class Group:
             )
         )
 
-    def unicast(self, member: GroupMember | tuple[int, int], data: Any, *, block: bool = True) -> int:
+    def unicast(
+        self, member: GroupMember | tuple[int, int], data: Any, *, block: bool = True
+    ) -> int:
         """To one member, by its socket address (node, port)."""
         node, port = (member.node, member.port) if isinstance(member, GroupMember) else member
         return int(
-            self.socket.sendto(
-                data, 0 if block else MSG_DONTWAIT, (TIPC_ADDR_ID, node, port, 0)
-            )
+            self.socket.sendto(data, 0 if block else MSG_DONTWAIT, (TIPC_ADDR_ID, node, port, 0))
         )
 
     def recv(self, timeout: float | None = None) -> GroupMessage:
@@ -941,4 +1039,3 @@ class Group:
 
     def __repr__(self) -> str:
         return f"<tipcshm.Group {{{self.type}, {self.instance}}} {self.socket!r}>"
-

@@ -699,6 +699,9 @@ class Socket(metaclass=_SocketMeta):
             type_, lower, upper, scope = addr.type, addr.lower, addr.upper, addr.scope
         if type_ < TIPC_RESERVED_TYPES:
             raise AccessDenied(f"service type {type_} is reserved (types below 64): {address}")
+        group = getattr(self, "_group", None)
+        if group is not None:  # __tipc_bind: a group member binds nothing else
+            raise AccessDenied(f"bind(): socket {self._port:#010x} is in group {group.type}")
         if scope < 0:
             self._unbind(type_, lower, upper, -scope, address)
             return
@@ -913,9 +916,7 @@ class Socket(metaclass=_SocketMeta):
         elif option == TIPC_GROUP_LEAVE:
             from tipcshm import group  # noqa: PLC0415 - group builds on this module
 
-            if not isinstance(self, group.GroupSocket):  # tipc_sk_leave: EINVAL
-                raise InvalidArgument(f"TIPC_GROUP_LEAVE: socket {self._port:#010x} is in no group")
-            self.leave()
+            group.leave(self)
             return
         else:
             raise InvalidArgument(f"no SOL_TIPC option {option}")
