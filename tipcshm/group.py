@@ -157,7 +157,7 @@ def join(sock: _sock.Socket, value: Any) -> None:
     # is doing: in select mode the process's readiness thread reads the inbox whenever
     # its doorbell rings (see GroupSocket._sel_refresh), so a member that only sends
     # still answers JOINs and advertises windows.
-    sock.fileno()
+    _sock.Socket.fileno(sock)
     sock._gflush()
     sock._sel_touch()
 
@@ -229,6 +229,7 @@ class GroupSocket(_sock.Socket):
     _gsend_lock: threading.Lock
     _gw0: int
     _gscope_w1: int
+    _guser_fd: bool
 
     @staticmethod
     def _become(sock: _sock.Socket, core: _Core, binding: tuple[int, int, int, int, int]) -> None:
@@ -238,12 +239,13 @@ class GroupSocket(_sock.Socket):
         s._gout = {}  # (node, port) -> deque of frames waiting for room in that lane
         s._ggone = []  # "member gone" events waiting for the inbox to be drained
         s._gseen = 0  # frames read since the first of them
-        s._gcond = threading.Condition(threading.Lock())
+        s._gcond = threading.Condition(threading.RLock())
         s._gwaiters = 0
         s._glocal = (-1, [])  # (type token, local member ports) for broadcasts
         s._grr = 0  # anycast round robin
         s._gbad = 0
         s._gsend_lock = threading.Lock()
+        s._guser_fd = False  # the application called fileno(): keep it true
         s._routes.clear()
         s.__class__ = _group_class(type(sock))
         s._gset_w0()
@@ -507,14 +509,46 @@ class GroupSocket(_sock.Socket):
             if remaining <= 0:
                 raise self._timed_out("recv", f"recv on group socket {self._port:#010x}")
             try:
-                if self._ready is not None:
+                if self._guser_fd:
                     self._wait_ready(select.POLLIN, remaining)
                 else:
-                    self._inbox.wait(remaining)
+                    self._gwait_delivered(remaining)
             except InboxClosed:
                 if self._closed:
                     raise SocketClosed(self._port) from None
                 raise NodeNotRunning(self.node, "the node stopped and closed this socket") from None
+
+    def _gwait_delivered(self, timeout: float) -> None:
+        """Receive lock held: let go of it until the readiness thread (which reads the
+        inbox when its doorbell rings) delivers something, ``timeout`` passes or the
+        socket closes; take it back. The condition is taken before the lock is let go
+        (its release reads the inbox once more), so no delivery falls in between."""
+        lock = self._recv_lock
+        cond = self._gcond
+        with cond:
+            self._gwaiters += 1
+            lock.release()
+            try:
+                if not self._group.delivered and not self._closed:
+                    cond.wait(timeout)
+            finally:
+                self._gwaiters -= 1
+        lock.acquire()
+        if self._closed:
+            raise SocketClosed(self._port)
+        if self._inbox.closed and not self._group.delivered:
+            raise NodeNotRunning(self.node, "the node stopped and closed this socket")
+
+    def _quiesce(self) -> bool:
+        with self._gcond:  # a receiver waiting for a delivery wakes and sees the close
+            self._gcond.notify_all()
+        return super()._quiesce()
+
+    def fileno(self) -> int:
+        self._guser_fd = True
+        fd = super().fileno()
+        self._sel_touch()
+        return fd
 
     def _gtake(self, flags: int) -> Delivery:
         d = self._gnext(flags)
@@ -843,9 +877,10 @@ class GroupSocket(_sock.Socket):
             return
         while self._gpump():
             pass
-        if not self._group.delivered and self._inbox.rearm() and self._gpump():
+        while not self._group.delivered and self._inbox.rearm() and self._gpump():
             pass
-        ready.set(bool(self._group.delivered), self._group.open)
+        if self._guser_fd:
+            ready.set(bool(self._group.delivered), self._group.open)
 
     # -- inspection --------------------------------------------------------------------------
     def group_members(self) -> list[tuple[int, int, int, str]]:
