@@ -235,14 +235,30 @@ class Children:
     def __init__(self) -> None:
         self.ctx = mp.get_context("fork")
         self.procs: list[Any] = []
+        self.errors = self.ctx.Queue()
 
     def start(self, target: Callable[..., None], *args: Any) -> None:
-        p = self.ctx.Process(target=target, args=args, daemon=True)
+        p = self.ctx.Process(target=self._run, args=(target, args), daemon=True)
         p.start()
         self.procs.append(p)
 
-    def failed(self) -> list[int]:
-        return [p.exitcode for p in self.procs if p.exitcode not in (None, 0)]
+    def _run(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:
+            self.errors.put(f"{target.__name__}: {type(exc).__name__}: {exc}")
+            raise
+
+    def failed(self) -> list[str]:
+        """Why children failed: their exceptions, else their exit codes (empty: none did)."""
+        codes = [p.exitcode for p in self.procs if p.exitcode not in (None, 0)]
+        if not codes:
+            return []
+        why = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                why.append(self.errors.get(timeout=0.5 if not why else 0.05))
+        return why or [f"exit code {c}" for c in codes]
 
     def join(self, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
@@ -250,7 +266,7 @@ class Children:
             p.join(max(0.0, end - time.monotonic()))
         self.kill()
         if bad := self.failed():
-            raise Unavailable(f"a benchmark process failed (exit codes {bad})")
+            raise Unavailable(f"a benchmark process failed: {'; '.join(bad)}")
 
     def kill(self) -> None:
         for p in self.procs:
@@ -270,7 +286,7 @@ def _collect(out: Any, kids: Children, want: Callable[[list[tuple]], bool], what
         except queue.Empty:
             pass
         if bad := kids.failed():
-            raise Unavailable(f"{what}: a benchmark process failed (exit codes {bad})")
+            raise Unavailable(f"{what}: {'; '.join(bad)}")
         if time.monotonic() > deadline:
             raise Unavailable(f"{what}: no progress after {DEADLINE_S:.0f} s")
     return results
@@ -286,7 +302,7 @@ def _wait_ready(ready: Any, n: int, kids: Children, what: str, timeout: float = 
                 break
             except queue.Empty:
                 if bad := kids.failed():
-                    raise Unavailable(f"{what}: a process failed (exit codes {bad})") from None
+                    raise Unavailable(f"{what}: {'; '.join(bad)}") from None
                 if time.monotonic() > deadline:
                     raise Unavailable(f"{what}: not all ready after {timeout:.0f} s") from None
 
