@@ -228,6 +228,52 @@ def tipc_member(
     s.close()
 
 
+# -- tipcshm RDM replicast: the same fan-out without groups (a floor for the group path) --
+def rdm_member(
+    k: int, node: str, m: int, size: int, ready: Any, done: Any, out: Any, prof: str | None
+) -> None:
+    import tipcshm
+
+    s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
+    recv, bufsize = s.recv, size + 64
+
+    def run() -> int:
+        count = 0
+        while count < m:
+            if recv(bufsize):
+                count += 1
+        return count
+
+    ready.put(s.getsockname()[:4])
+    cpu = time.process_time()
+    count = _profiled(prof, run)
+    out.put(("end", k, time.perf_counter_ns(), count, time.process_time() - cpu))
+    done.wait()
+    s.close()
+
+
+def rdm_sender(
+    node: str, dests: list[tuple[int, ...]], m: int, size: int, go: Any, out: Any, prof: str | None
+) -> None:
+    import tipcshm
+
+    s = tipcshm.socket(tipcshm.AF_TIPC, tipcshm.SOCK_RDM, node=node)
+    payload = b"x" * size
+    sendto = s.sendto
+
+    def run() -> int:
+        for _ in range(m):
+            for dest in dests:
+                sendto(payload, dest)
+        return m
+
+    go.wait()
+    start, cpu = time.perf_counter_ns(), time.process_time()
+    out.put(("sent", _profiled(prof, run), time.process_time() - cpu))
+    out.put(("start", start))
+    s.close()
+
+
 # -- driver --------------------------------------------------------------------------------
 class Children:
     """Forked benchmark processes: started, watched against a deadline, killed on failure."""
@@ -292,19 +338,21 @@ def _collect(out: Any, kids: Children, want: Callable[[list[tuple]], bool], what
     return results
 
 
-def _wait_ready(ready: Any, n: int, kids: Children, what: str, timeout: float = 60.0) -> None:
-    """Until ``n`` processes said they are ready; a dead child or the timeout: Unavailable."""
+def _wait_ready(ready: Any, n: int, kids: Children, what: str, timeout: float = 60.0) -> list[Any]:
+    """What ``n`` processes said when ready; a dead child or the timeout: Unavailable."""
     deadline = time.monotonic() + timeout
+    said = []
     for _ in range(n):
         while True:
             try:
-                ready.get(timeout=0.2)
+                said.append(ready.get(timeout=0.2))
                 break
             except queue.Empty:
                 if bad := kids.failed():
                     raise Unavailable(f"{what}: {'; '.join(bad)}") from None
                 if time.monotonic() > deadline:
                     raise Unavailable(f"{what}: not all ready after {timeout:.0f} s") from None
+    return said
 
 
 def _rates(results: list[tuple], n: int, m: int) -> dict[str, float]:
@@ -388,6 +436,29 @@ def measure_tipcshm(
     return _rates(results, n, m)
 
 
+def measure_rdm(
+    node: str, n: int, m: int, size: int, profile: str | None = None
+) -> dict[str, float]:
+    kids = Children()
+    out, ready = kids.ctx.Queue(), kids.ctx.Queue()
+    go, done = kids.ctx.Event(), kids.ctx.Event()
+    try:
+        for k in range(1, n + 1):
+            prof = _prof_path(profile, "rdm", size, "member") if k == 1 else None
+            kids.start(rdm_member, k, node, m, size, ready, done, out, prof)
+        dests = _wait_ready(ready, n, kids, "tipcshm RDM readers")
+        prof = _prof_path(profile, "rdm", size, "sender")
+        kids.start(rdm_sender, node, dests, m, size, go, out, prof)
+        go.set()
+        results = _collect(out, kids, _ends(n), "tipcshm RDM replicast")
+        done.set()
+        kids.join()
+    finally:
+        done.set()
+        kids.kill()
+    return _rates(results, n, m)
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -414,43 +485,45 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             this_run[f"{key} {figure}"] = value
             raw.setdefault(f"{key} {figure}", []).append(value)
 
-    tipc = "tipcshm" in only
-    with running_node(unique_node_name("gbench")) if tipc else contextlib.nullcontext("") as node:
+    need_node = bool(only & {"tipcshm", "rdm"})
+    ctx = running_node(unique_node_name("gbench")) if need_node else contextlib.nullcontext("")
+    with ctx as node:
+
+        def one(transport: str, size: int, profile: str | None = None) -> dict[str, float]:
+            if transport == "unix":
+                return measure_unix(args.members, args.msgs, size, profile)
+            if transport == "rdm":
+                return measure_rdm(node, args.members, args.msgs, size, profile)
+            return measure_tipcshm(node, args.members, args.msgs, size, profile)
+
         for run in range(args.runs):
             print(f"run {run + 1}/{args.runs}", file=sys.stderr)
             this: dict[str, float] = {}
             record(this, "weather", lambda: {"rtt": weather_rtt_us()})
             for size in sizes:
-                if "unix" in only:
-                    record(
-                        this,
-                        f"unix {size}B",
-                        lambda s=size: measure_unix(args.members, args.msgs, s),
-                    )
-                if tipc:
-                    record(
-                        this,
-                        f"tipcshm {size}B",
-                        lambda s=size: measure_tipcshm(node, args.members, args.msgs, s),
-                    )
+                for transport in TRANSPORTS:
+                    if transport in only:
+                        record(this, f"{transport} {size}B", lambda t=transport, s=size: one(t, s))
             runs.append(this)
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
             for size in sizes:
-                if "unix" in only:
-                    measure_unix(args.members, args.msgs, size, args.profile)
-                if tipc:
+                for transport in TRANSPORTS:
+                    if transport not in only:
+                        continue
                     try:
-                        measure_tipcshm(node, args.members, args.msgs, size, args.profile)
+                        one(transport, size, args.profile)
                     except (Unavailable, OSError) as why:
-                        unavailable[f"tipcshm {size}B profile"] = str(why)
+                        unavailable[f"{transport} {size}B profile"] = str(why)
     ratios: dict[str, list[float]] = {}
     for this in runs:
         for size in sizes:
             for figure, _label in FIGURES:
-                t, u = this.get(f"tipcshm {size}B {figure}"), this.get(f"unix {size}B {figure}")
-                if t and u:
-                    ratios.setdefault(f"{size}B {figure}", []).append(t / u)
+                u = this.get(f"unix {size}B {figure}")
+                for transport in TRANSPORTS[1:]:
+                    t = this.get(f"{transport} {size}B {figure}")
+                    if t and u:
+                        ratios.setdefault(f"{transport} {size}B {figure}", []).append(t / u)
     return {
         "config": {"runs": args.runs, "msgs": args.msgs, "members": args.members, "sizes": sizes},
         "results": {k: summary(v) for k, v in raw.items()},
@@ -460,6 +533,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+TRANSPORTS = ("unix", "tipcshm", "rdm")
 FIGURES = (
     ("total", "total msgs/s"),
     ("member", "per member msgs/s"),
@@ -476,26 +550,37 @@ def _fmt(v: float) -> str:
 
 def report(out: dict[str, Any]) -> str:
     cfg, res, rat = out["config"], out["results"], out["ratios"]
+    n = cfg["members"]
     lines = [
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; one sender -> "
-        f"{cfg['members']} members, {cfg['msgs']} messages per size; min / median / max of "
-        f"{cfg['runs']} runs; ratio = tipcshm / AF_UNIX, median (min-max) of the per-run ratios",
-        f"{'figure':28} {'AF_UNIX fan-out':>26} {'tipcshm group':>26} {'ratio (min-max)':>18}",
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; one sender -> {n} members, "
+        f"{cfg['msgs']} messages per size; cells: min / median / max of {cfg['runs']} runs; "
+        "ratios: X / AF_UNIX, median (min-max) of the per-run ratios",
+        f"{'figure':26} {'AF_UNIX fan-out':>24} {'tipcshm group':>24} {'ratio':>17}"
+        f" {f'tipcshm RDM x{n}':>24} {'ratio':>17}",
     ]
     for size in cfg["sizes"]:
         for figure, label in FIGURES:
             cells = []
-            for transport in ("unix", "tipcshm"):
+            for transport in TRANSPORTS:
                 s = res.get(f"{transport} {size}B {figure}")
                 cells.append(" / ".join(_fmt(s[k]) for k in ("min", "median", "max")) if s else "-")
-            r = rat.get(f"{size}B {figure}")
-            ratio = f"{r['median']:5.2f}x ({r['min']:.2f}-{r['max']:.2f})" if r else "-"
-            lines.append(f"{f'{size} B ' + label:28} {cells[0]:>26} {cells[1]:>26} {ratio:>18}")
+                if transport != "unix":
+                    r = rat.get(f"{transport} {size}B {figure}")
+                    cells.append(
+                        f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})" if r else "-"
+                    )
+            lines.append(
+                f"{f'{size} B ' + label:26} {cells[0]:>24} {cells[1]:>24} {cells[2]:>17}"
+                f" {cells[3]:>24} {cells[4]:>17}"
+            )
     w = res.get("weather rtt")
     if w:
         cell = " / ".join(f"{w[k]:.1f}" for k in ("min", "median", "max"))
-        lines.append(f"{'weather: AF_UNIX RTT us':28} {cell:>26}")
-    lines.append("goal: tipcshm total msgs/s >= 2.00x AF_UNIX (CPU rows: lower is better)")
+        lines.append(f"{'weather: AF_UNIX RTT us':26} {cell:>24}")
+    lines.append(
+        "goal: tipcshm group total msgs/s >= 2.00x AF_UNIX (CPU rows: lower is better; "
+        f"RDM x{n} = {n} sendto per message, no group: what the group path builds on)"
+    )
     for key, why in out["unavailable"].items():
         lines.append(f"{key}: not measured: {why}")
     return "\n".join(lines)
@@ -518,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--msgs", type=int, default=20000, help="messages broadcast per size per run")
     ap.add_argument("--members", type=int, default=8, help="receiving members")
     ap.add_argument("--sizes", default="64,4096", help="payload sizes, comma-separated")
-    ap.add_argument("--only", default="unix,tipcshm", help="subset of unix,tipcshm")
+    ap.add_argument("--only", default="unix,tipcshm,rdm", help="subset of unix,tipcshm,rdm")
     ap.add_argument("--profile", metavar="DIR", help="one extra cProfiled run per size into DIR")
     ap.add_argument("--json", help="write the figures to this file too")
     args = ap.parse_args(argv)
