@@ -6,7 +6,9 @@ namespace of its own (``kvm<pid>x<n>``), with a bridge whose host side is 192.0.
 192.0.2.2.. with ``host_octets``); VM k is 192.0.2.(10+k), TIPC node 0xc000020a+k
 (identity derived from its IP), bearer ``udp:b1``, echo servers on VM 1 (or every VM):
 RDM {18888, 17}, STREAM {18888, 18}, SEQPACKET {18888, 19}, and RDM {18888, 100+k} on
-every VM. ``exec(k, cmd)`` runs a shell command in VM k; ``console(k)`` is its console log.
+every VM; with ``tools=True`` the VMs also have the project's /bin/sockcheck and
+/bin/groupcheck (tools/interop). ``exec(k, cmd)`` runs a shell command in VM k;
+``console(k)`` is its console log.
 ``start_tipcshm_node()`` starts a tipcshm node whose supervisor (and so its bearer worker)
 runs inside the namespace; the test process attaches to it through /dev/shm as usual.
 Everything is stopped and removed on exit: the nodes by name (their supervisor's pid
@@ -24,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -78,8 +81,12 @@ class KernelVMs:
         echo: str = "first",
         host_octets: tuple[int, ...] = (1,),
         extra: tuple[str, ...] = (),
+        tools: bool = False,
     ) -> None:
         self.n = n
+        self.tools = tools  # boot an initramfs that also holds /bin/sockcheck, /bin/groupcheck
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._env: dict[str, str] | None = None
         self.ns = f"kvm{os.getpid()}x{next(_counter)}"
         self.mode, self.echo, self.host_octets, self.extra = mode, echo, host_octets, extra
         self.host = Namespace(self.ns, "br0", f"{SUBNET}.{host_octets[0]}")
@@ -92,6 +99,7 @@ class KernelVMs:
         return subprocess.run(
             [sys.executable, "tipcvm.py", "--ns", self.ns, *args],
             cwd=self.harness,
+            env=self._env,
             text=True,
             capture_output=True,
             timeout=timeout,
@@ -99,9 +107,13 @@ class KernelVMs:
 
     def __enter__(self) -> KernelVMs:
         try:
-            self.harness, _env, _initrd = sockcheck.prerequisites()
+            self.harness, base_env, base_initrd = sockcheck.prerequisites()
         except sockcheck.Skipped as why:
             raise Unavailable(str(why)) from None
+        if self.tools:  # the project's VM programs, compiled and appended as sockcheck.py does
+            self._workdir = tempfile.TemporaryDirectory(prefix="kernelvm.")
+            cache = sockcheck.build_cache(Path(self._workdir.name), base_env, base_initrd)
+            self._env = dict(os.environ, TIPCVM_CACHE=str(cache))
         args = ["up", "-n", str(self.n), "--status", "0", "--mode", self.mode, "--echo", self.echo]
         args += ["--host-octets", ",".join(map(str, self.host_octets)), *self.extra]
         self.booted = True
@@ -128,6 +140,9 @@ class KernelVMs:
             last = Path(os.environ.get("TIPCVM_RUN", "/run/tipcvm")) / f"{self.ns}.last"
             if last.is_dir():
                 shutil.rmtree(last)
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
 
     def exec(self, k: int, cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """``cmd`` with /bin/sh in VM k (its stdout, stderr and exit status)."""

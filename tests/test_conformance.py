@@ -639,6 +639,158 @@ def options_of(kind: str) -> Callable[[Recorder], None]:
     return run
 
 
+# ---------------------------------------------------------------- communication groups
+TIPC_GROUP_JOIN, TIPC_GROUP_LEAVE = 135, 136
+TIPC_GROUP_LOOPBACK, TIPC_GROUP_MEMBER_EVTS = 0x1, 0x2
+GROUP_TYPE = 18890
+MSG_EOR, MSG_TRUNC = _std.MSG_EOR, _std.MSG_TRUNC
+
+
+def join_req(type_: int, inst: int, scope: int, flags: int = 0) -> bytes:
+    """struct tipc_group_req."""
+    return struct.pack("4I", type_, inst, scope, flags)
+
+
+def group_opt(r: Recorder, step: str, s: Any) -> None:
+    try:
+        r.record(step, {"value": s.getsockopt(SOL_TIPC, TIPC_GROUP_JOIN)})
+    except Exception as exc:
+        r.record(step, outcome(exc))
+
+
+def group_recv(r: Recorder, step: str, s: Any, who: dict[str, Any]) -> None:
+    """recvmsg: the count, msg_flags (OOB, EOR, TRUNC) and the sender: "self", the first
+    of ``who`` (name -> getsockname()) with that socket address, or "other"."""
+    try:
+        with deadline(STEP_DEADLINE):
+            data, _anc, flags, addr = s.recvmsg(2000)
+    except (Exception, StepBlocked) as exc:
+        r.record(step, outcome(exc))
+        return
+    names = [
+        n for bit, n in ((MSG_OOB, "OOB"), (MSG_EOR, "EOR"), (MSG_TRUNC, "TRUNC")) if flags & bit
+    ]
+    source = "other"
+    for name, sockname in [("self", s.getsockname()), *who.items()]:
+        if tuple(addr[1:3]) == tuple(sockname[1:3]):
+            source = name
+            break
+    r.record(step, {"ret": len(data), "flags": " ".join(names), "source": source})
+
+
+def groups_rdm(r: Recorder) -> None:
+    s1 = sock(SOCK_RDM)
+    group_opt(r, "get_group_join_unjoined", s1)
+    r.call("leave_unjoined", later(s1, "setsockopt"), SOL_TIPC, TIPC_GROUP_LEAVE, None, 0)
+    r.call("leave_unjoined_int", later(s1, "setsockopt"), SOL_TIPC, TIPC_GROUP_LEAVE, 0)
+    join = later(s1, "setsockopt")
+    r.call("join_type_63", join, SOL_TIPC, TIPC_GROUP_JOIN, join_req(63, 1, TIPC_CLUSTER_SCOPE))
+    r.call("join_scope_4", join, SOL_TIPC, TIPC_GROUP_JOIN, join_req(GROUP_TYPE, 1, 4))
+    short = join_req(GROUP_TYPE, 1, TIPC_CLUSTER_SCOPE)[:8]
+    r.call("join_short", join, SOL_TIPC, TIPC_GROUP_JOIN, short)
+    group_opt(r, "get_group_join_after_refusals", s1)
+    # scope 0 (not node scope): a socket and a group type of its own, closed at once
+    s0 = sock(SOCK_RDM)
+    r.call("join_scope_0", later(s0, "setsockopt"), SOL_TIPC, TIPC_GROUP_JOIN,
+           join_req(GROUP_TYPE + 1, 1, 0))  # fmt: skip
+    group_opt(r, "get_group_join_scope_0", s0)
+    r.call("bcast_alone_no_loopback", later(s0, "send"), b"alone")
+    s0.close()
+
+    flags = TIPC_GROUP_LOOPBACK | TIPC_GROUP_MEMBER_EVTS
+    r.call("join", join, SOL_TIPC, TIPC_GROUP_JOIN,
+           join_req(GROUP_TYPE, 1, TIPC_CLUSTER_SCOPE, flags))  # fmt: skip
+    group_opt(r, "get_group_join_joined", s1)
+    r.call("join_again", join, SOL_TIPC, TIPC_GROUP_JOIN, join_req(GROUP_TYPE, 5, 2))
+    r.setup(set_timeval, s1, so("SO_RCVTIMEO"), 2000)
+    who = {"first": s1.getsockname()}
+    group_recv(r, "recv_own_join_event", s1, who)
+    r.poll("joined_drained", s1)
+    r.call("bind_joined", later(s1, "bind"), range_addr(SERVICE, 500, 500, TIPC_NODE_SCOPE))
+    r.call("connect_joined", later(s1, "connect"), name_addr(SERVICE, 500))
+    r.call("listen_joined", later(s1, "listen"), 5)
+    r.call("bcast_alone", later(s1, "send"), b"alone")
+    r.call("anycast_own_instance_alone", later(s1, "sendto"), b"x", name_addr(GROUP_TYPE, 1))
+    r.call("mcast_own_instance_alone", later(s1, "sendto"), b"x",
+           range_addr(GROUP_TYPE, 1, 1, 0))  # fmt: skip
+    r.call("unicast_self", later(s1, "sendto"), b"x", s1.getsockname()[:4])
+    r.poll("alone_after_sends", s1)
+    for i in range(1, 5):
+        group_recv(r, f"alone_recv_{i}", s1, who)
+    r.call("alone_recv_dontwait", later(s1, "recv"), 64, MSG_DONTWAIT)
+
+    s2 = sock(SOCK_RDM)
+    r.setup(set_timeval, s2, so("SO_RCVTIMEO"), 2000)
+    who["second"] = s2.getsockname()
+    r.call("second_join", later(s2, "setsockopt"), SOL_TIPC, TIPC_GROUP_JOIN,
+           join_req(GROUP_TYPE, 2, TIPC_CLUSTER_SCOPE))  # fmt: skip
+    group_recv(r, "recv_second_join_event", s1, who)
+    r.call("bcast", later(s1, "send"), b"hello")
+    group_recv(r, "second_recv_bcast", s2, who)
+    group_recv(r, "recv_own_bcast", s1, who)
+    r.call("anycast", later(s1, "sendto"), b"any", name_addr(GROUP_TYPE, 2))
+    group_recv(r, "second_recv_anycast", s2, who)
+    r.call("mcast", later(s1, "sendto"), b"mc", range_addr(GROUP_TYPE, 2, 2, 0))
+    group_recv(r, "second_recv_mcast", s2, who)
+    r.call("unicast", later(s2, "sendto"), b"uni", s1.getsockname()[:4])
+    group_recv(r, "recv_unicast", s1, who)
+    r.call("bcast_oob", later(s1, "send"), b"oob", MSG_OOB)
+    group_recv(r, "second_recv_bcast_oob", s2, who)
+    group_recv(r, "recv_own_bcast_oob", s1, who)
+    r.call("mcast_nobody", later(s1, "sendto"), b"x", range_addr(GROUP_TYPE, 9, 9, 0))
+    r.call("anycast_nobody", later(s1, "sendto"), b"x", name_addr(GROUP_TYPE, 9))
+    plain = sock(SOCK_RDM)
+    r.call("unicast_non_member", later(s1, "sendto"), b"x", plain.getsockname()[:4])
+    r.call("mcast_range", later(s1, "sendto"), b"range", range_addr(GROUP_TYPE, 1, 2, 0))
+    group_recv(r, "second_recv_mcast_range", s2, who)
+    group_recv(r, "recv_own_mcast_range", s1, who)
+    r.poll("first_after_sends", s1)
+    r.poll("second_after_sends", s2)
+
+    # a member that closes: its leave reaches the others; the second has no events
+    s3 = sock(SOCK_RDM)
+    who["third"] = s3.getsockname()
+    r.call("third_join", later(s3, "setsockopt"), SOL_TIPC, TIPC_GROUP_JOIN,
+           join_req(GROUP_TYPE, 3, TIPC_CLUSTER_SCOPE))  # fmt: skip
+    group_recv(r, "recv_third_join_event", s1, who)
+    s3.close()
+    group_recv(r, "recv_third_leave_event", s1, who)
+    r.poll("second_without_events", s2)
+
+    leave2 = later(s2, "setsockopt")
+    r.call("second_leave_int", leave2, SOL_TIPC, TIPC_GROUP_LEAVE, 0)
+    r.call("second_leave", leave2, SOL_TIPC, TIPC_GROUP_LEAVE, None, 0)
+    group_opt(r, "get_group_join_left", s2)
+    group_recv(r, "recv_second_leave_event", s1, who)
+    r.call("second_leave_again", leave2, SOL_TIPC, TIPC_GROUP_LEAVE, None, 0)
+    r.call("second_bind_after_leave", later(s2, "bind"),
+           range_addr(SERVICE, 501, 501, TIPC_NODE_SCOPE))  # fmt: skip
+    r.call("second_join_when_bound", leave2, SOL_TIPC, TIPC_GROUP_JOIN,
+           join_req(GROUP_TYPE, 2, TIPC_CLUSTER_SCOPE))  # fmt: skip
+    r.call("leave", join, SOL_TIPC, TIPC_GROUP_LEAVE, None, 0)
+    r.call("bcast_after_leave", later(s1, "send"), b"x")
+    plain.close()
+    s2.close()
+    s1.close()
+
+
+def groups_other(r: Recorder, type_: int) -> None:
+    """Joining with the other socket types, and what the socket calls then answer."""
+    s = sock(type_)
+    try:
+        r.call("join", later(s, "setsockopt"), SOL_TIPC, TIPC_GROUP_JOIN,
+               join_req(GROUP_TYPE + 2, 1, TIPC_CLUSTER_SCOPE, TIPC_GROUP_LOOPBACK))  # fmt: skip
+        group_opt(r, "get_group_join", s)
+        r.poll("joined", s)
+        r.call("send", later(s, "send"), b"x", MSG_DONTWAIT)
+        r.call("sendto_service", later(s, "sendto"), b"x", MSG_DONTWAIT, name_addr(SERVICE, 502))
+        r.call("connect", later(s, "connect"), name_addr(SERVICE, 502))
+        r.call("listen", later(s, "listen"), 5)
+        r.call("leave", later(s, "setsockopt"), SOL_TIPC, TIPC_GROUP_LEAVE, None, 0)
+    finally:
+        s.close()
+
+
 CONN_TYPES = {"seqpacket": _std.SOCK_SEQPACKET, "stream": _std.SOCK_STREAM}
 ENDINGS = ["shut_wr", "shut_rd", "shut_rdwr", "close"]
 
@@ -660,6 +812,10 @@ def groups() -> dict[str, Callable[[Recorder], None]]:
         out[f"window.{name}"] = lambda r, t=type_, n=250 + i: connection_window(r, t, n)
     for kind in ("rdm", "dgram", "seqpacket", "stream", "listener", "stream_accepted"):
         out[f"opt.{kind}"] = options_of(kind)
+    out["grp.rdm"] = groups_rdm
+    out["grp.dgram"] = lambda r: groups_other(r, _std.SOCK_DGRAM)
+    out["grp.seqpacket"] = lambda r: groups_other(r, _std.SOCK_SEQPACKET)
+    out["grp.stream"] = lambda r: groups_other(r, _std.SOCK_STREAM)
     return out
 
 

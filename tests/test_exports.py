@@ -17,6 +17,9 @@ import tipcshm.constants
 # tipcshm's own names beside the stdlib's: its API, then the TIPC constants the stdlib lacks.
 OWN_API = {
     "Socket",
+    "Group",
+    "GroupMember",
+    "GroupMessage",
     "ServiceAddr",
     "ServiceRange",
     "SocketAddr",

@@ -46,6 +46,7 @@ from tipcshm.errors import (
 
 # Typed as the stdlib's (star import above), which is the interface they keep.
 from tipcshm.functions import fromfd, socketpair  # type: ignore[assignment]
+from tipcshm.group import Group, GroupMember, GroupMessage
 from tipcshm.sock import Socket, socket  # type: ignore[assignment]
 from tipcshm.tracking import ServiceEvent, ServiceSubscription, subscribe, wait_for_service
 
@@ -77,6 +78,9 @@ __all__ = [
     "socketpair",
     "fromfd",
     "Socket",
+    "Group",
+    "GroupMember",
+    "GroupMessage",
     "ServiceAddr",
     "ServiceRange",
     "SocketAddr",

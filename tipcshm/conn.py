@@ -547,6 +547,9 @@ class ConnSocket(Socket):
         getsockopt(SOL_SOCKET, SO_ERROR) gives 0 or ECONNREFUSED, and connect() again
         raises EISCONN (EALREADY while it is still pending)."""
         self._check_open()
+        group = getattr(self, "_group", None)
+        if group is not None:  # tipc_connect: a group member connects nowhere
+            raise InvalidArgument(f"connect(): socket {self._port:#010x} is in group {group.type}")
         # tipc_connect refuses a bad address (EINVAL) before it looks at the state
         addr = parse_address(address, caller="connect")
         if isinstance(addr, ServiceRange):

@@ -699,6 +699,9 @@ class Socket(metaclass=_SocketMeta):
             type_, lower, upper, scope = addr.type, addr.lower, addr.upper, addr.scope
         if type_ < TIPC_RESERVED_TYPES:
             raise AccessDenied(f"service type {type_} is reserved (types below 64): {address}")
+        group = getattr(self, "_group", None)
+        if group is not None:  # __tipc_bind: a group member binds nothing else
+            raise AccessDenied(f"bind(): socket {self._port:#010x} is in group {group.type}")
         if scope < 0:
             self._unbind(type_, lower, upper, -scope, address)
             return
@@ -888,7 +891,10 @@ class Socket(metaclass=_SocketMeta):
             if value is None:
                 raise TipcError(errno.EFAULT, f"TIPC_GROUP_JOIN: no request (None, {length})")
             _check_group_request(value)
-            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+            from tipcshm import group  # noqa: PLC0415 - group builds on this module
+
+            group.join(self, value)
+            return
         elif value is not None or length:
             raise InvalidArgument(f"option {option} takes no value (None, 0)")
         if option == TIPC_IMPORTANCE:
@@ -908,7 +914,10 @@ class Socket(metaclass=_SocketMeta):
         elif option in (TIPC_MCAST_BROADCAST, TIPC_MCAST_REPLICAST, TIPC_NODELAY):
             pass  # transmission-method hints: one node has one method
         elif option == TIPC_GROUP_LEAVE:
-            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+            from tipcshm import group  # noqa: PLC0415 - group builds on this module
+
+            group.leave(self)
+            return
         else:
             raise InvalidArgument(f"no SOL_TIPC option {option}")
         self._update_w0()
@@ -941,7 +950,8 @@ class Socket(metaclass=_SocketMeta):
         elif option == TIPC_SOCK_RECVQ_USED:
             value = self._inbox.fill()[0]
         elif option == TIPC_GROUP_JOIN:
-            raise NotSupportedYet("communication groups (TIPC_GROUP_JOIN/LEAVE)")
+            group = getattr(self, "_group", None)  # tipc_group_self: the type, or 0
+            value = 0 if group is None else group.type
         else:
             raise ProtocolOptionError(level, option)
         if buflen:

@@ -26,6 +26,16 @@ Theory of operation (the kernel's udp_media.c + the bearer half of node.c/link.c
   socket bound in range with cluster scope. A full receiver: RDM/DGRAM get the kernel's
   overload handling (rejected with TIPC_ERR_OVERLOAD, or dropped when dest-droppable);
   connection messages wait in order and are retried.
+* group traffic (tipc-wire §9): a member socket's GROUP_PROTOCOL messages and group
+  data (GRP_BCAST/GRP_MCAST replicast copies naming the node in w7, GRP_UCAST) are
+  checked as above plus their own shapes (see ``_group_ok``) and sent like data. From a
+  peer, on the unicast link or the broadcast receive link alike, GROUP_PROTOCOL and
+  GRP_UCAST go to their port and a GRP_BCAST/GRP_MCAST to every local socket bound to
+  the group's type with cluster scope, one copy each with that port in w5
+  (tipc_sk_mcast_rcv); per port in order, retried while full, dropped if the port is
+  gone (never returned). A local member socket that closes or dies without sending
+  LEAVE to the members it joined through this worker gets them sent on its behalf,
+  after what its process still had in the inbox (``_check_group_senders``).
 * peers' bindings (name distribution) and the link-state bindings go to the name-table
   worker as :mod:`tipcshm.shm.names_feed` records in this worker's lane of its inbox,
   RESET_BEARER first; this node's own cluster-scope bindings are published to the peers
@@ -37,6 +47,7 @@ Theory of operation (the kernel's udp_media.c + the bearer half of node.c/link.c
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -78,6 +89,8 @@ from tipcshm.shm.layout import (
     BEARER_FRAME_PREFIX,
     LINKS_PER_BEARER,
     MAX_LINKS,
+    S_PORT,
+    S_STATE,
     BearerCommand,
     BearerState,
     LinkRowState,
@@ -86,6 +99,7 @@ from tipcshm.shm.layout import (
     bearer_inbox_name,
     nametable_inbox_name,
 )
+from tipcshm.wire import group as wgroup
 from tipcshm.wire.discovery import UdpMediaAddr
 from tipcshm.wire.link import scan
 from tipcshm.workers import rows
@@ -142,6 +156,22 @@ _CONN_MSG = int(wire.DataType.CONN_MSG)
 _MCAST_MSG = int(wire.DataType.MCAST_MSG)
 _NAMED_MSG = int(wire.DataType.NAMED_MSG)
 _DIRECT_MSG = int(wire.DataType.DIRECT_MSG)
+_GROUP_PROTOCOL = int(wire.User.GROUP_PROTOCOL)
+_LOCAL_USERS = _DATA_USERS | {_GROUP_PROTOCOL}
+_GRP_MEMBER_EVT = int(wire.DataType.GRP_MEMBER_EVT)
+_GRP_BCAST = int(wire.DataType.GRP_BCAST_MSG)
+_GRP_MCAST = int(wire.DataType.GRP_MCAST_MSG)
+_GRP_UCAST = int(wire.DataType.GRP_UCAST_MSG)
+_GRP_JOIN = int(wire.GroupMsgType.GRP_JOIN_MSG)
+_GRP_LEAVE = int(wire.GroupMsgType.GRP_LEAVE_MSG)
+_GRP_LAST_PROTO = max(int(t) for t in wire.GroupMsgType)
+_CLUSTER = wire.LOOKUP_SCOPE_CLUSTER
+# Group words at the places the name words have: w8 the group type, w9 the GROUP_PROTOCOL
+# sync point (wire.group.w9_high), w10 a group data message's seqno (wire.group.w10_seqno)
+_W8 = wire.NAME_TYPE_OFFSET
+_W9 = wire.NAME_INSTANCE_OFFSET
+_W10 = wire.NAME_UPPER_OFFSET
+_ALL_INSTANCES = 0xFFFFFFFF
 
 
 def multicast_group(net_id: int, ipv6: bool) -> str:
@@ -160,6 +190,17 @@ class _RateLog:
         if now >= self.next:
             self.next = now + LOG_INTERVAL
             log.log(level, msg, *args)
+
+
+@dataclasses.dataclass(slots=True)
+class _GroupSender:
+    """A local group member as the frames it sent through this worker show it."""
+
+    index: int  # its socket-table entry (-1: none any more when its JOIN was read)
+    lane: int = -1  # the inbox lane its frames came through last
+    snd_nxt: dict[int, int] = dataclasses.field(default_factory=dict)  # node -> bc_snd_nxt
+    members: set[tuple[int, int]] = dataclasses.field(default_factory=set)  # joined
+    gone_since: float = 0.0
 
 
 class BearerWorker:
@@ -243,6 +284,10 @@ class BearerWorker:
         self._late: collections.deque[tuple[int, bytes, int, float]] = collections.deque()
         self._reading = False
         self._last_counters = 0.0
+        # local group members that joined members on other nodes (see _track_group),
+        # and the LEAVEs sent on behalf of those that died, waiting for the link
+        self._group_senders: dict[int, _GroupSender] = {}
+        self._leaves: collections.deque[tuple[int, bytes]] = collections.deque()
 
     # -- set-up ------------------------------------------------------------------------
     def _join_multicast(self, spec: BearerSpec, net_id: int) -> None:
@@ -426,6 +471,8 @@ class BearerWorker:
         self._drain_feed()
         if self._late:
             self._flush_late(now, self._held is None and not self.inbox.pending())
+        if self._group_senders or self._leaves:
+            self._check_group_senders(now)
         self._after(now)
         self.loop.set_timer("tick", now + COUNTER_INTERVAL, self._on_tick)
 
@@ -636,9 +683,12 @@ class BearerWorker:
                 u64[c_bad] += 1
                 continue
             dest, msg, imp = checked
-            if _W01.unpack_from(msg)[1] & wire.W1_ERRCODE_MASK:
+            w0, w1 = _W01.unpack_from(msg)
+            if w1 & wire.W1_ERRCODE_MASK:
                 self._late.append((dest, msg, imp, now))  # an ending: after the data
                 continue
+            if w1 >> wire.W1_MTYPE_SHIFT >= _GRP_BCAST or wire.user_of(w0) == _GROUP_PROTOCOL:
+                self._track_group(dest, msg, lane)  # (checked: no other user has such types)
             send(dest, msg, imp, now)
         self._flush_late(now, drained and self._held is None)
         self._after(now)
@@ -680,16 +730,124 @@ class BearerWorker:
             user, size, non_seq, _seqno, _ack, _prev = scan(msg)
         except wire.WireError:
             return None
-        if size != n - _PREFIX or user not in _DATA_USERS or non_seq:
+        if size != n - _PREFIX or user not in _LOCAL_USERS or non_seq:
             return None
-        hsize = wire.hsize_of(_U32_FROM(msg)[0])
+        w0, w1 = _W01.unpack_from(msg)
+        hsize = wire.hsize_of(w0)
         if hsize > wire.SHORT_H_SIZE:
             if _U32_FROM(msg, _W6)[0] != self.own:
                 return None
             # a 28-byte header has no w7: its destination node reads as 0, never ``dest``
             if hsize <= _W7 or _U32_FROM(msg, _W7)[0] != dest:
                 return None
-        return dest, msg, (user if user <= 3 else 2)  # CONN_MANAGER at its own (high) level
+        mtype = w1 >> wire.W1_MTYPE_SHIFT
+        if (user == _GROUP_PROTOCOL or mtype >= _GRP_MEMBER_EVT) and not _group_ok(
+            msg, user, w0, w1, mtype, hsize, size
+        ):
+            return None
+        # CONN_MANAGER and GROUP_PROTOCOL at the high level (the link itself queues them
+        # at SYSTEM importance, which is never congested but overflows into a reset)
+        return dest, msg, (user if user <= 3 else 2)
+
+    # -- group members of this node (LEAVE on behalf of a dead one) --------------------
+    def _track_group(self, dest: int, msg: bytes, lane: int) -> None:
+        """Remember what a local group member sent to node ``dest``: its group broadcast
+        sequence as that node last saw it, and the members it sent JOIN to and not LEAVE
+        (the api's "LEAVE on behalf"). A port is tracked from its first JOIN on until
+        it has left every member it joined or its socket-table entry is no longer OPEN
+        (see :meth:`_check_group_senders`)."""
+        port = _U32_FROM(msg, wire.ORIG_PORT_OFFSET)[0]
+        t = self._group_senders.get(port)
+        w1 = _U32_FROM(msg, 4)[0]
+        mtype = w1 >> wire.W1_MTYPE_SHIFT
+        if wire.user_of(_U32_FROM(msg)[0]) == _GROUP_PROTOCOL:
+            if mtype != _GRP_JOIN and mtype != _GRP_LEAVE:
+                return
+            member = (dest, _U32_FROM(msg, wire.DEST_PORT_OFFSET)[0])
+            high = wgroup.w9_high(_U32_FROM(msg, _W9)[0])
+            if mtype == _GRP_JOIN:
+                if t is None:
+                    t = self._new_group_sender(port)
+                    if t is None:
+                        return
+                if len(t.members) < MAX_GROUP_SENDERS:
+                    t.members.add(member)
+            elif t is None:
+                return
+            else:
+                t.members.discard(member)
+            t.snd_nxt[dest] = high
+            t.lane = lane
+            if not t.members:
+                del self._group_senders[port]
+            return
+        if t is None:
+            return
+        seqno = wgroup.w10_seqno(_U32_FROM(msg, _W10)[0])
+        t.snd_nxt[dest] = seqno if mtype == _GRP_UCAST else (seqno + 1) & 0xFFFF
+        t.lane = lane
+
+    def _new_group_sender(self, port: int) -> _GroupSender | None:
+        if len(self._group_senders) >= MAX_GROUP_SENDERS:
+            self._log(logging.WARNING, "bearer %s: too many group members", self.spec.label())
+            return None
+        # Its socket may be closed already (it sent and closed before we read the lane):
+        # then the LEAVE follows at once, as its own would have.
+        index = self.seg.socket_index(port)
+        t = self._group_senders[port] = _GroupSender(-1 if index is None else index)
+        return t
+
+    def _sock_open(self, index: int, port: int) -> bool:
+        if index < 0:
+            return False
+        off = self.seg.sock_off(index)
+        u32 = self.seg.u32
+        return bool(
+            u32[(off + S_PORT) // 4] == port and u32[(off + S_STATE) // 4] == SockState.OPEN
+        )
+
+    def _lane_busy(self, lane: int) -> bool:
+        """Frames of ``lane`` are still queued in our inbox (any lane, for the shared
+        overflow lane, which has no slot of its own)."""
+        inbox = self.inbox
+        if 0 <= lane < inbox.lanes:
+            try:
+                return int(inbox.lane_info(lane)["frames_queued"]) > 0
+            except (IndexError, ValueError, OSError):
+                return False
+        return inbox.pending()
+
+    def _check_group_senders(self, now: float) -> None:
+        """A tracked member whose socket is no longer OPEN (closed, or its process died)
+        without having left: once what its process queued in our inbox is sent, each
+        member it joined gets a LEAVE from it carrying the sync point that member's node
+        last saw, as the socket's own leave would have (tipc_sk_leave)."""
+        for port, t in list(self._group_senders.items()):
+            if self._sock_open(t.index, port):
+                continue
+            if not t.gone_since:
+                t.gone_since = now
+            if now - t.gone_since < LEAVE_WAIT and self._lane_busy(t.lane):
+                continue  # its earlier frames first (at most LEAVE_WAIT)
+            del self._group_senders[port]
+            for node, dport in sorted(t.members):
+                leave = wgroup.build_proto(
+                    _GRP_LEAVE,
+                    own_node=self.own,
+                    own_port=port,
+                    dest_node=node,
+                    dest_port=dport,
+                    high=t.snd_nxt.get(node, 0),
+                )
+                self._leaves.append((node, leave))
+        self._flush_leaves(now)
+
+    def _flush_leaves(self, now: float) -> None:
+        """Send the LEAVEs on behalf, behind anything held for a congested link."""
+        leaves = self._leaves
+        while leaves and self._held is None:
+            node, msg = leaves.popleft()
+            self._send_local(node, msg, 2, now)
 
     def _awaited(self, dest: int, now: float) -> bool:
         """Whether a link to ``dest`` is expected back soon (see :meth:`start`)."""
@@ -788,6 +946,9 @@ class BearerWorker:
         w0, w1 = _W01.unpack_from(frame)
         mtype = w1 >> wire.W1_MTYPE_SHIFT
         port = _U32_FROM(frame, wire.DEST_PORT_OFFSET)[0]
+        if user == _GROUP_PROTOCOL or mtype >= _GRP_MEMBER_EVT:
+            self._deliver_group(user, w0, w1, mtype, port, frame, source, now)
+            return
         if mtype == _CONN_MSG or user == _CONN_MANAGER:
             self._deliver_conn(port, frame, source, now)
             return
@@ -832,6 +993,52 @@ class BearerWorker:
             return
         self._u64[self._ci["dropped"]] += 1
 
+    def _deliver_group(
+        self,
+        user: int,
+        w0: int,
+        w1: int,
+        mtype: int,
+        port: int,
+        frame: bytes,
+        source: int,
+        now: float,
+    ) -> None:
+        """Group traffic from a peer (either of its links), as tipc_sk_mcast_rcv: a
+        GROUP_PROTOCOL message or a GRP_UCAST goes to its port; a GRP_BCAST/GRP_MCAST to
+        every socket of this node bound to the group's type (any instance) with the
+        message's lookup scope, which from another node must be cluster scope, one copy
+        each naming that port in w5 (a broadcast-link packet has the cluster id there).
+        Each port's group frames are kept in order and retried while it is full (the
+        group's own flow control bounds them); a missing port drops them (see
+        :meth:`_reject`). Malformed ones, and node-local member events, are dropped and
+        counted."""
+        hsize = wire.hsize_of(w0)
+        if user == _GROUP_PROTOCOL:
+            ok = hsize == wire.INT_H_SIZE and mtype <= _GRP_LAST_PROTO and port != 0
+        elif mtype == _GRP_MEMBER_EVT or hsize != wire.GROUP_H_SIZE:
+            ok = False
+        elif mtype == _GRP_UCAST:
+            ok = port != 0
+        else:
+            ok = wire.w1_lookup_scope(w1) == _CLUSTER
+        if not ok:
+            self._u64[self._ci["dropped"]] += 1
+            return
+        if user == _GROUP_PROTOCOL or mtype == _GRP_UCAST:
+            self._deliver_conn(port, frame, source, now)
+            return
+        ports = self.client.table().lookup_mcast_sockets(
+            _U32_FROM(frame, _W8)[0], 0, _ALL_INSTANCES, exact_scope=True
+        )
+        if not ports:
+            self._u64[self._ci["dropped"]] += 1
+            return
+        buf = bytearray(frame)
+        for dport in ports:
+            _U32.pack_into(buf, wire.DEST_PORT_OFFSET, dport)
+            self._deliver_conn(dport, bytes(buf), source, now)
+
     def _deliver_conn(self, port: int, frame: bytes, source: int, now: float) -> None:
         """Connection traffic is kept in order and retried, never dropped while its
         receiver lives."""
@@ -866,7 +1073,12 @@ class BearerWorker:
             self.loop.set_timer("retry", now + RETRY_INTERVAL, self._on_retry)
 
     def _reject(self, frame: bytes, err: int, source: int, now: float) -> None:
-        """Return a message from a peer to its sender over the link."""
+        """Return a message from a peer to its sender over the link. Group traffic is
+        never returned: its protocol messages are dest-droppable and a member that is
+        gone is the group's business (its withdrawn binding), so it is dropped."""
+        if _is_group(*_W01.unpack_from(frame)):
+            self.seg.bearer_count(self.k, "dropped")
+            return
         try:
             rej = wire.reverse_for_reject(frame, err, self.own)
         except (ValueError, wire.WireError):
@@ -986,6 +1198,42 @@ class BearerWorker:
             self._feed_inbox.detach()
 
 
+def _is_group(w0: int, w1: int) -> bool:
+    """A GROUP_PROTOCOL message or group data (wire.group.is_group_data)."""
+    return wire.user_of(w0) == _GROUP_PROTOCOL or wgroup.is_group_data(w0, w1)
+
+
+def _group_ok(msg: bytes, user: int, w0: int, w1: int, mtype: int, hsize: int, size: int) -> bool:
+    """Whether a local sender's group frame is well formed (``_check_local`` has checked
+    the generic header, the origin and the destination node already).
+
+    GROUP_PROTOCOL: exactly a 40-byte header, a known type, dest-droppable, to a port.
+    Group data (users 0-3): a GRP_BCAST/GRP_MCAST/GRP_UCAST with a 44-byte header and no
+    error code; a broadcast or multicast goes to port 0 with cluster lookup scope (a
+    node-scope group never leaves its node), a unicast to a port. GRP_MEMBER_EVT is
+    node-local and never sent."""
+    dport = _U32_FROM(msg, wire.DEST_PORT_OFFSET)[0]
+    if user == _GROUP_PROTOCOL:
+        return (
+            hsize == wire.INT_H_SIZE
+            and size == wire.INT_H_SIZE
+            and mtype <= _GRP_LAST_PROTO
+            and bool(w0 & wire.DEST_DROPPABLE_BIT)
+            and not w1 & wire.W1_ERRCODE_MASK
+            and dport != 0
+        )
+    if (
+        user == _CONN_MANAGER
+        or mtype == _GRP_MEMBER_EVT
+        or hsize != wire.GROUP_H_SIZE
+        or w1 & wire.W1_ERRCODE_MASK
+    ):
+        return False
+    if mtype == _GRP_UCAST:
+        return dport != 0
+    return dport == 0 and wire.w1_lookup_scope(w1) == _CLUSTER
+
+
 def _word(frame: bytes, hsize: int, off: int) -> int:
     """Header word at byte ``off``, 0 when the header is too short to have it (as the
     decoded Header reads absent address words)."""
@@ -997,6 +1245,10 @@ LATE_MAX = 0.5  # seconds a connection ending waits at most for the data before 
 # A restarted worker holds frames for its predecessor's peers this many link tolerances
 # (then returns them with TIPC_ERR_NO_NODE): long enough for discovery and the handshake.
 EXPECT_LINKS_FACTOR = 3
+# A dead group member's LEAVEs wait at most this long for its frames still in our inbox.
+LEAVE_WAIT = 2.0
+# Group member sockets tracked for LEAVE on behalf, and members each one joined.
+MAX_GROUP_SENDERS = 65536
 
 
 def main(argv: list[str] | None = None) -> int:

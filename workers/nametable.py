@@ -21,9 +21,11 @@ Run as ``python -m tipcshm.workers.nametable NODE`` by the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -71,6 +73,7 @@ from tipcshm.shm.layout import (
     nametable_inbox_name,
 )
 from tipcshm.shm.replica import Mirror
+from tipcshm.workers.group_events import Change, GroupEvents
 from tipcshm.workers.topology import TopologyServer
 
 log = logging.getLogger("tipcshm.workers.nametable")
@@ -79,6 +82,7 @@ HEARTBEAT_INTERVAL = 0.1
 SUPERVISOR_PID_ENV = "TIPCSHM_SUPERVISOR_PID"  # set by the supervisor for its workers
 LOG_INTERVAL = 5.0  # malformed input is logged at most once per this many seconds
 _SCOPES = (TIPC_CLUSTER_SCOPE, TIPC_NODE_SCOPE)
+_OPS = (control.OP_BIND, control.OP_UNBIND, control.OP_GROUP_SUB, control.OP_GROUP_UNSUB)
 FEED_BATCH = 4096  # name updates applied per turn of the loop
 
 
@@ -120,6 +124,10 @@ class NameTableWorker:
         self._bad_log = _RateLimitedLog(LOG_INTERVAL)
         self._error_log = _RateLimitedLog(LOG_INTERVAL)
         self._touched: set[int] = set()  # ports whose binding count changed
+        # Member events (workers/group_events.py): the changes of the current batch, in
+        # name-table order, each with "caused by the sweep of a closed or dead socket".
+        self.groups = GroupEvents(seg, self.own)
+        self._changes: list[Change] = []
         origins = seg.replica_origins()  # before anything is written
         self.table = self._load()
         self.feeds = NameFeeds(self.table, MAX_BINDINGS, MAX_BEARERS)
@@ -134,6 +142,7 @@ class NameTableWorker:
             slots=True,  # anything may have changed meanwhile: every token moves
         )
         self._recount_all(self.table)
+        self.groups.load(TIPC_RESERVED_TYPES)
         self._answer_fatal_request()
 
     # -- start ---------------------------------------------------------------------
@@ -154,7 +163,9 @@ class NameTableWorker:
         }
         for b in table.bindings():
             if b.node == self.own and b.port and b.port not in live and not _link_state(b):
-                table.remove_port(b.node, b.port)
+                # a socket that closed or died while no worker ran: its group
+                # subscribers hear of it (GroupEvents.load runs before the first batch)
+                self._changes.extend((r, True) for r in table.remove_port(b.node, b.port))
         node_binding = Binding(
             TIPC_NODE_STATE, self.own, self.own, TIPC_CLUSTER_SCOPE, self.own, 0, self.own
         )
@@ -235,8 +246,10 @@ class NameTableWorker:
             # Closed, or its process died (the supervisor marked it): a bind still in
             # flight must not outlive the socket.
             return self._bad(req, errno.EBADF, f"socket {port:#010x} is closing")
-        if req.op not in (control.OP_BIND, control.OP_UNBIND):
+        if req.op not in _OPS:
             return self._bad(req, errno.EINVAL, f"unknown operation {req.op}")
+        if req.op in (control.OP_GROUP_SUB, control.OP_GROUP_UNSUB):
+            return self._apply_group(req, port)
         if req.scope not in _SCOPES:
             return self._bad(req, errno.EINVAL, f"scope {req.scope}")
         if req.lower > req.upper:
@@ -250,16 +263,16 @@ class NameTableWorker:
                         logging.WARNING, "name table full (%d bindings): bind refused", MAX_BINDINGS
                     )
                     return errno.ENOSPC
-                self.events.append(
-                    self.table.insert(
-                        Binding(req.type, req.lower, req.upper, req.scope, self.own, port, req.key)
-                    )
+                added = self.table.insert(
+                    Binding(req.type, req.lower, req.upper, req.scope, self.own, port, req.key)
                 )
+                self.events.append(added)
+                self._changes.append((added, False))
                 seg.bump("bind_requests")
             else:
-                self.events.append(
-                    self.table.remove(req.type, req.lower, req.upper, self.own, req.key)
-                )
+                removed = self.table.remove(req.type, req.lower, req.upper, self.own, req.key)
+                self.events.append(removed)
+                self._changes.append((removed, False))
                 seg.bump("unbind_requests")
         except DuplicateBinding:
             return 0  # a replay of a bind done before a restart
@@ -268,6 +281,31 @@ class NameTableWorker:
         except NameTableError as exc:
             return self._bad(req, errno.EINVAL, str(exc))
         self._touched.add(port)
+        return 0
+
+    def _apply_group(self, req: control.Request, port: int) -> int:
+        """OP_GROUP_SUB / OP_GROUP_UNSUB of socket ``port`` (entry OPEN and its own)."""
+        if req.lower or req.upper or req.key:
+            return self._bad(req, errno.EINVAL, "group request with a range or key")
+        current = self.groups.subscription(port)
+        if req.op == control.OP_GROUP_UNSUB:
+            if current is not None and (req.type, req.scope) not in ((0, 0), current):
+                return self._bad(
+                    req, errno.EINVAL, f"unsubscription of {req.type}/{req.scope}, not held"
+                )
+            self.groups.unsubscribe(port)
+            return 0
+        if req.scope not in _SCOPES:
+            return self._bad(req, errno.EINVAL, f"scope {req.scope}")
+        if req.type < TIPC_RESERVED_TYPES:
+            return self._bad(req, errno.EACCES, f"reserved service type {req.type}")
+        if current is not None:
+            # the same again is a replay after a restart; another one is refused as the
+            # kernel's tipc_sk_join refuses a socket already in a group
+            return 0 if current == (req.type, req.scope) else errno.EACCES
+        # told of the changes of this batch that come after it (those before are in the
+        # replica it reads once answered, which is after this batch is published)
+        self.groups.subscribe(req.slot, port, req.type, req.scope, len(self._changes))
         return 0
 
     def _apply_guarded(self, req: control.Request) -> int:
@@ -350,19 +388,21 @@ class NameTableWorker:
 
     def _apply_update(self, u: names_feed.NameUpdate) -> None:
         feeds = self.feeds
+        changes: list[BindingAdded | BindingRemoved]
         if u.op == names_feed.PUBLISH:
             b = Binding(u.type, u.lower, u.upper, u.scope, u.node, u.port, u.key)
             added = feeds.publish(u.bearer, b)
-            if added is not None:
-                self.events.append(added)
+            changes = [] if added is None else [added]
         elif u.op == names_feed.WITHDRAW:
             removed = feeds.withdraw(u.bearer, u.type, u.lower, u.upper, u.node, u.key)
-            if removed is not None:
-                self.events.append(removed)
+            changes = [] if removed is None else [removed]
         elif u.op == names_feed.PURGE_NODE:
-            self.events.extend(feeds.purge_node(u.bearer, u.node))
+            changes = feeds.purge_node(u.bearer, u.node)
         else:  # RESET_BEARER (decode accepts no other operation)
-            self.events.extend(feeds.reset_bearer(u.bearer))
+            changes = feeds.reset_bearer(u.bearer)
+        self.events.extend(changes)
+        # a peer's or a bearer's loss is no EVT_GONE: the client sees the node unreachable
+        self._changes.extend((c, False) for c in changes)
 
     def run_once(self) -> int:
         """Serve the requests and closings waiting now, without blocking; returns how many.
@@ -380,11 +420,22 @@ class NameTableWorker:
             req = control.read(seg, slot)
             answers.append((slot, req.seq, self._apply_guarded(req)))
         closing: list[tuple[int, int]] = []
+        groups = self.groups
         for slot in seg.socket_indices(SockState.CLOSING):
             port = seg.u32[(seg.sock_off(slot) + S_PORT) // 4]
             if port:
-                self.events.extend(self.table.remove_port(self.own, port))
+                removed = self.table.remove_port(self.own, port)
+                self.events.extend(removed)
+                self._changes.extend((r, True) for r in removed)
+                groups.unsubscribe(port)
                 closing.append((slot, port))
+        # Member events before the replica moves: a worker killed after this and before
+        # publishing leaves its requests and sweeps to its successor, which tells of them
+        # again (a repeated event is harmless; a lost one would not be).
+        if self._changes:
+            groups.changed(self._changes)
+            self._changes.clear()
+        groups.flush()
         masks = self.feeds.take_changed()
         if not answers and not closing and not fed and not masks:
             return 0
@@ -464,6 +515,7 @@ class NameTableWorker:
                 last_beat = now
         if self.topology is not None:
             self.topology.close()
+        self.groups.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     node = args[0]
     proc.die_with_parent(int(os.environ.get(SUPERVISOR_PID_ENV, os.getppid())))
     rundir.setup_logging(f"nametable[{node}]")
+    # One mapped inbox (and its doorbell) per group subscriber: as many descriptors as
+    # the hard limit allows, not the soft default of 1,024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     seg = NodeSegment.attach(node)
     inbox = Inbox.attach(nametable_inbox_name(node), trust=seg.trust, tag=seg.tag)
     worker = NameTableWorker(seg, inbox)
@@ -485,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     worker.start_topology()
     pid, start = proc.self_token()
+    seg.set_name_event_writer(pid, start)
     seg.set_nametable_worker(pid, start)
     seg.nametable_beat()
     try:

@@ -35,8 +35,9 @@ What the parts report is acted on and passed up as events, in order:
 * ``LinkUp``/``LinkDown`` -> told to the Discoverer (request rate, check_dest);
 * ``NodeUp`` -> our bulk of bindings to that peer; ``NodeDown`` -> its bindings withdrawn;
 * ``Delivered`` NAME_DISTRIBUTOR messages -> the name distributor (a malformed one is
-  dropped and counted: the link has already accepted it); data (users 0-3) and
-  CONN_MANAGER messages are passed up as ``Delivered``; other users are counted.
+  dropped and counted: the link has already accepted it); data (users 0-3),
+  CONN_MANAGER and GROUP_PROTOCOL messages are passed up as ``Delivered``; other users
+  are counted.
 
 Nothing of a peer's traffic waits on the owner: after every call the stack drains the
 events of its parts until none is left, so the owner's loop is the contract's.
@@ -85,7 +86,8 @@ OFFER_SENT = 0
 OFFER_NO_LINK = 1
 OFFER_CONGESTED = 2
 
-# Passed up as Delivered: data of the four importances and connection management.
+# Passed up as Delivered: data of the four importances, connection management and the
+# group protocol (member sockets' JOIN/LEAVE/ADV/ACK/RECLAIM/REMIT).
 _DELIVERED_USERS = frozenset(
     {
         User.LOW_IMPORTANCE,
@@ -93,6 +95,7 @@ _DELIVERED_USERS = frozenset(
         User.HIGH_IMPORTANCE,
         User.CRITICAL_IMPORTANCE,
         User.CONN_MANAGER,
+        User.GROUP_PROTOCOL,
     }
 )
 

@@ -14,6 +14,20 @@ One request per socket is in flight: the owner waits for the ack (threads of one
 are serialised by the socket). So a node holds as many pending requests as it has sockets,
 and no process needs a lane into the worker (lanes are 64 per inbox).
 
+Group subscriptions (communication groups, ``TIPC_GROUP_JOIN``) travel the same way:
+``OP_GROUP_SUB`` (``type`` = the group's service type, ``scope`` = TIPC_CLUSTER_SCOPE or
+TIPC_NODE_SCOPE; ``lower``, ``upper`` and ``key`` 0) asks the worker to tell the socket of
+every binding of that type and scope added or removed from then on, as
+:func:`tipcshm.wire.group.build_member_event` frames written into the socket's inbox
+through the worker's own lane. Answered 0 once the replica shows every binding that
+existed before the subscription started; a socket holds one subscription (another
+``type`` or ``scope`` is refused EACCES; the same again is answered 0, so a request
+replayed after a worker restart is harmless). ``OP_GROUP_UNSUB`` (every field 0, or the
+subscription's own ``type``/``scope``) ends it; so does the entry's freeing. The
+subscription is kept in the entry (``S_GROUP_TYPE``, ``S_GROUP_SCOPE``), so a restarted
+worker goes on. :func:`from_nametable_worker` is the check a socket makes before it
+believes a member-event frame.
+
 Releasing a socket's bindings is no request: the entry is marked CLOSING (see
 :mod:`tipcshm.shm.layout`) and the bell rung; the worker withdraws them and frees the entry.
 Everything here is read back from shared memory, so the worker treats it as untrusted.
@@ -22,9 +36,11 @@ Everything here is read back from shared memory, so the worker treats it as untr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tipcshm.shm.layout import (
     MAX_SOCKETS,
+    NAMETABLE_SLOT,
     S_CTL_KEY,
     S_CTL_LOWER,
     S_CTL_OP,
@@ -34,11 +50,22 @@ from tipcshm.shm.layout import (
     S_CTL_TYPE,
     S_CTL_UPPER,
     NodeSegment,
+    WorkerKind,
 )
+
+if TYPE_CHECKING:
+    from tipcshm.shm.lane import Inbox
 
 OP_BIND = 1
 OP_UNBIND = 2
-OP_NAMES = {OP_BIND: "bind", OP_UNBIND: "unbind"}
+OP_GROUP_SUB = 3
+OP_GROUP_UNSUB = 4
+OP_NAMES = {
+    OP_BIND: "bind",
+    OP_UNBIND: "unbind",
+    OP_GROUP_SUB: "group subscription",
+    OP_GROUP_UNSUB: "group unsubscription",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +115,22 @@ def read(seg: NodeSegment, slot: int) -> Request:
         scope=u32[base + S_CTL_SCOPE // 4],
         key=u32[base + S_CTL_KEY // 4],
     )
+
+
+def from_nametable_worker(seg: NodeSegment, inbox: Inbox, lane: int) -> bool:
+    """Whether lane ``lane`` of ``inbox`` (where :meth:`Inbox.poll` found a frame) is the
+    name-table worker's: only then is a member-event frame in it to be believed.
+
+    The lane's producer (:meth:`Inbox.lane_producer`) must be the worker that slot
+    ``NAMETABLE_SLOT`` of the worker table names, or one of the two workers the header
+    names as member-event writers (the current one, and its predecessor: frames a killed
+    worker wrote stay in its lane until read). Never true for the shared overflow lane,
+    which the worker does not use.
+    """
+    token = inbox.lane_producer(lane)
+    if token is None or not token[0]:
+        return False
+    w = seg.worker(NAMETABLE_SLOT)
+    if w is not None and w.kind == WorkerKind.NAMETABLE and token == (w.pid, w.start):
+        return True
+    return token in seg.name_event_writers()

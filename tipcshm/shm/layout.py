@@ -64,7 +64,7 @@ from tipcshm.shm.trust import Trust, node_trust
 from tipcshm.wire.names import MAX_PUBL
 
 MAGIC = 0x314D4853_43504954  # b"TIPCSHM1" little-endian
-LAYOUT_VERSION = 3  # 3: worker, bearer and link tables (inter-node links)
+LAYOUT_VERSION = 4  # 3: worker, bearer and link tables; 4: group subscriptions (S_GROUP_*)
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 NODE_ENV = "TIPCSHM_NODE"
@@ -77,7 +77,7 @@ HEADER_BYTES = 4096
 MAX_PROCS = 4096
 PROC_ENTRY = 32
 MAX_SOCKETS = 16384
-SOCK_ENTRY = 128
+SOCK_ENTRY = 160
 # The replica holds every binding of the cluster this node knows: its own (the kernel caps
 # those at MAX_PUBL, 65,535, per node) and its peers'. 2**17 keeps lookups flat well past
 # 100,000 (tools/bench/nametable_bench.py); each buffer costs REPLICA_RECORD bytes per
@@ -167,6 +167,13 @@ H_CONN_LANE_BYTES = 176  # u32 bytes per lane of SEQPACKET/STREAM inboxes (0: H_
 H_CTL_BUSY_SLOT = 184  # u32 socket-table index + 1 of the request the worker is applying (0: none)
 H_CTL_BUSY_SEQ = 188  # u32 its sequence number: a successor answers it EPROTO (no crash loop)
 H_TAG = 192  # u64 random incarnation tag: inboxes of another node of the same name differ
+# The name-table workers that wrote member-event frames into group sockets' inboxes: the
+# current one and its predecessor, whose frames may still wait unread (each worker shifts
+# them as it starts; tipcshm.shm.control.from_nametable_worker checks a lane against them).
+H_NT_EVT_PID = 200  # u32
+H_NT_PREV_PID = 204  # u32
+H_NT_EVT_START = 208  # u64
+H_NT_PREV_START = 216  # u64
 H_COUNTERS = 512  # NODE_COUNTERS x u64
 NODE_COUNTERS = (
     "sockets_opened",
@@ -180,6 +187,8 @@ NODE_COUNTERS = (
     "bad_requests",  # control requests refused as malformed (bad op, scope, range, state...)
     "request_errors",  # requests the worker failed on (exception or crash): answered EPROTO
     "reap_dropped",  # unread messages of dead processes' sockets not returned (see reap)
+    "group_events",  # member-event frames the name-table worker wrote to group sockets
+    "group_event_drops",  # ... and dropped because the subscriber's lane was full
 )
 COUNTER_INDEX = {name: i for i, name in enumerate(NODE_COUNTERS)}
 
@@ -217,6 +226,13 @@ S_CTL_UPPER = 112  # u32
 S_CTL_SCOPE = 116  # u32
 S_CTL_KEY = 120  # u32
 S_CTL_PORT = 124  # u32 the port the owner believes it holds: a stale poster is refused
+# Group subscription (control.OP_GROUP_SUB), written by the name-table worker only, kept
+# here so that a restarted worker goes on sending member events.
+S_GROUP_TYPE = 128  # u32 the group's service type (0: no subscription)
+S_GROUP_SCOPE = 132  # u32 TIPC_CLUSTER_SCOPE / TIPC_NODE_SCOPE (0: no subscription)
+S_GROUP_EVENTS = 136  # u64 member-event frames written to this socket
+S_GROUP_DROPS = 144  # u64 ... dropped because its lane was full: the client re-syncs
+#                     from the replica when this moves
 SOCK_COUNTERS = ("tx_msgs", "tx_bytes", "rx_msgs", "rx_bytes", "drops", "returned")
 
 # Worker table entry (WORKER_TABLE + slot * WORKER_ENTRY). Written by the supervisor (kind,
@@ -752,6 +768,55 @@ class NodeSegment:
         off = self.worker_off(NAMETABLE_SLOT)
         self.u64[(off + W_START) // 8] = start
         self.u32[(off + W_PID) // 4] = pid
+
+    def name_event_writers(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(pid, start)`` of the name-table worker writing member events now and of its
+        predecessor ((0, 0): none), as the header says (untrusted, as any token here)."""
+        u32, u64 = self.u32, self.u64
+        return (
+            (u32[H_NT_EVT_PID // 4], u64[H_NT_EVT_START // 8]),
+            (u32[H_NT_PREV_PID // 4], u64[H_NT_PREV_START // 8]),
+        )
+
+    def set_name_event_writer(self, pid: int, start: int) -> None:
+        """The name-table worker, as it starts: it becomes the writer, the one before it
+        the predecessor (unless it is the same process)."""
+        cur = self.name_event_writers()[0]
+        u32, u64 = self.u32, self.u64
+        if cur != (pid, start):
+            u32[H_NT_PREV_PID // 4], u64[H_NT_PREV_START // 8] = cur
+        u64[H_NT_EVT_START // 8] = start
+        u32[H_NT_EVT_PID // 4] = pid
+
+    def group_sub(self, index: int) -> tuple[int, int]:
+        """``(type, scope)`` of entry ``index``'s group subscription ((0, 0): none)."""
+        off = self.sock_off(index)
+        return self.u32[(off + S_GROUP_TYPE) // 4], self.u32[(off + S_GROUP_SCOPE) // 4]
+
+    def set_group_sub(self, index: int, type: int, scope: int) -> None:
+        """Record (or with 0, 0 clear) entry ``index``'s group subscription (the
+        name-table worker only)."""
+        off = self.sock_off(index)
+        self.u32[(off + S_GROUP_TYPE) // 4] = type
+        self.u32[(off + S_GROUP_SCOPE) // 4] = scope
+
+    def group_subscribers(self) -> list[int]:
+        """Indices of OPEN entries that record a group subscription (one column scan)."""
+        socks = self._socks
+        used = (socks[:, S_PORT // 4] != 0) & (socks[:, S_STATE // 4] == SockState.OPEN)
+        used &= socks[:, S_GROUP_SCOPE // 4] != 0
+        return np.flatnonzero(used).tolist()  # type: ignore[no-any-return]
+
+    def count_group_event(self, index: int, dropped: bool) -> None:
+        """Count one member-event frame written to (or dropped for) entry ``index``."""
+        off = self.sock_off(index) + (S_GROUP_DROPS if dropped else S_GROUP_EVENTS)
+        self.u64[off // 8] += 1
+        self.bump("group_event_drops" if dropped else "group_events")
+
+    def group_event_counts(self, index: int) -> tuple[int, int]:
+        """(frames written, frames dropped) of entry ``index``'s group subscription."""
+        off = self.sock_off(index)
+        return self.u64[(off + S_GROUP_EVENTS) // 8], self.u64[(off + S_GROUP_DROPS) // 8]
 
     def count_nametable_restart(self) -> None:
         self.count_worker_restart(NAMETABLE_SLOT)

@@ -3,7 +3,9 @@
 * isolated nodes that clean up after themselves (:func:`running_node` and friends);
 * a deterministic network simulator for the sans-IO protocol core
   (:mod:`tipcshm.testing.sim`): :class:`FakeClock`, :class:`SimNetwork` with seeded
-  loss, duplication, reordering, delay and partitions, and the clusters built on it.
+  loss, duplication, reordering, delay and partitions, and the clusters built on it;
+* an in-memory harness for the communication-group core
+  (:mod:`tipcshm.testing.group_sim`): :class:`GroupSim`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 
 from tipcshm.client import drop_client
 from tipcshm.errors import NodeFailure
+from tipcshm.testing.group_sim import GroupSim, SimDeadlock
 from tipcshm.testing.sim import (
     FakeClock,
     Faults,
@@ -30,9 +33,11 @@ from tipcshm.testing.sim import (
 __all__ = [
     "FakeClock",
     "Faults",
+    "GroupSim",
     "NetworkStatistics",
     "PathStatistics",
     "SimCluster",
+    "SimDeadlock",
     "SimLinkPair",
     "SimNetwork",
     "data_message",

@@ -37,6 +37,7 @@ from typing import Final, NamedTuple
 
 from tipcshm.wire.header import (
     DEST_DROPPABLE_BIT,
+    GROUP_H_SIZE,
     INT_H_SIZE,
     TIPC_VERSION,
     W1_MTYPE_SHIFT,
@@ -61,6 +62,8 @@ __all__ = [
     "MemberEvent",
     "blocks",
     "build_member_event",
+    "build_group_msg",
+    "build_member_evt_msg",
     "build_proto",
     "decode_member_event",
     "grp_w10",
@@ -87,6 +90,7 @@ EVT_GONE: Final = 0x1
 EVT_FRAME_SIZE: Final = INT_H_SIZE + 16
 _EVT_FRAME: Final = Struct(">14I")
 _PROTO: Final = Struct(">10I")
+_GRP_HDR: Final = Struct(">11I")
 
 
 def blocks(size: int) -> int:
@@ -141,6 +145,66 @@ def build_proto(
     w9 = ((high & _U16) << _W9_HIGH_SHIFT) | (adv_win & _U16)
     return _PROTO.pack(
         w0, make_w1(mtype), 0, own_node, own_port, dest_port, own_node, dest_node, 0, w9
+    )
+
+
+def build_group_msg(
+    mtype: int,
+    data: bytes,
+    *,
+    user: int = 0,
+    own_node: int,
+    own_port: int,
+    dest_node: int,
+    dest_port: int,
+    type: int,
+    instance: int = 0,
+    seqno: int,
+    ack_req: bool = False,
+    lookup_scope: int = 0,
+) -> bytes:
+    """A group data message (GRP_BCAST_MSG 5 / GRP_MCAST_MSG 6 / GRP_UCAST_MSG 7) with a
+    44-byte header: w8 the group type, w9 the target instance (multicast), w10 the
+    sender's broadcast sequence number and the ack request."""
+    size = GROUP_H_SIZE + len(data)
+    w0 = make_w0(user, GROUP_H_SIZE, size)
+    return (
+        _GRP_HDR.pack(
+            w0,
+            make_w1(mtype, lookup_scope=lookup_scope),
+            0,
+            own_node,
+            own_port,
+            dest_port,
+            own_node,
+            dest_node,
+            type,
+            instance,
+            grp_w10(seqno, ack_req=ack_req),
+        )
+        + data
+    )
+
+
+def build_member_evt_msg(
+    event: int, seqno: int, *, own_node: int, own_port: int, node: int, port: int, type: int
+) -> bytes:
+    """The GRP_MEMBER_EVT message a group socket hands its application: a 44-byte header
+    of user CRITICAL, from the member <node:port> to us <own_node:own_port>, w8 the group
+    type, w10 the event and the sequence point it is ordered at (tipc_group_create_event)."""
+    w0 = make_w0(User.CRITICAL_IMPORTANCE, GROUP_H_SIZE, GROUP_H_SIZE) | DEST_DROPPABLE_BIT
+    return _GRP_HDR.pack(
+        w0,
+        make_w1(DataType.GRP_MEMBER_EVT),
+        0,
+        own_node,
+        port,
+        own_port,
+        node,
+        own_node,
+        type,
+        0,
+        grp_w10(seqno, evt=event),
     )
 
 

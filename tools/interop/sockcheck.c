@@ -13,6 +13,9 @@
  *                                  fixed order IN OUT PRI HUP ERR RDHUP (RDNORM etc. omitted)
  *     "value": N or [a, b, ...]    getsockopt's value (ints; struct options as lists)
  *     "count": N, "eagain": bool   for the window scenarios
+ *     "ret": N, "flags": "OOB EOR", "source": NAME
+ *                                  a group socket's recvmsg: its msg_flags and which of the
+ *                                  scenario's sockets sent the message (or event)
  * tests/test_conformance.py replays every GROUP with tipcshm and compares step by step, so
  * a step's name and its meaning must stay in step with that file.
  *
@@ -701,6 +704,228 @@ static void all_options(void)
 	close(srv);
 }
 
+/* ------------------------------------------------------------ communication groups */
+#define GROUP_TYPE 18890u
+
+static void join_req(struct tipc_group_req *g, unsigned type, unsigned inst, unsigned scope,
+		     unsigned flags)
+{
+	memset(g, 0, sizeof(*g));
+	g->type = type;
+	g->instance = inst;
+	g->scope = scope;
+	g->flags = flags;
+}
+
+static void rec_join(const char *step, int sd, unsigned type, unsigned inst, unsigned scope,
+		     unsigned flags)
+{
+	struct tipc_group_req g;
+	join_req(&g, type, inst, scope, flags);
+	rec_ret(step, setsockopt(sd, SOL_TIPC, TIPC_GROUP_JOIN, &g, sizeof(g)));
+}
+
+static void rec_group_opt(const char *step, int sd)
+{
+	int v = -12345;
+	socklen_t l = sizeof(v);
+	if (getsockopt(sd, SOL_TIPC, TIPC_GROUP_JOIN, &v, &l) < 0)
+		emit(step, "\"errno\": \"%s\"", errname(errno));
+	else
+		emit(step, "\"value\": %d", v);
+}
+
+static struct sockaddr_tipc own_addr(int sd)
+{
+	struct sockaddr_tipc a;
+	socklen_t l = sizeof(a);
+	memset(&a, 0, sizeof(a));
+	must(getsockname(sd, (struct sockaddr *)&a, &l), "getsockname");
+	return a;
+}
+
+static struct sockaddr_tipc id_addr(int sd)
+{
+	struct sockaddr_tipc a = own_addr(sd);
+	a.addrtype = TIPC_ADDR_ID;
+	a.scope = 0;
+	return a;
+}
+
+/* recvmsg (waiting up to the socket's SO_RCVTIMEO): the count, the flags (OOB, EOR, TRUNC)
+ * and which socket sent it: "self", one of the named sockets, or "other" */
+static void rec_group_recv(const char *step, int sd, const struct sockaddr_tipc *who,
+			   const char *const *names)
+{
+	char buf[2000], flags[32] = "";
+	struct sockaddr_tipc src[2];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct msghdr m;
+	const char *source = "other";
+	int n, i;
+
+	memset(&m, 0, sizeof(m));
+	memset(src, 0, sizeof(src));
+	m.msg_name = src;
+	m.msg_namelen = sizeof(src);
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	n = recvmsg(sd, &m, 0);
+	if (n < 0) {
+		emit(step, "\"errno\": \"%s\"", errname(errno));
+		return;
+	}
+	if (m.msg_flags & MSG_OOB)
+		strcat(flags, "OOB");
+	if (m.msg_flags & MSG_EOR)
+		strcat(flags, *flags ? " EOR" : "EOR");
+	if (m.msg_flags & MSG_TRUNC)
+		strcat(flags, *flags ? " TRUNC" : "TRUNC");
+	for (i = -1; i < 0 || names[i]; i++) {
+		struct sockaddr_tipc a = i < 0 ? own_addr(sd) : who[i];
+		if (a.addr.id.ref == src[0].addr.id.ref && a.addr.id.node == src[0].addr.id.node) {
+			source = i < 0 ? "self" : names[i];
+			break;
+		}
+	}
+	emit(step, "\"ret\": %d, \"flags\": \"%s\", \"source\": \"%s\"", n, flags, source);
+}
+
+static void groups_rdm(void)
+{
+	static const char *const names[] = { "first", "second", "third", NULL };
+	struct sockaddr_tipc a;
+	char buf[64];
+	int s0, s1, s2, s3, plain, v = 0;
+	struct sockaddr_tipc who[3];	/* the scenario's sockets, as they name a sender */
+
+	group = "grp.rdm";
+	s1 = sock(SOCK_RDM);
+	rec_group_opt("get_group_join_unjoined", s1);
+	rec_ret("leave_unjoined", setsockopt(s1, SOL_TIPC, TIPC_GROUP_LEAVE, NULL, 0));
+	rec_ret("leave_unjoined_int", setsockopt(s1, SOL_TIPC, TIPC_GROUP_LEAVE, &v, sizeof(v)));
+	rec_join("join_type_63", s1, 63, 1, TIPC_CLUSTER_SCOPE, 0);
+	rec_join("join_scope_4", s1, GROUP_TYPE, 1, 4, 0);
+	{
+		struct tipc_group_req g;
+		join_req(&g, GROUP_TYPE, 1, TIPC_CLUSTER_SCOPE, 0);
+		rec_ret("join_short", setsockopt(s1, SOL_TIPC, TIPC_GROUP_JOIN, &g, 8));
+	}
+	rec_group_opt("get_group_join_after_refusals", s1);
+	/* scope 0 (not node scope): a socket and a group type of its own, closed at once */
+	s0 = sock(SOCK_RDM);
+	rec_join("join_scope_0", s0, GROUP_TYPE + 1, 1, 0, 0);
+	rec_group_opt("get_group_join_scope_0", s0);
+	rec_ret("bcast_alone_no_loopback", send(s0, "alone", 5, 0));
+	close(s0);
+
+	rec_join("join", s1, GROUP_TYPE, 1, TIPC_CLUSTER_SCOPE,
+		 TIPC_GROUP_LOOPBACK | TIPC_GROUP_MEMBER_EVTS);
+	rec_group_opt("get_group_join_joined", s1);
+	rec_join("join_again", s1, GROUP_TYPE, 5, TIPC_CLUSTER_SCOPE, 0);
+	set_rcvtimeo_ms(s1, SO_RCVTIMEO, 2000);
+	who[0] = own_addr(s1);
+	who[1] = who[2] = who[0];
+	rec_group_recv("recv_own_join_event", s1, who, names);
+	rec_poll("joined_drained", s1);
+	a = range_addr(SERVICE, 500, 500, TIPC_NODE_SCOPE);
+	rec_ret("bind_joined", bind(s1, SA(a)));
+	a = name_addr(SERVICE, 500);
+	rec_ret("connect_joined", connect(s1, SA(a)));
+	rec_ret("listen_joined", listen(s1, 5));
+	rec_ret("bcast_alone", send(s1, "alone", 5, 0));
+	a = name_addr(GROUP_TYPE, 1);
+	rec_ret("anycast_own_instance_alone", sendto(s1, "x", 1, 0, SA(a)));
+	a = range_addr(GROUP_TYPE, 1, 1, 0);
+	rec_ret("mcast_own_instance_alone", sendto(s1, "x", 1, 0, SA(a)));
+	a = id_addr(s1);
+	rec_ret("unicast_self", sendto(s1, "x", 1, 0, SA(a)));
+	rec_poll("alone_after_sends", s1);
+	rec_group_recv("alone_recv_1", s1, who, names);
+	rec_group_recv("alone_recv_2", s1, who, names);
+	rec_group_recv("alone_recv_3", s1, who, names);
+	rec_group_recv("alone_recv_4", s1, who, names);
+	rec_ret("alone_recv_dontwait", recv(s1, buf, sizeof(buf), MSG_DONTWAIT));
+
+	s2 = sock(SOCK_RDM);
+	set_rcvtimeo_ms(s2, SO_RCVTIMEO, 2000);
+	who[1] = own_addr(s2);
+	rec_join("second_join", s2, GROUP_TYPE, 2, TIPC_CLUSTER_SCOPE, 0);
+	rec_group_recv("recv_second_join_event", s1, who, names);
+	rec_ret("bcast", send(s1, "hello", 5, 0));
+	rec_group_recv("second_recv_bcast", s2, who, names);
+	rec_group_recv("recv_own_bcast", s1, who, names);
+	a = name_addr(GROUP_TYPE, 2);
+	rec_ret("anycast", sendto(s1, "any", 3, 0, SA(a)));
+	rec_group_recv("second_recv_anycast", s2, who, names);
+	a = range_addr(GROUP_TYPE, 2, 2, 0);
+	rec_ret("mcast", sendto(s1, "mc", 2, 0, SA(a)));
+	rec_group_recv("second_recv_mcast", s2, who, names);
+	a = id_addr(s1);
+	rec_ret("unicast", sendto(s2, "uni", 3, 0, SA(a)));
+	rec_group_recv("recv_unicast", s1, who, names);
+	rec_ret("bcast_oob", send(s1, "oob", 3, MSG_OOB));
+	rec_group_recv("second_recv_bcast_oob", s2, who, names);
+	rec_group_recv("recv_own_bcast_oob", s1, who, names);
+	a = range_addr(GROUP_TYPE, 9, 9, 0);
+	rec_ret("mcast_nobody", sendto(s1, "x", 1, 0, SA(a)));
+	a = name_addr(GROUP_TYPE, 9);
+	rec_ret("anycast_nobody", sendto(s1, "x", 1, 0, SA(a)));
+	plain = sock(SOCK_RDM);
+	a = id_addr(plain);
+	rec_ret("unicast_non_member", sendto(s1, "x", 1, 0, SA(a)));
+	a = range_addr(GROUP_TYPE, 1, 2, 0);
+	rec_ret("mcast_range", sendto(s1, "range", 5, 0, SA(a)));
+	rec_group_recv("second_recv_mcast_range", s2, who, names);
+	rec_group_recv("recv_own_mcast_range", s1, who, names);
+	rec_poll("first_after_sends", s1);
+	rec_poll("second_after_sends", s2);
+
+	/* a member that closes: its leave reaches the others; the second has no events */
+	s3 = sock(SOCK_RDM);
+	who[2] = own_addr(s3);
+	rec_join("third_join", s3, GROUP_TYPE, 3, TIPC_CLUSTER_SCOPE, 0);
+	rec_group_recv("recv_third_join_event", s1, who, names);
+	close(s3);
+	rec_group_recv("recv_third_leave_event", s1, who, names);
+	rec_poll("second_without_events", s2);
+
+	rec_ret("second_leave_int", setsockopt(s2, SOL_TIPC, TIPC_GROUP_LEAVE, &v, sizeof(v)));
+	rec_ret("second_leave", setsockopt(s2, SOL_TIPC, TIPC_GROUP_LEAVE, NULL, 0));
+	rec_group_opt("get_group_join_left", s2);
+	rec_group_recv("recv_second_leave_event", s1, who, names);
+	rec_ret("second_leave_again", setsockopt(s2, SOL_TIPC, TIPC_GROUP_LEAVE, NULL, 0));
+	a = range_addr(SERVICE, 501, 501, TIPC_NODE_SCOPE);
+	rec_ret("second_bind_after_leave", bind(s2, SA(a)));
+	rec_join("second_join_when_bound", s2, GROUP_TYPE, 2, TIPC_CLUSTER_SCOPE, 0);
+	rec_ret("leave", setsockopt(s1, SOL_TIPC, TIPC_GROUP_LEAVE, NULL, 0));
+	rec_ret("bcast_after_leave", send(s1, "x", 1, 0));
+	close(plain);
+	close(s2);
+	close(s1);
+}
+
+/* joining with the other socket types, and what the socket calls then answer */
+static void groups_other(int type, const char *gname)
+{
+	char g[64];
+	struct sockaddr_tipc a = name_addr(SERVICE, 502);
+	int sd;
+
+	snprintf(g, sizeof(g), "grp.%s", gname);
+	group = g;
+	sd = sock(type);
+	rec_join("join", sd, GROUP_TYPE + 2, 1, TIPC_CLUSTER_SCOPE, TIPC_GROUP_LOOPBACK);
+	rec_group_opt("get_group_join", sd);
+	rec_poll("joined", sd);
+	rec_ret("send", send(sd, "x", 1, MSG_DONTWAIT));
+	rec_ret("sendto_service", sendto(sd, "x", 1, MSG_DONTWAIT, SA(a)));
+	rec_ret("connect", connect(sd, SA(a)));
+	rec_ret("listen", listen(sd, 5));
+	rec_ret("leave", setsockopt(sd, SOL_TIPC, TIPC_GROUP_LEAVE, NULL, 0));
+	close(sd);
+}
+
 int main(int argc, char **argv)
 {
 	struct utsname u;
@@ -733,6 +958,10 @@ int main(int argc, char **argv)
 		connection_window(conn_types[i].type, conn_types[i].name, 250 + i);
 	}
 	all_options();
+	groups_rdm();
+	groups_other(SOCK_DGRAM, "dgram");
+	groups_other(SOCK_SEQPACKET, "seqpacket");
+	groups_other(SOCK_STREAM, "stream");
 	group = "done";
 	printf("{\"id\": \"end\"}\n");
 	return 0;

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Ask a real Linux kernel's TIPC what tipcshm's conformance suite expects, in a VM.
 
-Builds ``sockcheck.c`` statically, appends it to the kernel-TIPC harness's initramfs (the
-harness in ``../shared/tools/kernel-tipc`` next to this repository, as ``conncheck.sh``
-does), boots one VM, runs ``sockcheck`` there and collects its JSON lines.
+Builds ``sockcheck.c`` (and ``groupcheck.c``, which tests/kernelvm.py's VMs use) statically,
+appends them to the kernel-TIPC harness's initramfs (the harness in
+``../shared/tools/kernel-tipc`` next to this repository, as ``conncheck.sh`` does), boots
+one VM, runs ``sockcheck`` there and collects its JSON lines.
 
     sudo tools/interop/sockcheck.py --write tests/data/kernel_answers.jsonl   # record
     sudo tools/interop/sockcheck.py --compare tests/data/kernel_answers.jsonl # re-check
@@ -63,15 +64,21 @@ def prerequisites() -> tuple[Path, Path, Path]:
     return harness, env, initrd
 
 
+#: The project's static AF_TIPC programs the VM's initramfs carries, as /bin/<name>.
+VM_TOOLS = ("sockcheck", "groupcheck")
+
+
 def build_cache(work: Path, base_env: Path, base_initrd: Path) -> Path:
-    """A cache directory whose initramfs is the harness's plus /bin/sockcheck."""
+    """A cache directory whose initramfs is the harness's plus /bin/sockcheck and
+    /bin/groupcheck (:data:`VM_TOOLS`, each compiled statically from its .c here)."""
     overlay = work / "overlay"
     (overlay / "bin").mkdir(parents=True)
-    binary = overlay / "bin/sockcheck"
-    subprocess.run(
-        ["gcc", "-O2", "-Wall", "-static", "-s", "-o", str(binary), str(HERE / "sockcheck.c")],
-        check=True,
-    )
+    for tool in VM_TOOLS:
+        binary = overlay / "bin" / tool
+        source = HERE / f"{tool}.c"
+        subprocess.run(
+            ["gcc", "-O2", "-Wall", "-static", "-s", "-o", str(binary), str(source)], check=True
+        )
     names = subprocess.run(["find", "."], cwd=overlay, check=True, capture_output=True).stdout
     archive = subprocess.run(
         ["cpio", "-o", "-H", "newc", "--quiet", "--owner=0:0"],
