@@ -2,8 +2,8 @@
 """Group broadcast on one node: tipcshm communication groups vs AF_UNIX fan-out, one run.
 
 One sender broadcasts M messages (``--msgs``) of each size (``--sizes``, 64 bytes and one
-larger size) to N members (``--members``, 8), each member in its own process. Both
-transports run in every one of R runs (``--runs``, at least 5 for a report); the table gives
+larger size) to N members (``--members``, 8), each member in its own process. Every
+transport runs in every one of R runs (``--runs``, at least 5 for a report); the table gives
 min/median/max over the runs, and each ratio is the median of the per-run ratios (only
 same-run ratios mean anything on these machines). Definitions:
 
@@ -20,15 +20,20 @@ same-run ratios mean anything on these machines). Definitions:
   clock before its first send); per member msgs/s = M / (that member's end - the sender's
   start), the median member of the run. perf_counter_ns is CLOCK_MONOTONIC, one clock for
   every process.
+* tipcshm RDM xN: the same fan-out without a group, N ``sendto`` per message to N RDM
+  sockets (cached routes): the floor the group broadcast path builds on.
+* CPU us/msg: the sender's and the median member's ``time.process_time()`` over the timed
+  loop, per message. With N + 1 processes on few CPUs, the rate follows sender + N * member.
 * the weather: an AF_UNIX SOCK_SEQPACKET socketpair's 64-byte round trip (median of 5,000,
   two forked processes), measured at the start of every run: how busy the machine was.
 
 ``--profile DIR``: after the timed runs, one more run per transport and size with cProfile
-in the sender and in member 1; the stats go to DIR/<transport>-<size>-<role>.prof and the
-top functions are printed (profiled runs are not in the table: cProfile slows Python 2-3x).
+in the sender and in member 1 (their main threads: a member's readiness thread is not in
+it); the stats go to DIR/<transport>-<size>-<role>.prof and the top functions are printed
+(profiled runs are not in the table: cProfile slows Python 2-3x).
 
     python tools/bench/group_bench.py [--runs 5] [--msgs 20000] [--members 8]
-        [--sizes 64,4096] [--only unix,tipcshm] [--profile DIR] [--json FILE]
+        [--sizes 64,4096] [--only unix,tipcshm,rdm] [--profile DIR] [--json FILE]
 """
 
 from __future__ import annotations
