@@ -38,6 +38,7 @@ import select
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,10 +155,9 @@ def join(sock: _sock.Socket, value: Any) -> None:
         GroupSocket._become(sock, core, binding)
     assert isinstance(sock, GroupSocket)
     # The kernel handles group protocol messages as they arrive, whatever the application
-    # is doing: in select mode the process's readiness thread reads the inbox whenever
-    # its doorbell rings (see GroupSocket._sel_refresh), so a member that only sends
-    # still answers JOINs and advertises windows.
-    _sock.Socket.fileno(sock)
+    # is doing: the keeper reads the inbox of a member none of whose calls is under way
+    # (see _Keeper), so a member that only sends still answers JOINs and ACK requests.
+    _keeper.add(sock)
     sock._gflush()
     sock._sel_touch()
 
@@ -229,7 +229,6 @@ class GroupSocket(_sock.Socket):
     _gsend_lock: threading.Lock
     _gw0: int
     _gscope_w1: int
-    _guser_fd: bool
 
     @staticmethod
     def _become(sock: _sock.Socket, core: _Core, binding: tuple[int, int, int, int, int]) -> None:
@@ -239,13 +238,12 @@ class GroupSocket(_sock.Socket):
         s._gout = {}  # (node, port) -> deque of frames waiting for room in that lane
         s._ggone = []  # "member gone" events waiting for the inbox to be drained
         s._gseen = 0  # frames read since the first of them
-        s._gcond = threading.Condition(threading.RLock())
+        s._gcond = threading.Condition(threading.Lock())
         s._gwaiters = 0
         s._glocal = (-1, [])  # (type token, local member ports) for broadcasts
         s._grr = 0  # anycast round robin
         s._gbad = 0
         s._gsend_lock = threading.Lock()
-        s._guser_fd = False  # the application called fileno(): keep it true
         s._routes.clear()
         s.__class__ = _group_class(type(sock))
         s._gset_w0()
@@ -288,6 +286,7 @@ class GroupSocket(_sock.Socket):
         """TIPC_GROUP_LEAVE: LEAVE to every member, withdraw the group binding, stop the
         subscription; the socket is an ordinary RDM/DGRAM socket again."""
         self._leave(unbind=True)
+        _keeper.discard(self)
         self.__class__ = _plain_class(type(self))
         self._group = None  # type: ignore[assignment]  # getsockopt answers 0 again
         self._routes.clear()
@@ -452,9 +451,15 @@ class GroupSocket(_sock.Socket):
         if lock.acquire(blocking=False):
             try:
                 pumped = self._gpump()
+                if not pumped and self._ready is None:
+                    # nobody else reads the doorbell: sleep on it, as a receiver does
+                    with contextlib.suppress(InboxClosed):
+                        self._inbox.wait(remaining)
+                    pumped = self._gpump()
             finally:
                 lock.release()  # select mode: this re-arms the doorbell for the reactor
-            if pumped:
+            if pumped or self._ready is None:
+                self._client.check_alive()
                 return
         # the readiness thread (or a receiving thread) reads the inbox and tells us
         with self._gcond:
@@ -509,46 +514,19 @@ class GroupSocket(_sock.Socket):
             if remaining <= 0:
                 raise self._timed_out("recv", f"recv on group socket {self._port:#010x}")
             try:
-                if self._guser_fd:
+                if self._ready is not None:
                     self._wait_ready(select.POLLIN, remaining)
-                else:
-                    self._gwait_delivered(remaining)
+                else:  # on the doorbell, as an RDM socket waits: nobody else reads it
+                    self._inbox.wait(remaining)
             except InboxClosed:
                 if self._closed:
                     raise SocketClosed(self._port) from None
                 raise NodeNotRunning(self.node, "the node stopped and closed this socket") from None
 
-    def _gwait_delivered(self, timeout: float) -> None:
-        """Receive lock held: let go of it until the readiness thread (which reads the
-        inbox when its doorbell rings) delivers something, ``timeout`` passes or the
-        socket closes; take it back. The condition is taken before the lock is let go
-        (its release reads the inbox once more), so no delivery falls in between."""
-        lock = self._recv_lock
-        cond = self._gcond
-        with cond:
-            self._gwaiters += 1
-            lock.release()
-            try:
-                if not self._group.delivered and not self._closed:
-                    cond.wait(timeout)
-            finally:
-                self._gwaiters -= 1
-        lock.acquire()
-        if self._closed:
-            raise SocketClosed(self._port)
-        if self._inbox.closed and not self._group.delivered:
-            raise NodeNotRunning(self.node, "the node stopped and closed this socket")
-
     def _quiesce(self) -> bool:
-        with self._gcond:  # a receiver waiting for a delivery wakes and sees the close
+        with self._gcond:  # a sender waiting for a window wakes and sees the close
             self._gcond.notify_all()
         return super()._quiesce()
-
-    def fileno(self) -> int:
-        self._guser_fd = True
-        fd = super().fileno()
-        self._sel_touch()
-        return fd
 
     def _gtake(self, flags: int) -> Delivery:
         d = self._gnext(flags)
@@ -865,6 +843,25 @@ class GroupSocket(_sock.Socket):
             if not blane.fits(size):
                 raise WouldBlock(f"group {core.type}: the link to node {nd:#010x} is congested")
 
+    def _gkeep(self) -> bool:
+        """The keeper's turn: read what waits if no call of ours is under way."""
+        if self._closed:
+            return False
+        if self._ready is not None or not (self._gout or self._ggone or self._inbox.pending()):
+            return False
+        lock = self._recv_lock
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or not isinstance(self, GroupSocket):
+                return False
+            n = self._gpump()
+            if not n and self._gout:
+                self._gflush()
+            return bool(n)
+        finally:
+            lock.release()
+
     # -- readiness ---------------------------------------------------------------------------
     def _sel_refresh(self) -> None:
         """tipc_poll for a group member: readable while something is delivered, writable
@@ -879,8 +876,7 @@ class GroupSocket(_sock.Socket):
             pass
         while not self._group.delivered and self._inbox.rearm() and self._gpump():
             pass
-        if self._guser_fd:
-            ready.set(bool(self._group.delivered), self._group.open)
+        ready.set(bool(self._group.delivered), self._group.open)
 
     # -- inspection --------------------------------------------------------------------------
     def group_members(self) -> list[tuple[int, int, int, str]]:
@@ -905,6 +901,56 @@ class GroupSocket(_sock.Socket):
         return stats
 
 
+class _Keeper:
+    """One thread per process that reads the inboxes of group members whose owner is not
+    in a call: the kernel handles a member's protocol messages (JOIN, ADV, ACK requests,
+    RECLAIM) on arrival, and a program that only sends, or does something else for a
+    while, must still answer them. A member in a call reads its inbox itself, and one in
+    select mode (fileno()) has the readiness thread; the keeper skips both. It looks
+    every few milliseconds while it finds work and backs off to :data:`_KEEP_IDLE` when
+    it does not, and ends when no member is left."""
+
+    def __init__(self) -> None:
+        self._socks: weakref.WeakSet[GroupSocket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    def add(self, sock: GroupSocket) -> None:
+        with self._lock:
+            self._socks.add(sock)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="tipcshm-group-keeper", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def discard(self, sock: GroupSocket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+
+    def _run(self) -> None:
+        delay = _KEEP_BUSY
+        while True:
+            with self._lock:
+                socks = list(self._socks)
+                if not socks:
+                    self._thread = None
+                    return
+            worked = False
+            for sock in socks:
+                with contextlib.suppress(Exception):  # a socket's trouble is its calls' to report
+                    worked |= sock._gkeep()
+            del socks, sock
+            delay = _KEEP_BUSY if worked else min(delay * 2, _KEEP_IDLE)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+
+_KEEP_BUSY = 0.002
+_KEEP_IDLE = 0.05
+_keeper = _Keeper()
 _JOINING = 0
 _LEAVING = 7
 _GROUP_CLASSES: dict[type, type] = {}
