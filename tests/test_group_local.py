@@ -142,14 +142,6 @@ def _nothing_now(s: Any) -> bool:
     return False
 
 
-_ACK_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="client: a member that is not in recv does not process protocol frames (ACK, "
-    "JOIN): the doorbell is not re-armed while delivered data is unread "
-    "(/tmp/briefs/NOTES-gevents.md, failure 1); the kernel acks on arrival",
-)
-
-
 # -- membership -----------------------------------------------------------------------
 
 
@@ -212,7 +204,6 @@ def test_leave_comes_after_every_message_sent_before(node: str, agents: list[Age
 
 
 @pytest.mark.timeout(60)
-@_ACK_BUG
 def test_one_sender_mixing_every_kind_of_send_is_received_in_order(
     node: str, agents: list[Agent]
 ) -> None:
@@ -247,7 +238,6 @@ def test_one_sender_mixing_every_kind_of_send_is_received_in_order(
 
 
 @pytest.mark.timeout(60)
-@_ACK_BUG
 def test_a_slow_member_blocks_a_fast_broadcaster_and_loses_nothing(
     node: str, agents: list[Agent]
 ) -> None:
