@@ -5,6 +5,7 @@ node."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -246,11 +247,14 @@ def test_stopping_a_node_gives_leave_events_for_its_members(nodes: Nodes) -> Non
     with gb:
         ga1 = tipcshm.Group(GTYPE, 1, scope=CLUSTER, events=True, node=nodes.a)
         ga2 = tipcshm.Group(GTYPE, 3, scope=CLUSTER, events=True, node=nodes.a)
-        ga1.__enter__()
-        ga2.__enter__()
-        ids = {me(ga1), me(ga2)}
-        events_until(gb, {("join", *i) for i in ids})
-        stop_node(nodes.a)  # the fixture's stop_node of a stopped node is harmless
-        seen = events_until(gb, {("leave", *i) for i in ids}, timeout=15)
-        assert sorted(seen) == sorted(("leave", *i) for i in ids)
-        wait_members(gb, set())
+        try:
+            ids = {me(ga1), me(ga2)}
+            events_until(gb, {("join", *i) for i in ids})
+            stop_node(nodes.a)  # the fixture's stop_node of a stopped node is harmless
+            seen = events_until(gb, {("leave", *i) for i in ids}, timeout=15)
+            assert sorted(seen) == sorted(("leave", *i) for i in ids)
+            wait_members(gb, set())
+        finally:
+            for g in (ga1, ga2):
+                with contextlib.suppress(OSError):
+                    g.close()
