@@ -872,10 +872,15 @@ class GroupSocket(_sock.Socket):
         if self._inbox.closed:
             ready.set(True, True)
             return
-        while self._gpump():
-            pass
-        while not self._group.delivered and self._inbox.rearm() and self._gpump():
-            pass
+        # Read to the end and re-arm the doorbell every time, whether or not deliveries
+        # wait for the application: an unarmed bell never rings again, and protocol
+        # messages and member events (a JOIN to answer, a member to JOIN) would then sit
+        # unread until the application next calls in.
+        while True:
+            while self._gpump():
+                pass
+            if not self._inbox.rearm():
+                break
         ready.set(bool(self._group.delivered), self._group.open)
 
     # -- inspection --------------------------------------------------------------------------
