@@ -258,7 +258,11 @@ def test_group_of_two_tipcshm_nodes_and_a_kernel(mixed: tuple[KernelVMs, str, st
         # b takes what the kernel sent it (all sent before the kernel's receives), then
         # leaves by closing
         want_b = expected_from_kernel(k.output(), me_b, 11)
-        cb.until(lambda seen: len(data_from(seen, me_k)) >= len(want_b))
+        cb.until(
+            lambda seen: (
+                len(data_from(seen, me_k)) >= len(want_b) and len(data_from(seen, me_a)) >= 2
+            )  # a's two broadcasts, also read before
+        )
         b.close()
         out_k = k.wait("done ")
         ca.until(lambda seen: any(s.what == "leave" and s.source == me_k for s in seen))
